@@ -1,0 +1,5 @@
+//! Workload identities and the certificates that prove them.
+
+mod spiffe;
+
+pub use spiffe::{Identity, IdentityError};

@@ -1,0 +1,109 @@
+//! Entering a pod's network namespace to open sockets there.
+//!
+//! A socket belongs to the netns of the thread that created it, for its whole
+//! life. So mesh-node switches the current thread into the pod's netns just
+//! long enough to call `socket()`, then switches back; no await happens
+//! in between, so a tokio worker thread is never left in the wrong netns.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+
+/// `SO_NETNS_COOKIE` (Linux 5.14+): the kernel's 64-bit id of a netns, the
+/// same value `bpf_get_netns_cookie` returns to the kernel programs.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// An open handle on a network namespace.
+#[derive(Debug)]
+pub struct PodNetns {
+    path: PathBuf,
+    file: File,
+    cookie: u64,
+}
+
+impl PodNetns {
+    /// Opens the netns at `path` (e.g. `/run/netns/<name>` or `/proc/<pid>/ns/net`).
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = File::open(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("opening netns {}: {e}", path.display()))
+        })?;
+        let mut ns = PodNetns {
+            path: path.to_path_buf(),
+            file,
+            cookie: 0,
+        };
+        let probe = ns.run_in(|| std::net::UdpSocket::bind("127.0.0.1:0"))??;
+        ns.cookie = netns_cookie_of(&probe)?;
+        Ok(ns)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The kernel's cookie for this netns (the enrolment key of the programs).
+    pub fn cookie(&self) -> u64 {
+        self.cookie
+    }
+
+    /// Runs `f` on the current thread while it is inside this netns, then
+    /// returns the thread to the netns it was in. `f` must not block on async work.
+    pub fn run_in<T>(&self, f: impl FnOnce() -> T) -> io::Result<T> {
+        let home = File::open("/proc/thread-self/ns/net")?;
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        let out = f();
+        // Failing to return would leave a runtime thread in a pod's netns:
+        // every later socket would land in the wrong place. Abort instead.
+        if let Err(e) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
+            eprintln!("mesh-node: cannot return to own netns ({e}); aborting");
+            std::process::abort();
+        }
+        Ok(out)
+    }
+}
+
+/// The netns cookie of the namespace a socket lives in.
+pub fn netns_cookie_of(sock: &impl AsRawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// Marks a socket so the kernel programs never capture it.
+pub fn set_mesh_mark(sock: &impl AsRawFd) -> io::Result<()> {
+    let mark: u32 = mesh_common::MESH_MARK;
+    // SAFETY: `mark` is a valid u32 for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
