@@ -18,6 +18,37 @@ pub enum IdentityError {
     NotSpiffe(String),
     #[error("identity {0:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
     Malformed(String),
+    // Certificate and TLS configuration errors (see `identity::CertStore`).
+    // They carry rendered messages so that the enum stays `Eq`.
+    #[error("no certificate for identity {0}")]
+    NoCertificate(Identity),
+    #[error("no trust roots loaded")]
+    NoTrustRoots,
+    #[error("reading {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("invalid PEM in {what}: {reason}")]
+    Pem { what: String, reason: String },
+    #[error("no certificate found in {0}")]
+    NoCertificateInPem(String),
+    #[error("no private key found in {0}")]
+    NoPrivateKey(String),
+    #[error("trust root rejected: {0}")]
+    BadTrustRoot(String),
+    #[error("certificate could not be parsed: {0}")]
+    BadCertificate(String),
+    #[error("certificate has no spiffe:// URI SAN")]
+    NoSpiffeSan,
+    #[error("certificate has more than one spiffe:// URI SAN: {0:?}")]
+    MultipleSpiffeSans(Vec<String>),
+    #[error("certificate is for {found}, expected {expected}")]
+    WrongIdentity {
+        expected: Box<Identity>,
+        found: Box<Identity>,
+    },
+    #[error("building the TLS configuration for {identity}: {reason}")]
+    TlsConfig { identity: Identity, reason: String },
+    #[error("minting a certificate: {0}")]
+    Mint(String),
 }
 
 impl Identity {

@@ -1,0 +1,414 @@
+//! The kernel programs (`mesh-ebpf`): loading, attaching, enrolling pods.
+//!
+//! [`MeshPrograms::load`] loads the embedded object and attaches, to the
+//! node's cgroup2 directory:
+//!
+//! * `cgroup/connect4` + `cgroup/connect6` — a TCP `connect()` from an
+//!   enrolled netns to a non-loopback address, on a socket without
+//!   [`MESH_MARK`](mesh_common::MESH_MARK), is rewritten to
+//!   `127.0.0.1:15001` (IPv6 sockets: `::ffff:127.0.0.1:15001`) in the app's
+//!   own netns; the original destination is kept.
+//! * `sockops` — publishes the original destination under
+//!   (netns cookie, app's local port) when the captured connection is
+//!   established, and (fast path on) puts loopback sockets in `FAST_SOCKS`.
+//! * `cgroup/getsockopt` — answers `SO_ORIGINAL_DST` ([`original_dst`]).
+//! * `sk_msg` on `FAST_SOCKS` — same-node socket pairs skip the TCP stack.
+//!
+//! [`MeshPrograms::enrol`] attaches `sk_lookup` to a pod's netns (a new link
+//! of the one loaded program) so connections to the pod IP land on its
+//! 15006 (plaintext) or 15008 (HBONE) listener.
+//!
+//! Cgroup hooks fire by the cgroup of the process that *created* the socket:
+//! mesh-node must live in a (child) cgroup below the one given to `load` so
+//! that `getsockopt` is answered for its accepted sockets, and every socket
+//! it opens must carry the mark ([`crate::inpod::set_mesh_mark`]).
+
+mod logger;
+mod sockopt;
+
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, MapData, MapError, SockHash};
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, CgroupSockopt, ProgramError, SkLookup, SkMsg, SockOps,
+};
+use aya::{Ebpf, EbpfLoader};
+use mesh_common::{
+    map_names, program_names, ListenerKey, PodInfo, CONFIG_FAST_PATH, HBONE_PORT,
+    INBOUND_PLAINTEXT_PORT,
+};
+
+pub use self::sockopt::original_dst;
+
+/// The compiled kernel programs (built by build.rs from `mesh-ebpf`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mesh-ebpf"));
+
+/// Everything that can go wrong loading, attaching or updating the programs.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("program `{name}` is missing from the eBPF object")]
+    MissingProgram { name: &'static str },
+    #[error("map `{name}` is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("opening cgroup directory {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netns {netns:#x} is already enrolled")]
+    AlreadyEnrolled { netns: u64 },
+    #[error(
+        "pod IP {ip} already has listeners (another enrolled pod uses it; unenrol that one first)"
+    )]
+    PodIpInUse { ip: IpAddr },
+    #[error("the enrolled pod belongs to a different MeshPrograms instance")]
+    ForeignPod,
+}
+
+impl EbpfError {
+    fn program(name: &'static str) -> impl FnOnce(ProgramError) -> EbpfError {
+        move |e| EbpfError::Program {
+            name,
+            source: Box::new(e),
+        }
+    }
+
+    fn map(name: &'static str) -> impl FnOnce(MapError) -> EbpfError {
+        move |e| EbpfError::Map {
+            name,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// What [`MeshPrograms::enrol`] needs to know about a pod.
+pub struct PodEnrolment<'a> {
+    /// The pod's network namespace.
+    pub netns: &'a crate::inpod::PodNetns,
+    /// The pod's IP (unique on the node; keys its listeners).
+    pub pod_ip: IpAddr,
+    /// The pod's 15006 listener (inside the pod's netns).
+    pub inbound_plaintext: &'a std::net::TcpListener,
+    /// The pod's 15008 listener (inside the pod's netns).
+    pub hbone: &'a std::net::TcpListener,
+}
+
+/// A pod enrolled with [`MeshPrograms::enrol`].
+///
+/// Give it back to [`MeshPrograms::unenrol`] to stop capturing. Dropping it
+/// does **not** unenrol the pod (the handle cannot reach the maps): the pod
+/// stays captured until `MeshPrograms` itself is dropped, and a warning is
+/// logged.
+#[must_use = "an enrolled pod stays captured until passed to MeshPrograms::unenrol"]
+#[derive(Debug)]
+pub struct EnrolledPod {
+    owner: u64,
+    netns_cookie: u64,
+    pod_ip: IpAddr,
+    /// What exists in the kernel for this pod (teardown removes exactly that).
+    link: Option<aya::programs::sk_lookup::SkLookupLinkId>,
+    listeners: Vec<ListenerKey>,
+    in_enrolled: bool,
+}
+
+impl EnrolledPod {
+    /// The netns cookie the pod is enrolled under.
+    pub fn netns_cookie(&self) -> u64 {
+        self.netns_cookie
+    }
+
+    /// The pod IP its listeners are keyed by.
+    pub fn pod_ip(&self) -> IpAddr {
+        self.pod_ip
+    }
+}
+
+impl Drop for EnrolledPod {
+    fn drop(&mut self) {
+        if self.link.is_some() || self.in_enrolled || !self.listeners.is_empty() {
+            tracing::warn!(
+                netns = format_args!("{:#x}", self.netns_cookie),
+                pod_ip = %self.pod_ip,
+                "EnrolledPod dropped without unenrol; the pod stays captured until MeshPrograms is dropped"
+            );
+        }
+    }
+}
+
+/// The loaded and attached kernel programs. Dropping it detaches every
+/// program (cgroup links, sk_msg, every pod's sk_lookup link) and frees the maps.
+pub struct MeshPrograms {
+    // Field order is drop order: stop the log reader, then the programs
+    // (links detach), then the maps.
+    _logger: Option<logger::LogForwarder>,
+    ebpf: Ebpf,
+    enrolled: HashMap<MapData, u64, PodInfo>,
+    listeners: SockHash<MapData, ListenerKey>,
+    config: Array<MapData, u32>,
+    id: u64,
+}
+
+impl std::fmt::Debug for MeshPrograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshPrograms")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl MeshPrograms {
+    /// Load the embedded object, attach connect4/6, sockops, getsockopt to the
+    /// cgroup2 dir `cgroup` (mesh-node passes the node's cgroup), attach
+    /// sk_msg to the sockhash.
+    pub fn load(cgroup: &Path) -> Result<Self, EbpfError> {
+        let cgroup_dir = File::open(cgroup).map_err(|source| EbpfError::Cgroup {
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
+        let level = logger::kernel_log_level();
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &level, false)
+            .load(OBJECT)
+            .map_err(|e| EbpfError::Load(Box::new(e)))?;
+
+        let log = logger::LogForwarder::start(&mut ebpf);
+
+        let enrolled = take_map(&mut ebpf, map_names::ENROLLED)?;
+        let enrolled: HashMap<MapData, u64, PodInfo> =
+            HashMap::try_from(enrolled).map_err(EbpfError::map(map_names::ENROLLED))?;
+        let listeners = take_map(&mut ebpf, map_names::LISTENERS)?;
+        let listeners: SockHash<MapData, ListenerKey> =
+            SockHash::try_from(listeners).map_err(EbpfError::map(map_names::LISTENERS))?;
+        let config = take_map(&mut ebpf, map_names::CONFIG)?;
+        let config: Array<MapData, u32> =
+            Array::try_from(config).map_err(EbpfError::map(map_names::CONFIG))?;
+        let fast = take_map(&mut ebpf, map_names::FAST_SOCKS)?;
+        let fast: SockHash<MapData, mesh_common::SockPairKey> =
+            SockHash::try_from(fast).map_err(EbpfError::map(map_names::FAST_SOCKS))?;
+
+        // aya attaches with bpf_link (kernel >= 5.7), which always coexists
+        // with other programs in the cgroup tree; link_create refuses the
+        // BPF_F_ALLOW_MULTI flag, so the mode must be `Single` (flags 0).
+        for name in [program_names::CONNECT4, program_names::CONNECT6] {
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            prog.load().map_err(EbpfError::program(name))?;
+            prog.attach(&cgroup_dir, CgroupAttachMode::Single)
+                .map_err(EbpfError::program(name))?;
+        }
+        let name = program_names::SOCKOPS;
+        let prog: &mut SockOps = program(&mut ebpf, name)?;
+        prog.load().map_err(EbpfError::program(name))?;
+        prog.attach(&cgroup_dir, CgroupAttachMode::Single)
+            .map_err(EbpfError::program(name))?;
+
+        let name = program_names::GETSOCKOPT;
+        let prog: &mut CgroupSockopt = program(&mut ebpf, name)?;
+        prog.load().map_err(EbpfError::program(name))?;
+        prog.attach(&cgroup_dir, CgroupAttachMode::Single)
+            .map_err(EbpfError::program(name))?;
+
+        let name = program_names::SK_MSG;
+        let prog: &mut SkMsg = program(&mut ebpf, name)?;
+        prog.load().map_err(EbpfError::program(name))?;
+        prog.attach(fast.fd()).map_err(EbpfError::program(name))?;
+        // The attachment holds the map; our handle may go.
+        drop(fast);
+
+        // Loaded once; every enrolled pod gets its own link to it.
+        let name = program_names::SK_LOOKUP;
+        let prog: &mut SkLookup = program(&mut ebpf, name)?;
+        prog.load().map_err(EbpfError::program(name))?;
+
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(cgroup = %cgroup.display(), "eBPF programs attached");
+        Ok(MeshPrograms {
+            _logger: log,
+            ebpf,
+            enrolled,
+            listeners,
+            config,
+            id,
+        })
+    }
+
+    /// Enrol a pod: `ENROLLED[netns cookie] = info`; attach the sk_lookup
+    /// program to the pod netns (a new link, same loaded program); put its
+    /// listeners into `LISTENERS` keyed by pod IP. On error nothing of the
+    /// pod is left behind.
+    pub fn enrol(&mut self, pod: PodEnrolment<'_>) -> Result<EnrolledPod, EbpfError> {
+        let netns_cookie = pod.netns.cookie();
+        let pod_ip = pod.pod_ip.to_canonical();
+        if self.enrolled.get(&netns_cookie, 0).is_ok() {
+            return Err(EbpfError::AlreadyEnrolled {
+                netns: netns_cookie,
+            });
+        }
+        let mut handle = EnrolledPod {
+            owner: self.id,
+            netns_cookie,
+            pod_ip,
+            link: None,
+            listeners: Vec::with_capacity(2),
+            in_enrolled: false,
+        };
+
+        let res = (|| {
+            let [plain_key, hbone_key] = listener_keys(pod_ip);
+            for (key, sock) in [
+                (plain_key, pod.inbound_plaintext.as_raw_fd()),
+                (hbone_key, pod.hbone.as_raw_fd()),
+            ] {
+                // NOEXIST: never take over another pod's listeners.
+                match self.listeners.insert(key, sock, BPF_NOEXIST) {
+                    Ok(()) => handle.listeners.push(key),
+                    Err(e) if is_errno(&e, libc::EEXIST) => {
+                        return Err(EbpfError::PodIpInUse { ip: pod_ip });
+                    }
+                    Err(e) => return Err(EbpfError::map(map_names::LISTENERS)(e)),
+                }
+            }
+            let name = program_names::SK_LOOKUP;
+            let prog: &mut SkLookup = program(&mut self.ebpf, name)?;
+            handle.link = Some(
+                prog.attach(pod.netns.file())
+                    .map_err(EbpfError::program(name))?,
+            );
+            // Last: capture starts only once inbound steering is in place.
+            match self
+                .enrolled
+                .insert(netns_cookie, PodInfo::new(pod_ip), BPF_NOEXIST)
+            {
+                Ok(()) => {
+                    handle.in_enrolled = true;
+                    Ok(())
+                }
+                Err(e) if is_errno(&e, libc::EEXIST) => Err(EbpfError::AlreadyEnrolled {
+                    netns: netns_cookie,
+                }),
+                Err(e) => Err(EbpfError::map(map_names::ENROLLED)(e)),
+            }
+        })();
+        if let Err(e) = res {
+            let _ = self.teardown(&mut handle);
+            return Err(e);
+        }
+        tracing::info!(
+            netns = format_args!("{netns_cookie:#x}"),
+            %pod_ip,
+            "pod enrolled"
+        );
+        Ok(handle)
+    }
+
+    /// Stop capturing a pod: remove its map entries and detach its sk_lookup link.
+    pub fn unenrol(&mut self, mut pod: EnrolledPod) -> Result<(), EbpfError> {
+        if pod.owner != self.id {
+            // Let the handle's Drop warn; it is not ours to tear down.
+            return Err(EbpfError::ForeignPod);
+        }
+        self.teardown(&mut pod)?;
+        tracing::info!(
+            netns = format_args!("{:#x}", pod.netns_cookie),
+            pod_ip = %pod.pod_ip,
+            "pod unenrolled"
+        );
+        Ok(())
+    }
+
+    /// Turn the same-node fast path (sockops + sk_msg) on or off. Affects
+    /// connections established afterwards.
+    pub fn set_fast_path(&mut self, on: bool) -> Result<(), EbpfError> {
+        self.config
+            .set(CONFIG_FAST_PATH, u32::from(on), 0)
+            .map_err(EbpfError::map(map_names::CONFIG))
+    }
+
+    /// Undoes whatever of an enrolment exists; reports the first error but
+    /// tries every step.
+    fn teardown(&mut self, pod: &mut EnrolledPod) -> Result<(), EbpfError> {
+        let mut first: Option<EbpfError> = None;
+        let mut note = |r: Result<(), EbpfError>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
+        if std::mem::take(&mut pod.in_enrolled) {
+            note(ignore_missing(
+                self.enrolled.remove(&pod.netns_cookie),
+                map_names::ENROLLED,
+            ));
+        }
+        if let Some(link) = pod.link.take() {
+            let name = program_names::SK_LOOKUP;
+            note(
+                program::<SkLookup>(&mut self.ebpf, name)
+                    .and_then(|prog| prog.detach(link).map_err(EbpfError::program(name))),
+            );
+        }
+        for key in std::mem::take(&mut pod.listeners) {
+            note(ignore_missing(
+                self.listeners.remove(&key),
+                map_names::LISTENERS,
+            ));
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+fn listener_keys(pod_ip: IpAddr) -> [ListenerKey; 2] {
+    [
+        ListenerKey::new(pod_ip, INBOUND_PLAINTEXT_PORT),
+        ListenerKey::new(pod_ip, HBONE_PORT),
+    ]
+}
+
+/// `BPF_NOEXIST` map update flag.
+const BPF_NOEXIST: u64 = 1;
+
+fn is_errno(e: &MapError, errno: i32) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(errno))
+}
+
+/// Removing a key that is not there is not an error during teardown (a
+/// socket leaves the sockhash by itself when it closes).
+fn ignore_missing(r: Result<(), MapError>, name: &'static str) -> Result<(), EbpfError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) if is_errno(&e, libc::ENOENT) => Ok(()),
+        Err(e) => Err(EbpfError::map(name)(e)),
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram { name })?;
+    prog.try_into().map_err(EbpfError::program(name))
+}

@@ -1,0 +1,823 @@
+//! Privileged integration tests of the kernel programs: they really load and
+//! attach `mesh-ebpf`, in throw-away network namespaces and a throw-away
+//! cgroup2 directory. They never skip: without root, or on a kernel missing a
+//! feature, they fail with a message saying so.
+//!
+//! Layout of one test:
+//! * a cgroup `<cgroup2>/ambit-test-<pid>-<n>` (the "node cgroup") that the
+//!   programs attach to, with a child `proxy` (where mesh-node would live);
+//! * netns `ambit-<pid>-<n>-*` made with `ip netns add`;
+//! * helper processes (`python3 -c`) entered into a netns and a cgroup from
+//!   `pre_exec` (setns + write to an already-open `cgroup.procs`). The test
+//!   process itself never joins these cgroups; sockets that must belong to
+//!   the proxy cgroup are created by a helper and fetched with `pidfd_getfd`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use mesh_common::MESH_MARK;
+use mesh_node::ebpf::{original_dst, MeshPrograms, PodEnrolment};
+use mesh_node::inpod::PodNetns;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// A "service" address that exists on the pod's loopback device, with a real
+/// listener on SERVICE_PORT: an uncaptured connect lands there, a captured one on 15001.
+const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
+const SERVICE_PORT: u16 = 8080;
+
+// ---------------------------------------------------------------------------
+// Environment: netns + cgroups, removed on drop (also on panic)
+// ---------------------------------------------------------------------------
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "ebpf_capture tests need root (CAP_BPF, CAP_NET_ADMIN, cgroup2 writes): run them as root"
+    );
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,mesh_ebpf=debug".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// The cgroup2 mount point, from /proc/self/mountinfo.
+fn cgroup2_mount() -> PathBuf {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("reading /proc/self/mountinfo");
+    for line in info.lines() {
+        // "<id> <parent> <maj:min> <root> <mount point> <opts> ... - <fstype> <src> <opts>"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split_whitespace().next() == Some("cgroup2") {
+            if let Some(mp) = left.split_whitespace().nth(4) {
+                return PathBuf::from(mp);
+            }
+        }
+    }
+    panic!("no cgroup2 mount in /proc/self/mountinfo: the kernel programs need cgroup v2");
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct TestEnv {
+    prefix: String,
+    cgroup: PathBuf,
+    netns: Vec<String>,
+}
+
+impl TestEnv {
+    fn new() -> TestEnv {
+        require_root();
+        init_tracing();
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("ambit-{}-{n}", std::process::id());
+        let cgroup = cgroup2_mount().join(format!("ambit-test-{}-{n}", std::process::id()));
+        let env = TestEnv {
+            prefix,
+            cgroup,
+            netns: Vec::new(),
+        };
+        fs::create_dir(&env.cgroup)
+            .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", env.cgroup.display()));
+        fs::create_dir(env.proxy_cgroup()).expect("creating the proxy child cgroup");
+        env
+    }
+
+    /// Where mesh-node would live: a child of the cgroup the programs attach to.
+    fn proxy_cgroup(&self) -> PathBuf {
+        self.cgroup.join("proxy")
+    }
+
+    /// A new netns with `lo` up; returns its name.
+    fn netns(&mut self, tag: &str) -> String {
+        let name = format!("{}-{tag}", self.prefix);
+        run("ip", &["netns", "add", &name]);
+        self.netns.push(name.clone());
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    fn open_netns(&self, name: &str) -> PodNetns {
+        PodNetns::open(&netns_path(name)).expect("opening netns")
+    }
+
+    fn load(&self) -> MeshPrograms {
+        MeshPrograms::load(&self.cgroup).unwrap_or_else(|e| {
+            panic!(
+                "MeshPrograms::load failed (kernel too old or missing a feature?): {}",
+                error_chain(&e)
+            )
+        })
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for ns in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        // Helpers are killed (and reaped) before the env drops; a cgroup can
+        // still look busy for a moment, so retry briefly.
+        for dir in [self.proxy_cgroup(), self.cgroup.clone()] {
+            for _ in 0..100 {
+                match fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}
+
+fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Helper processes
+// ---------------------------------------------------------------------------
+
+/// A python3 helper running inside a netns (and optionally a cgroup). Killed on drop.
+struct Helper {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Helper {
+    fn spawn(netns: &str, cgroup: Option<&Path>, script: &str, args: &[String]) -> Helper {
+        let ns = File::open(netns_path(netns)).expect("opening netns file");
+        let procs = cgroup.map(|c| {
+            OpenOptions::new()
+                .write(true)
+                .open(c.join("cgroup.procs"))
+                .expect("opening cgroup.procs")
+        });
+        let ns_fd = ns.as_raw_fd();
+        let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // SAFETY: the closure only makes async-signal-safe syscalls (setns,
+        // write) on fds that stay open until spawn() returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(fd) = procs_fd {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawning python3 helper");
+        drop((ns, procs));
+        let stdout = child.stdout.take().expect("helper stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Helper {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+        }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|e| panic!("helper printed nothing within {TIMEOUT:?}: {e}"))
+    }
+
+    /// Duplicates the helper's fd `fd` into this process.
+    fn take_fd(&self, fd: i32) -> OwnedFd {
+        // SAFETY: plain syscalls; the returned fds are checked and owned.
+        unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, self.child.id() as libc::c_int, 0);
+            assert!(pidfd >= 0, "pidfd_open: {}", io::Error::last_os_error());
+            let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
+            let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+            assert!(dup >= 0, "pidfd_getfd: {}", io::Error::last_os_error());
+            OwnedFd::from_raw_fd(dup as i32)
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Binds and listens on (argv[1], argv[2]), prints the fd, holds it until stdin closes.
+const HOLD_LISTENER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+print(s.fileno(), flush=True)
+sys.stdin.read()
+"#;
+
+/// Connects to (argv[1], argv[2]) with SO_MARK argv[3] (0: none); prints
+/// "connected <local port>" and sends "hello", or prints "error <errno>".
+const CLIENT: &str = r#"
+import socket, sys
+host, port, mark = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+if mark:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+s.settimeout(5)
+try:
+    s.connect((host, port))
+except OSError as e:
+    print("error", e.errno, flush=True)
+    sys.exit(0)
+print("connected", s.getsockname()[1], flush=True)
+s.sendall(b"hello")
+sys.stdin.read()
+"#;
+
+/// A 127.0.0.1:15001 listener created by a helper in the proxy cgroup (as
+/// mesh-node's would be), fetched into this process.
+fn proxy_outbound_listener(env: &TestEnv, netns: &str) -> (Helper, TcpListener) {
+    let proxy_cg = env.proxy_cgroup();
+    let holder = Helper::spawn(
+        netns,
+        Some(&proxy_cg),
+        HOLD_LISTENER,
+        &["127.0.0.1".into(), mesh_common::OUTBOUND_PORT.to_string()],
+    );
+    let fd: i32 = holder
+        .line()
+        .trim()
+        .parse()
+        .expect("listener holder prints its fd");
+    let listener = TcpListener::from(holder.take_fd(fd));
+    listener.set_nonblocking(true).expect("nonblocking");
+    (holder, listener)
+}
+
+/// The service address on the netns's `lo`, with a plain listener on it.
+fn service_listener(env: &TestEnv, netns: &str) -> TcpListener {
+    run(
+        "ip",
+        &[
+            "-n",
+            netns,
+            "addr",
+            "add",
+            &format!("{SERVICE_IP}/32"),
+            "dev",
+            "lo",
+        ],
+    );
+    let ns = env.open_netns(netns);
+    let l = ns
+        .run_in(|| TcpListener::bind((SERVICE_IP, SERVICE_PORT)))
+        .expect("setns")
+        .expect("binding the service listener");
+    l.set_nonblocking(true).expect("nonblocking");
+    l
+}
+
+/// Runs CLIENT in `netns` + the node cgroup against the service; returns
+/// the helper and its local port.
+fn client(env: &TestEnv, netns: &str, mark: u32) -> (Helper, u16) {
+    client_to(env, netns, &SERVICE_IP.to_string(), SERVICE_PORT, mark)
+}
+
+fn client_to(env: &TestEnv, netns: &str, host: &str, port: u16, mark: u32) -> (Helper, u16) {
+    let h = Helper::spawn(
+        netns,
+        Some(&env.cgroup),
+        CLIENT,
+        &[host.to_string(), port.to_string(), mark.to_string()],
+    );
+    let line = h.line();
+    let local_port = match line.strip_prefix("connected ") {
+        Some(p) => p.trim().parse().expect("client port"),
+        None => panic!("client could not connect to {host} port {port}: {line}"),
+    };
+    (h, local_port)
+}
+
+/// Accepts one connection within TIMEOUT (the listener is non-blocking).
+fn accept(l: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match l.accept() {
+            Ok((s, peer)) => {
+                s.set_nonblocking(false).expect("blocking");
+                s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+                return (s, peer);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("no connection arrived on the {what} listener: {e}"),
+        }
+    }
+}
+
+fn assert_nothing_pending(l: &TcpListener, what: &str) {
+    match l.accept() {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("unexpected connection from {peer} on the {what} listener"),
+        Err(e) => panic!("accept on the {what} listener: {e}"),
+    }
+}
+
+fn read_hello(s: &mut TcpStream) {
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).expect("reading the client's hello");
+    assert_eq!(&buf, b"hello");
+}
+
+/// Loopback-only listeners for 15006/15008 in the pod netns (only sk_lookup
+/// can bring outside connections to them).
+fn pod_listeners(ns: &PodNetns) -> (TcpListener, TcpListener) {
+    let bind = |port: u16| {
+        let l = ns
+            .run_in(|| TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
+            .expect("setns")
+            .expect("binding a pod listener");
+        l.set_nonblocking(true).expect("nonblocking");
+        l
+    };
+    (
+        bind(mesh_common::INBOUND_PLAINTEXT_PORT),
+        bind(mesh_common::HBONE_PORT),
+    )
+}
+
+/// Checks one captured connection end to end: lands on 15001, not on the
+/// service; the peer port is the app's; original_dst is the service.
+fn expect_captured(env: &TestEnv, netns: &str, outbound: &TcpListener, service: &TcpListener) {
+    let (_client, port) = client(env, netns, 0);
+    let (mut conn, peer) = accept(outbound, "15001 outbound");
+    assert_eq!(peer.port(), port, "accepted the app's connection");
+    read_hello(&mut conn);
+    let orig = original_dst(&conn).unwrap_or_else(|e| panic!("original_dst: {e}"));
+    assert_eq!(
+        orig,
+        SocketAddr::from((SERVICE_IP, SERVICE_PORT)),
+        "original destination of the captured connection"
+    );
+    assert_nothing_pending(service, "service");
+}
+
+/// Checks one connection that must NOT be captured: it lands on the service.
+fn expect_not_captured(
+    env: &TestEnv,
+    netns: &str,
+    mark: u32,
+    outbound: &TcpListener,
+    service: &TcpListener,
+) {
+    let (_client, port) = client(env, netns, mark);
+    let (mut conn, peer) = accept(service, "service");
+    assert_eq!(peer.port(), port);
+    read_hello(&mut conn);
+    assert_nothing_pending(outbound, "15001 outbound");
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// (a) capture + original_dst, (b) a MESH_MARK socket is not captured,
+/// (e) after unenrol, capture stops.
+#[test]
+fn connect4_captures_enrolled_pod_until_unenrolled() {
+    let mut env = TestEnv::new();
+    let pod = env.netns("pod");
+    let ns = env.open_netns(&pod);
+    let (_holder, outbound) = proxy_outbound_listener(&env, &pod);
+    let service = service_listener(&env, &pod);
+    let (plain, hbone) = pod_listeners(&ns);
+    let mut progs = env.load();
+
+    let enrolled = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 5)),
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrol: {}", error_chain(&e)));
+
+    // (a)
+    expect_captured(&env, &pod, &outbound, &service);
+    // (b)
+    expect_not_captured(&env, &pod, MESH_MARK, &outbound, &service);
+    // Captures keep working after an exempt connection (and more than once).
+    expect_captured(&env, &pod, &outbound, &service);
+
+    // (e)
+    progs
+        .unenrol(enrolled)
+        .unwrap_or_else(|e| panic!("unenrol: {}", error_chain(&e)));
+    expect_not_captured(&env, &pod, 0, &outbound, &service);
+
+    // Dropping MeshPrograms detaches everything, even with a pod still enrolled.
+    let again = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 5)),
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrol again: {}", error_chain(&e)));
+    expect_captured(&env, &pod, &outbound, &service);
+    drop(again);
+    drop(progs);
+    expect_not_captured(&env, &pod, 0, &outbound, &service);
+}
+
+/// (c) a netns that is not enrolled is not captured, even in the cgroup and
+/// while another netns is.
+#[test]
+fn connect4_ignores_unenrolled_netns() {
+    let mut env = TestEnv::new();
+    let pod = env.netns("pod");
+    let other = env.netns("other");
+    let ns = env.open_netns(&pod);
+    let (plain, hbone) = pod_listeners(&ns);
+    let (_holder, outbound) = proxy_outbound_listener(&env, &other);
+    let service = service_listener(&env, &other);
+    let mut progs = env.load();
+    let enrolled = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 6)),
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrol: {}", error_chain(&e)));
+
+    expect_not_captured(&env, &other, 0, &outbound, &service);
+
+    progs.unenrol(enrolled).expect("unenrol");
+}
+
+/// (d) sk_lookup steers podIP:9999 from another netns to the 15006 listener
+/// and podIP:15008 to the HBONE listener, over a veth pair; after unenrol
+/// the app's own listener gets the connection again.
+#[test]
+fn sk_lookup_steers_inbound_to_pod_listeners() {
+    let mut env = TestEnv::new();
+    let pod = env.netns("pod");
+    let peer = env.netns("peer");
+    let pod_ip = Ipv4Addr::new(10, 250, 0, 2);
+    let peer_ip = Ipv4Addr::new(10, 250, 0, 1);
+    run(
+        "ip",
+        &[
+            "link", "add", "name", "vpod", "netns", &pod, "type", "veth", "peer", "name", "vpeer",
+            "netns", &peer,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &pod,
+            "addr",
+            "add",
+            &format!("{pod_ip}/24"),
+            "dev",
+            "vpod",
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &peer,
+            "addr",
+            "add",
+            &format!("{peer_ip}/24"),
+            "dev",
+            "vpeer",
+        ],
+    );
+    run("ip", &["-n", &pod, "link", "set", "vpod", "up"]);
+    run("ip", &["-n", &peer, "link", "set", "vpeer", "up"]);
+
+    let ns = env.open_netns(&pod);
+    let peer_ns = env.open_netns(&peer);
+    let (plain, hbone) = pod_listeners(&ns);
+    // The app's own listener on the pod IP.
+    let app = ns
+        .run_in(|| TcpListener::bind((pod_ip, 9999)))
+        .expect("setns")
+        .expect("binding the app listener");
+    app.set_nonblocking(true).expect("nonblocking");
+
+    let mut progs = env.load();
+    let enrolled = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip: IpAddr::V4(pod_ip),
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrol: {}", error_chain(&e)));
+
+    // A second pod claiming the same IP is refused, and the refusal leaves
+    // the first pod's listeners in place (checked by the steering below).
+    let (plain2, hbone2) = pod_listeners(&peer_ns);
+    match progs.enrol(PodEnrolment {
+        netns: &peer_ns,
+        pod_ip: IpAddr::V4(pod_ip),
+        inbound_plaintext: &plain2,
+        hbone: &hbone2,
+    }) {
+        Err(mesh_node::ebpf::EbpfError::PodIpInUse { .. }) => {}
+        other => panic!("enrolling a second pod with the same IP: {other:?}"),
+    }
+
+    let connect = |port: u16| -> TcpStream {
+        let dst = SocketAddr::from((pod_ip, port));
+        peer_ns
+            .run_in(|| TcpStream::connect_timeout(&dst, TIMEOUT))
+            .expect("setns")
+            .unwrap_or_else(|e| panic!("connecting from the peer netns to {dst}: {e}"))
+    };
+
+    // Plaintext to an app port -> 15006, destination preserved.
+    let mut c = connect(9999);
+    c.write_all(b"hello").expect("write");
+    let (mut s, from) = accept(&plain, "15006 plaintext");
+    assert_eq!(from.ip(), IpAddr::V4(peer_ip));
+    assert_eq!(
+        s.local_addr().expect("local addr"),
+        SocketAddr::from((pod_ip, 9999))
+    );
+    read_hello(&mut s);
+    assert_nothing_pending(&app, "app");
+
+    // HBONE port -> 15008.
+    let mut c = connect(mesh_common::HBONE_PORT);
+    c.write_all(b"hello").expect("write");
+    let (mut s, _) = accept(&hbone, "15008 HBONE");
+    assert_eq!(
+        s.local_addr().expect("local addr"),
+        SocketAddr::from((pod_ip, mesh_common::HBONE_PORT))
+    );
+    read_hello(&mut s);
+    assert_nothing_pending(&plain, "15006 plaintext");
+
+    // After unenrol the normal lookup applies again.
+    progs.unenrol(enrolled).expect("unenrol");
+    let mut c = connect(9999);
+    c.write_all(b"hello").expect("write");
+    let (mut s, _) = accept(&app, "app");
+    read_hello(&mut s);
+    assert_nothing_pending(&plain, "15006 plaintext");
+}
+
+/// connect6: IPv6 sockets are captured too (to ::ffff:127.0.0.1:15001, so
+/// the one IPv4 outbound listener takes them); original_dst answers a
+/// v4-mapped destination via SOL_IP and a real IPv6 one via SOL_IPV6.
+#[test]
+fn connect6_captures_ipv6_sockets() {
+    let mut env = TestEnv::new();
+    let pod = env.netns("pod");
+    let ns = env.open_netns(&pod);
+    let (_holder, outbound) = proxy_outbound_listener(&env, &pod);
+    let service = service_listener(&env, &pod);
+    let service6_ip: std::net::Ipv6Addr = "fd00:96::9".parse().expect("v6 literal");
+    run(
+        "ip",
+        &[
+            "-n",
+            &pod,
+            "addr",
+            "add",
+            &format!("{service6_ip}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ],
+    );
+    let (plain, hbone) = pod_listeners(&ns);
+    let mut progs = env.load();
+    let enrolled = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 8)),
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrol: {}", error_chain(&e)));
+
+    for (host, want) in [
+        (
+            format!("::ffff:{SERVICE_IP}"),
+            SocketAddr::from((SERVICE_IP, SERVICE_PORT)),
+        ),
+        (
+            service6_ip.to_string(),
+            SocketAddr::from((service6_ip, SERVICE_PORT)),
+        ),
+    ] {
+        let (_client, port) = client_to(&env, &pod, &host, SERVICE_PORT, 0);
+        let (mut conn, peer) = accept(&outbound, "15001 outbound");
+        assert_eq!(peer.port(), port, "accepted the app's connection");
+        read_hello(&mut conn);
+        let orig = original_dst(&conn).unwrap_or_else(|e| panic!("original_dst: {e}"));
+        assert_eq!(orig, want, "original destination of a connect6 to {host}");
+    }
+    assert_nothing_pending(&service, "service");
+    progs.unenrol(enrolled).expect("unenrol");
+}
+
+/// (TCP_INFO bytes_acked, bytes_received) of a socket: what went through
+/// the TCP stack (sk_msg-redirected bytes do not count).
+fn tcp_bytes(s: &TcpStream) -> (u64, u64) {
+    // SAFETY: tcp_info is plain integers; the kernel writes at most `len` bytes.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        (info.tcpi_bytes_acked, info.tcpi_bytes_received)
+    }
+}
+
+const ECHO_ROUNDS: usize = 20;
+
+/// Sends ECHO_ROUNDS lines, expects each back; prints "connected <port>" then "done".
+const ECHO_CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print("connected", s.getsockname()[1], flush=True)
+for i in range(int(sys.argv[3])):
+    msg = b"ping %04d\n" % i
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        chunk = s.recv(len(msg) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    if got != msg:
+        print("mismatch", got, flush=True)
+        sys.exit(1)
+print("done", flush=True)
+sys.stdin.read()
+"#;
+
+/// A captured echo exchange between an app and the "proxy" (this process,
+/// on the accepted 15001 socket). Returns the proxy socket's TCP byte
+/// counters and the number of payload bytes each way.
+fn captured_echo(env: &TestEnv, pod: &str, outbound: &TcpListener) -> ((u64, u64), u64) {
+    let h = Helper::spawn(
+        pod,
+        Some(&env.cgroup),
+        ECHO_CLIENT,
+        &[
+            SERVICE_IP.to_string(),
+            SERVICE_PORT.to_string(),
+            ECHO_ROUNDS.to_string(),
+        ],
+    );
+    let line = h.line();
+    assert!(line.starts_with("connected "), "echo client: {line}");
+    let (mut conn, _) = accept(outbound, "15001 outbound");
+    assert_eq!(
+        original_dst(&conn).expect("original_dst"),
+        SocketAddr::from((SERVICE_IP, SERVICE_PORT))
+    );
+    let mut total = 0u64;
+    for i in 0..ECHO_ROUNDS {
+        let msg = format!("ping {i:04}\n");
+        let mut buf = vec![0u8; msg.len()];
+        conn.read_exact(&mut buf).expect("proxy side read");
+        assert_eq!(buf, msg.as_bytes());
+        conn.write_all(&buf).expect("proxy side write");
+        total += buf.len() as u64;
+    }
+    assert_eq!(h.line(), "done", "echo client saw its bytes back");
+    (tcp_bytes(&conn), total)
+}
+
+/// The same-node fast path: with it on, a captured connection (app socket
+/// and the proxy's accepted socket, both loopback, both under the node
+/// cgroup) carries bytes both ways through the sk_msg redirect, past the
+/// TCP stack; with it off, through TCP. Also: enrolling twice fails.
+#[test]
+fn fast_path_redirects_loopback_pairs() {
+    let mut env = TestEnv::new();
+    let pod = env.netns("pod");
+    let ns = env.open_netns(&pod);
+    let (_holder, outbound) = proxy_outbound_listener(&env, &pod);
+    let service = service_listener(&env, &pod);
+    let (plain, hbone) = pod_listeners(&ns);
+    let mut progs = env.load();
+    let pod_enrolment = || PodEnrolment {
+        netns: &ns,
+        pod_ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 7)),
+        inbound_plaintext: &plain,
+        hbone: &hbone,
+    };
+    let enrolled = progs.enrol(pod_enrolment()).expect("enrol");
+    match progs.enrol(pod_enrolment()) {
+        Err(mesh_node::ebpf::EbpfError::AlreadyEnrolled { .. }) => {}
+        other => panic!("enrolling the same netns twice: {other:?}"),
+    }
+
+    // Off (the default): every byte goes through TCP (the last reply may
+    // still wait for its delayed ACK).
+    let ((acked, received), total) = captured_echo(&env, &pod, &outbound);
+    assert!(
+        received >= total && acked >= total / 2,
+        "fast path off: expected TCP to carry {total} bytes each way, got acked={acked} received={received}"
+    );
+
+    // On: the proxy's replies never touch TCP; the app's requests at most
+    // until the accepted socket joined the map (normally none).
+    progs.set_fast_path(true).expect("set_fast_path");
+    let ((acked, received), total) = captured_echo(&env, &pod, &outbound);
+    assert!(
+        acked <= 1 && received < total,
+        "fast path on: expected the sk_msg redirect to carry the bytes, \
+         but TCP carried acked={acked} received={received} of {total}"
+    );
+    assert_nothing_pending(&service, "service");
+
+    progs.set_fast_path(false).expect("set_fast_path");
+    progs.unenrol(enrolled).expect("unenrol");
+}
+
+/// mesh-node keeps these in its async runtime: they must move across threads.
+#[test]
+fn handles_are_send() {
+    fn send<T: Send>() {}
+    send::<MeshPrograms>();
+    send::<mesh_node::ebpf::EnrolledPod>();
+    send::<mesh_node::ebpf::EbpfError>();
+}
