@@ -1,9 +1,18 @@
-//! Ambit's namespace testbed and end-to-end test support.
+//! Ambit's namespace testbed and the local mode built on it.
 //!
-//! `testbed` builds nodes and pods out of network namespaces, veth pairs and
-//! cgroups; `mesh` runs mesh-node daemons on them with a local config;
-//! `probe` is the client/server protocol of the `ambit-probe` sample app.
+//! - `testbed`: nodes and pods out of network namespaces, veth pairs, cgroups
+//! - `mesh`: mesh-node daemons on a testbed with a local config and CA
+//! - `probe`: the sample app's protocol (the `ambit-probe` binary)
+//! - `wire`: captures on the link between nodes, read back
+//! - `demo`, `up`: the sample app of `cargo xtask up`
+//! - `bench`: `cargo xtask bench`
 
-pub mod sys;
+pub mod bench;
+pub mod demo;
+pub mod mesh;
 pub mod probe;
+pub mod progress;
+pub mod sys;
 pub mod testbed;
+pub mod up;
+pub mod wire;

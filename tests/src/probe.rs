@@ -169,32 +169,47 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(idx).copied()
 }
 
-/// Request/response of `size` bytes on one connection, at `rate` per second
-/// (0 = as fast as possible), for `secs` seconds.
-pub fn request_response(to: SocketAddr, size: usize, rate: u64, secs: f64) -> Result<LoadReport> {
-    let (mut conn, mut reader, _) = connect(to, Duration::from_secs(10))?;
-    let req = vec![0x5au8; size];
-    let mut resp = vec![0u8; size];
-    let mut lat = Vec::new();
+/// Request/response of `size` bytes on each of `conns` connections, at
+/// `rate` per second in all (0 = as fast as possible), for `secs` seconds.
+pub fn request_response(
+    to: SocketAddr,
+    size: usize,
+    rate: u64,
+    secs: f64,
+    conns: usize,
+) -> Result<LoadReport> {
+    let conns = conns.max(1);
+    let per_conn_rate = rate as f64 / conns as f64;
     let start = Instant::now();
-    let period = if rate > 0 {
-        Some(Duration::from_secs_f64(1.0 / rate as f64))
-    } else {
-        None
-    };
-    let mut next = start;
-    while start.elapsed().as_secs_f64() < secs {
-        if let Some(p) = period {
-            let now = Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            }
-            next += p;
-        }
-        let t = Instant::now();
-        conn.write_all(&req)?;
-        reader.read_exact(&mut resp)?;
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    let workers: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<Vec<f64>> {
+                let (mut conn, mut reader, _) = connect(to, Duration::from_secs(10))?;
+                let req = vec![0x5au8; size];
+                let mut resp = vec![0u8; size];
+                let mut lat = Vec::new();
+                let period = (per_conn_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / per_conn_rate));
+                let mut next = Instant::now();
+                while start.elapsed().as_secs_f64() < secs {
+                    if let Some(p) = period {
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        }
+                        next += p;
+                    }
+                    let t = Instant::now();
+                    conn.write_all(&req)?;
+                    reader.read_exact(&mut resp)?;
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                Ok(lat)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??);
     }
     let seconds = start.elapsed().as_secs_f64();
     let ops = lat.len() as u64;
@@ -207,6 +222,17 @@ pub fn request_response(to: SocketAddr, size: usize, rate: u64, secs: f64) -> Re
         p50_us: percentile(&lat, 0.50),
         p99_us: percentile(&lat, 0.99),
     })
+}
+
+/// Opens `count` connections, prints "holding N", keeps them for `secs`.
+pub fn hold(to: SocketAddr, count: usize, secs: f64) -> Result<()> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(connect(to, Duration::from_secs(10))?);
+    }
+    println!("holding {}", held.len());
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    Ok(())
 }
 
 /// One stream of bulk data to a sink server for `secs` seconds.

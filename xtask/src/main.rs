@@ -1,1 +1,159 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's tasks, one place for each.
+//!
+//! - `setup`: install the toolchain pieces (idempotent; every task runs it)
+//! - `test`:  format check, clippy, and every test, privileged ones included
+//! - `up`:    bring up the local mesh with the sample app and show it working
+//! - `bench`: measure the mesh against direct connections, write BENCHMARKS.md
+
+mod setup;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(about = "Ambit developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install llvm-22, the pinned nightly, bpf-linker, iproute2, tcpdump.
+    Setup,
+    /// Run fmt check, clippy and every test (needs root).
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Bring up the local mesh (namespaces as nodes and pods) and show it working.
+    Up {
+        /// Tear down right after the demonstration instead of waiting for Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Benchmark the mesh against direct connections; writes BENCHMARKS.md.
+    Bench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+}
+
+pub fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner:.cyan} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb.set_message(msg.to_string());
+    pb
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs cargo with `args` in the workspace, streaming its output.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds mesh-node (with its kernel programs) and the local-mode tools.
+fn build_release() -> Result<()> {
+    let pb = spinner("building mesh-node, the kernel programs and the sample app (release)");
+    let r = pb.suspend(|| cargo(&["build", "--release", "--workspace", "--bins"]));
+    match &r {
+        Ok(()) => pb.finish_with_message("built"),
+        Err(_) => pb.abandon_with_message("build failed"),
+    }
+    r
+}
+
+/// Runs the local-mode tool (tests/src/bin/ambit-local.rs) from the release build.
+fn local(args: &[&str]) -> Result<()> {
+    let bin = workspace_root().join("target/release");
+    // Ctrl-C is for the child: it tears the mesh down, then exits.
+    ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
+    let status = Command::new(bin.join("ambit-local"))
+        .args(args)
+        .env("AMBIT_BIN_DIR", &bin)
+        .status()
+        .context("running ambit-local")?;
+    if !status.success() {
+        bail!("ambit-local {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn setup_with_progress() -> Result<()> {
+    let pb = spinner("checking the toolchain");
+    let r = setup::setup(&|m| pb.set_message(m.to_string()));
+    match &r {
+        Ok(()) => pb.finish_with_message("toolchain ready"),
+        Err(_) => pb.abandon_with_message("toolchain setup failed"),
+    }
+    r
+}
+
+fn require_root(what: &str) -> Result<()> {
+    let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.as_deref().unwrap_or("") != "0" {
+        bail!("{what} needs root (network namespaces, cgroups, eBPF): run it as root");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup_with_progress(),
+        Task::Test { args } => {
+            require_root("cargo xtask test")?;
+            setup_with_progress()?;
+            cargo(&["fmt", "--all", "--", "--check"])?;
+            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            // Release builds: the end-to-end tests push 64 MiB through the mesh.
+            let mut test_args = vec!["test", "--workspace", "--release", "--no-fail-fast"];
+            test_args.extend(args.iter().map(String::as_str));
+            cargo(&test_args)
+        }
+        Task::Up { once } => {
+            require_root("cargo xtask up")?;
+            setup_with_progress()?;
+            build_release()?;
+            let mut args = vec!["up"];
+            if once {
+                args.push("--once");
+            }
+            local(&args)
+        }
+        Task::Bench { secs } => {
+            require_root("cargo xtask bench")?;
+            setup_with_progress()?;
+            build_release()?;
+            let secs = secs.to_string();
+            let out = workspace_root().join("BENCHMARKS.md");
+            let out = out.to_string_lossy();
+            local(&["bench", "--secs", &secs, "--out", &out])
+        }
+    }
+}

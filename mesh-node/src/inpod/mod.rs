@@ -1,5 +1,7 @@
 //! In-pod mode: mesh-node's sockets live inside each pod's network namespace.
 
+mod enrolment;
 mod netns;
 
+pub use enrolment::{EnrolmentError, PodEnrolments};
 pub use netns::{netns_cookie_of, set_mesh_mark, PodNetns};

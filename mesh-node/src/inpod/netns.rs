@@ -107,3 +107,32 @@ pub fn set_mesh_mark(sock: &impl AsRawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+impl PodNetns {
+    /// A TCP socket inside this netns, marked so the kernel programs never
+    /// capture it, with Nagle off (the tunnel carries interactive traffic).
+    pub fn tcp_socket(&self, dst: std::net::SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+        let sock = self.run_in(|| {
+            if dst.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+        })??;
+        set_mesh_mark(&sock)?;
+        sock.set_nodelay(true)?;
+        Ok(sock)
+    }
+
+    /// A listening socket inside this netns (non-blocking, ready for tokio).
+    pub fn listen(&self, addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
+        let l = self.run_in(|| std::net::TcpListener::bind(addr))?.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("binding {addr} in netns {}: {e}", self.path.display()),
+            )
+        })?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    }
+}

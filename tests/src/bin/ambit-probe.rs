@@ -45,6 +45,17 @@ enum Cmd {
         rate: u64,
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
+    },
+    /// Open many idle connections and keep them open.
+    Hold {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
     },
     /// Single-stream bulk throughput to a --sink server.
     Bulk {
@@ -88,7 +99,9 @@ fn main() -> anyhow::Result<()> {
             size,
             rate,
             secs,
-        } => probe::request_response(to, size, rate, secs)?,
+            conns,
+        } => probe::request_response(to, size, rate, secs, conns)?,
+        Cmd::Hold { to, count, secs } => return probe::hold(to, count, secs),
         Cmd::Bulk { to, secs } => probe::bulk(to, secs)?,
         Cmd::Cps { to, secs } => probe::connections(to, secs)?,
     };

@@ -1,0 +1,164 @@
+//! Wiring the node proxy together: kernel programs, config, certificates,
+//! pod enrolment, the admin server, and the drain on SIGTERM.
+//!
+//! The data path runs on its own multi-threaded runtime; the admin server
+//! and the config watcher's reporting run on a separate single thread, so a
+//! busy data path never delays readiness or metrics and vice versa.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::admin;
+use crate::config::ConfigWatcher;
+use crate::ebpf::MeshPrograms;
+use crate::identity::CertStore;
+use crate::inpod::PodEnrolments;
+use crate::proxy::Metrics;
+use crate::state::ProxyState;
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub config: PathBuf,
+    pub node: String,
+    /// The node's cgroup2 directory: the kernel programs attach here.
+    pub cgroup: PathBuf,
+    pub admin: std::net::SocketAddr,
+    pub fast_path: bool,
+    pub drain_timeout: Duration,
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("joining cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the kernel programs: {0}")]
+    Ebpf(#[from] crate::ebpf::EbpfError),
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// mesh-node's own sockets must see the cgroup hooks (getsockopt answers
+/// SO_ORIGINAL_DST for it) while the mark keeps them uncaptured: it lives in
+/// a child of the node cgroup, as it would under the root cgroup of a real node.
+fn join_own_cgroup(node_cgroup: &Path) -> Result<(), NodeError> {
+    let own = node_cgroup.join("mesh-node");
+    let err = |source| NodeError::Cgroup {
+        path: own.clone(),
+        source,
+    };
+    match std::fs::create_dir(&own) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    std::fs::write(own.join("cgroup.procs"), std::process::id().to_string()).map_err(err)
+}
+
+/// Loads roots and the certificates of this node's identities from the paths
+/// the config names. Failures are logged; the previous certificates stay.
+pub fn apply_certificates(certs: &CertStore, state: &ProxyState) {
+    let Some(spec) = state.certificates() else {
+        return;
+    };
+    if let Err(e) = certs.load_roots_file(&spec.roots) {
+        error!(error = %e, "loading trust roots");
+    }
+    for id in &spec.identities {
+        if let Err(e) = certs.load_files(&id.cert_chain, &id.key) {
+            error!(identity = %id.identity, error = %e, "loading certificate");
+        }
+    }
+}
+
+pub fn run(opts: NodeOptions) -> Result<(), NodeError> {
+    join_own_cgroup(&opts.cgroup)?;
+    let mut programs = MeshPrograms::load(&opts.cgroup)?;
+    programs.set_fast_path(opts.fast_path)?;
+    let programs = Arc::new(Mutex::new(programs));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.worker_threads)
+        .thread_name("mesh-data")
+        .enable_all()
+        .build()
+        .map_err(NodeError::Runtime)?;
+    let metrics = Arc::new(Metrics::default());
+    let result = runtime.block_on(serve(opts.clone(), programs.clone(), metrics));
+    // Connections still open past the drain deadline are dropped here.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    drop(programs);
+    result
+}
+
+async fn serve(
+    opts: NodeOptions,
+    programs: Arc<Mutex<MeshPrograms>>,
+    metrics: Arc<Metrics>,
+) -> Result<(), NodeError> {
+    let (state_rx, errors_rx) =
+        ConfigWatcher::spawn(&opts.config).map_err(|e| NodeError::Config {
+            path: opts.config.clone(),
+            message: e.to_string(),
+        })?;
+    let certs = Arc::new(CertStore::new());
+    apply_certificates(&certs, &state_rx.borrow());
+
+    let (ready_tx, ready_rx) = watch::channel(false);
+    admin::spawn(opts.admin, metrics.clone(), ready_rx, errors_rx);
+
+    let mut pods = PodEnrolments::new(
+        &opts.node,
+        programs,
+        certs.clone(),
+        state_rx.clone(),
+        metrics.clone(),
+    );
+    let initial = state_rx.borrow().clone();
+    pods.reconcile(&initial);
+    let _ = ready_tx.send(true);
+    info!(node = %opts.node, pods = pods.enrolled(), fast_path = opts.fast_path, "mesh-node ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(NodeError::Runtime)?;
+    let mut changes = state_rx.clone();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    warn!("config watcher stopped; keeping the last good config");
+                    // Nothing more will change: wait for the signal only.
+                    let _ = term.recv().await;
+                    break;
+                }
+                let state = changes.borrow_and_update().clone();
+                apply_certificates(&certs, &state);
+                pods.reconcile(&state);
+                info!(pods = pods.enrolled(), "config applied");
+            }
+        }
+    }
+    info!(active = metrics.active(), timeout = ?opts.drain_timeout, "draining");
+    let _ = ready_tx.send(false);
+    pods.drain();
+    if tokio::time::timeout(opts.drain_timeout, metrics.wait_idle())
+        .await
+        .is_err()
+    {
+        warn!(active = metrics.active(), "drain timeout: closing the remaining connections");
+    }
+    info!("mesh-node stopped");
+    Ok(())
+}

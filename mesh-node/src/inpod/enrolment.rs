@@ -1,0 +1,235 @@
+//! Pod enrolment: keeping the node's set of captured pods equal to what the
+//! config says (pods on this node, in a namespace that opted in).
+//!
+//! Enrolling a pod opens its three listeners inside its netns, registers the
+//! netns and listeners with the kernel programs (a map update and an
+//! sk_lookup link — no program is reloaded), and starts the accept loops.
+//! Un-enrolling stops them and removes the kernel state.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use super::PodNetns;
+use crate::ebpf::{EnrolledPod, MeshPrograms, PodEnrolment};
+use crate::hbone::{HboneClient, SocketFactory};
+use crate::identity::{CertStore, Identity};
+use crate::proxy::{self, Metrics, PodContext};
+use crate::state::ProxyState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolmentError {
+    #[error("pod {pod}: no network namespace path in its workload entry")]
+    NoNetns { pod: String },
+    #[error("pod {pod}: {source}")]
+    Io {
+        pod: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pod {pod}: kernel programs: {source}")]
+    Ebpf {
+        pod: String,
+        #[source]
+        source: crate::ebpf::EbpfError,
+    },
+}
+
+/// Sockets for a pod's outgoing connections are opened in its netns.
+struct PodSocketFactory(Arc<PodNetns>);
+
+impl SocketFactory for PodSocketFactory {
+    fn tcp_socket(&self, dst: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+        self.0.tcp_socket(dst)
+    }
+}
+
+/// What identifies an enrolled pod; a change of any part re-enrols it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PodKey {
+    namespace: String,
+    name: String,
+    ip: IpAddr,
+    netns: PathBuf,
+    identity: String,
+}
+
+struct RunningPod {
+    kernel: EnrolledPod,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The node's enrolled pods.
+pub struct PodEnrolments {
+    node: String,
+    programs: Arc<Mutex<MeshPrograms>>,
+    certs: Arc<CertStore>,
+    state: watch::Receiver<Arc<ProxyState>>,
+    metrics: Arc<Metrics>,
+    pods: BTreeMap<PodKey, RunningPod>,
+}
+
+impl PodEnrolments {
+    pub fn new(
+        node: &str,
+        programs: Arc<Mutex<MeshPrograms>>,
+        certs: Arc<CertStore>,
+        state: watch::Receiver<Arc<ProxyState>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        PodEnrolments {
+            node: node.to_string(),
+            programs,
+            certs,
+            state,
+            metrics,
+            pods: BTreeMap::new(),
+        }
+    }
+
+    pub fn enrolled(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Brings the enrolled set in line with `state`. Errors for one pod are
+    /// logged and do not stop the others.
+    pub fn reconcile(&mut self, state: &ProxyState) {
+        let mut desired = BTreeMap::new();
+        for w in state.local_workloads(&self.node) {
+            if !state.is_ambient(w) {
+                continue;
+            }
+            let Some(netns) = w.netns.clone() else {
+                error!(error = %EnrolmentError::NoNetns { pod: format!("{}/{}", w.namespace, w.name) }, "cannot enrol");
+                continue;
+            };
+            let identity = state.identity_of(w);
+            let key = PodKey {
+                namespace: w.namespace.clone(),
+                name: w.name.clone(),
+                ip: w.ip,
+                netns,
+                identity: identity.to_string(),
+            };
+            desired.insert(key, identity);
+        }
+        let gone: Vec<PodKey> = self
+            .pods
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.unenrol(&key);
+        }
+        for (key, identity) in desired {
+            if self.pods.contains_key(&key) {
+                continue;
+            }
+            match self.enrol(&key, identity) {
+                Ok(running) => {
+                    info!(pod = %format!("{}/{}", key.namespace, key.name), ip = %key.ip, identity = %key.identity, "pod enrolled");
+                    self.pods.insert(key, running);
+                }
+                Err(e) => error!(error = %e, "pod enrolment failed"),
+            }
+        }
+    }
+
+    fn enrol(&self, key: &PodKey, identity: Identity) -> Result<RunningPod, EnrolmentError> {
+        let pod = format!("{}/{}", key.namespace, key.name);
+        let io = |source| EnrolmentError::Io {
+            pod: pod.clone(),
+            source,
+        };
+        let netns = Arc::new(PodNetns::open(&key.netns).map_err(io)?);
+        let (lo, any): (IpAddr, IpAddr) = match key.ip {
+            IpAddr::V4(_) => (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::UNSPECIFIED.into()),
+            IpAddr::V6(_) => (Ipv6Addr::LOCALHOST.into(), Ipv6Addr::UNSPECIFIED.into()),
+        };
+        let outbound = netns
+            .listen(SocketAddr::new(lo, mesh_common::OUTBOUND_PORT))
+            .map_err(io)?;
+        let plaintext = netns
+            .listen(SocketAddr::new(any, mesh_common::INBOUND_PLAINTEXT_PORT))
+            .map_err(io)?;
+        let hbone = netns
+            .listen(SocketAddr::new(any, mesh_common::HBONE_PORT))
+            .map_err(io)?;
+        let kernel = self
+            .programs
+            .lock()
+            .map_err(|_| io(std::io::Error::other("eBPF state poisoned")))?
+            .enrol(PodEnrolment {
+                netns: &netns,
+                pod_ip: key.ip,
+                inbound_plaintext: &plaintext,
+                hbone: &hbone,
+            })
+            .map_err(|source| EnrolmentError::Ebpf {
+                pod: pod.clone(),
+                source,
+            })?;
+        let (stop, stop_rx) = watch::channel(false);
+        let ctx = Arc::new(PodContext {
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            ip: key.ip,
+            identity: identity.clone(),
+            netns: netns.clone(),
+            hbone: HboneClient::new(
+                self.certs.clone(),
+                identity,
+                Arc::new(PodSocketFactory(netns)),
+            ),
+            certs: self.certs.clone(),
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            drain: stop_rx,
+        });
+        let to_tokio = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l).map_err(io);
+        let tasks = vec![
+            tokio::spawn(proxy::outbound::run(ctx.clone(), to_tokio(outbound)?)),
+            tokio::spawn(proxy::inbound_passthrough::run(ctx.clone(), to_tokio(plaintext)?)),
+            tokio::spawn(proxy::inbound::run(ctx, to_tokio(hbone)?)),
+        ];
+        Ok(RunningPod {
+            kernel,
+            stop,
+            tasks,
+        })
+    }
+
+    fn unenrol(&mut self, key: &PodKey) {
+        let Some(running) = self.pods.remove(key) else {
+            return;
+        };
+        let _ = running.stop.send(true);
+        for t in &running.tasks {
+            t.abort();
+        }
+        match self.programs.lock() {
+            Ok(mut p) => {
+                if let Err(e) = p.unenrol(running.kernel) {
+                    error!(pod = %key.name, error = %e, "un-enrolment failed");
+                }
+            }
+            Err(_) => error!("eBPF state poisoned"),
+        }
+        info!(pod = %format!("{}/{}", key.namespace, key.name), "pod un-enrolled");
+    }
+
+    /// Starts the drain: listeners stop accepting, HBONE connections get a
+    /// GOAWAY; connections in flight go on.
+    pub fn drain(&mut self) {
+        for running in self.pods.values() {
+            let _ = running.stop.send(true);
+        }
+    }
+}

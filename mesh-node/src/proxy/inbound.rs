@@ -1,0 +1,130 @@
+//! 15008: HBONE tunnels from other proxies. TLS is terminated with the pod's
+//! certificate, the caller's SPIFFE identity is checked against L4
+//! AuthorizationPolicy, and each CONNECT stream is delivered to the app on
+//! the pod's loopback at the original port.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use http::StatusCode;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
+
+use super::{relay, ConnectionTracker, PodContext};
+use crate::hbone::{serve_connection, InboundTunnel};
+use crate::rbac::{authorize, ConnectionInfo};
+
+/// The accept loop of one pod's HBONE listener; ends when draining (open
+/// tunnels get an HTTP/2 GOAWAY and finish their streams).
+pub async fn run(ctx: Arc<PodContext>, listener: TcpListener) {
+    let mut drain = ctx.drain.clone();
+    loop {
+        tokio::select! {
+            _ = super::drained(&mut drain) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { serve(ctx, tcp, peer).await });
+                }
+                Err(e) => {
+                    warn!(pod = %ctx.name, error = %e, "HBONE accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn serve(ctx: Arc<PodContext>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match ctx.certs.server_config(&ctx.identity) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(pod = %ctx.name, error = %e, "no certificate to serve HBONE with");
+            return;
+        }
+    };
+    let c2 = ctx.clone();
+    let on_tunnel = move |t: InboundTunnel| {
+        let ctx = c2.clone();
+        tokio::spawn(async move { tunnel(&ctx, t, peer).await });
+    };
+    if let Err(e) = serve_connection(tcp, tls, ctx.drain.clone(), on_tunnel).await {
+        warn!(pod = %ctx.name, peer = %peer, error = %e, "HBONE connection ended with an error");
+    }
+}
+
+/// The loopback address of the pod's own family.
+pub fn loopback_for(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    }
+}
+
+async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
+    if t.target.ip() != ctx.ip {
+        warn!(pod = %ctx.name, target = %t.target, "tunnel for another address refused");
+        t.reject(StatusCode::BAD_REQUEST);
+        return;
+    }
+    let state = ctx.state();
+    let Some(workload) = state.workload_by_ip(ctx.ip) else {
+        t.reject(StatusCode::SERVICE_UNAVAILABLE);
+        return;
+    };
+    let decision = authorize(
+        &state,
+        &ConnectionInfo {
+            src_identity: Some(t.peer.clone()),
+            src_ip: peer.ip(),
+            dst_workload: &workload,
+            dst_port: t.target.port(),
+        },
+    );
+    if !decision.allowed {
+        ctx.metrics
+            .denied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        info!(
+            src.identity = %t.peer, dst.identity = %ctx.identity, dst.addr = %t.target,
+            reason = %decision.reason, "connection denied by policy"
+        );
+        t.reject(StatusCode::UNAUTHORIZED);
+        return;
+    }
+    let target = SocketAddr::new(loopback_for(ctx.ip), t.target.port());
+    let app = match ctx.netns.tcp_socket(target) {
+        Ok(s) => s.connect(target).await,
+        Err(e) => Err(e),
+    };
+    let mut app = match app {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(pod = %ctx.name, target = %t.target, error = %e, "app refused the connection");
+            t.reject(StatusCode::SERVICE_UNAVAILABLE);
+            return;
+        }
+    };
+    let peer_id = t.peer.clone();
+    let dst = t.target;
+    let tracker = ConnectionTracker::new(ctx.metrics.clone());
+    let mut stream = match t.accept() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(pod = %ctx.name, error = %e, "accepting tunnel failed");
+            return;
+        }
+    };
+    match relay(&mut stream, &mut app).await {
+        Ok((received, sent)) => {
+            tracker.bytes(sent, received);
+            info!(
+                src.identity = %peer_id, dst.identity = %ctx.identity, dst.addr = %dst,
+                policy = %decision.reason, sent, received,
+                "inbound connection complete (HBONE, mTLS)"
+            );
+        }
+        Err(e) => warn!(pod = %ctx.name, error = %e, "inbound relay failed"),
+    }
+}

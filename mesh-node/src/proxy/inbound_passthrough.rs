@@ -1,0 +1,93 @@
+//! 15006: plaintext arriving at the pod, steered here by sk_lookup.
+//! PeerAuthentication decides: STRICT refuses it, PERMISSIVE and DISABLE let
+//! it reach the app (still subject to AuthorizationPolicy, with no identity).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
+
+use super::inbound::loopback_for;
+use super::{relay, ConnectionTracker, PodContext};
+use crate::rbac::{authorize, peer_authentication_mode, ConnectionInfo, MtlsMode};
+
+pub async fn run(ctx: Arc<PodContext>, listener: TcpListener) {
+    let mut drain = ctx.drain.clone();
+    loop {
+        tokio::select! {
+            _ = super::drained(&mut drain) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { handle(&ctx, sock, peer).await });
+                }
+                Err(e) => {
+                    warn!(pod = %ctx.name, error = %e, "plaintext accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Closes with a reset, so the caller sees "connection refused/reset" at once.
+fn refuse(sock: TcpStream) {
+    let _ = sock.set_zero_linger();
+    drop(sock);
+}
+
+async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
+    let Ok(local) = sock.local_addr() else { return };
+    let state = ctx.state();
+    let Some(workload) = state.workload_by_ip(ctx.ip) else {
+        refuse(sock);
+        return;
+    };
+    let mode = peer_authentication_mode(&state, &workload, local.port());
+    if mode == MtlsMode::Strict {
+        ctx.metrics
+            .denied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        info!(src.addr = %peer, dst.addr = %local, pod = %ctx.name, "plaintext refused: PeerAuthentication STRICT");
+        refuse(sock);
+        return;
+    }
+    let decision = authorize(
+        &state,
+        &ConnectionInfo {
+            src_identity: None,
+            src_ip: peer.ip(),
+            dst_workload: &workload,
+            dst_port: local.port(),
+        },
+    );
+    if !decision.allowed {
+        ctx.metrics
+            .denied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        info!(src.addr = %peer, dst.addr = %local, reason = %decision.reason, "plaintext connection denied by policy");
+        refuse(sock);
+        return;
+    }
+    let target = SocketAddr::new(loopback_for(ctx.ip), local.port());
+    let app = match ctx.netns.tcp_socket(target) {
+        Ok(s) => s.connect(target).await,
+        Err(e) => Err(e),
+    };
+    let mut app = match app {
+        Ok(a) => a,
+        Err(_) => {
+            refuse(sock);
+            return;
+        }
+    };
+    let tracker = ConnectionTracker::new(ctx.metrics.clone());
+    if let Ok((received, sent)) = relay(&mut sock, &mut app).await {
+        tracker.bytes(sent, received);
+        info!(
+            src.addr = %peer, dst.addr = %local, mode = ?mode, sent, received,
+            "inbound connection complete (plaintext)"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! 15001: connections the kernel captured from a pod's apps.
+//!
+//! The original destination comes back through `SO_ORIGINAL_DST` (answered
+//! by the getsockopt program). A destination in the mesh is reached over
+//! HBONE with the pod's identity; anything else is passed through as plain
+//! TCP from the pod's own netns, as if the mesh were not there.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use super::{baggage, relay, ConnectionTracker, PodContext};
+use crate::hbone::{ConnectRequest, HboneError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("no original destination for the captured connection: {0}")]
+    OriginalDst(std::io::Error),
+    #[error("HBONE to {target} failed: {source}")]
+    Hbone {
+        target: SocketAddr,
+        #[source]
+        source: HboneError,
+    },
+    #[error("passthrough connect to {target} failed: {source}")]
+    Passthrough {
+        target: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("relay: {0}")]
+    Relay(std::io::Error),
+}
+
+/// The accept loop of one pod's outbound listener; ends when draining.
+pub async fn run(ctx: Arc<PodContext>, listener: TcpListener) {
+    let mut drain = ctx.drain.clone();
+    loop {
+        tokio::select! {
+            _ = super::drained(&mut drain) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(&ctx, sock, peer).await {
+                            warn!(pod = %ctx.name, error = %e, "outbound connection failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(pod = %ctx.name, error = %e, "outbound accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn handle(ctx: &PodContext, mut app: TcpStream, peer: SocketAddr) -> Result<(), OutboundError> {
+    let orig = crate::ebpf::original_dst(&app).map_err(OutboundError::OriginalDst)?;
+    let _ = app.set_nodelay(true);
+    let tracker = ConnectionTracker::new(ctx.metrics.clone());
+    let state = ctx.state();
+    let upstream = state.resolve(orig);
+    match upstream {
+        Some(up) if state.is_ambient(&up.workload) => {
+            let req = ConnectRequest {
+                dst_identity: up.identity.clone(),
+                hbone_addr: SocketAddr::new(up.target.ip(), mesh_common::HBONE_PORT),
+                target: up.target,
+                forwarded_for: SocketAddr::new(ctx.ip, peer.port()),
+                service_host: up.service_host.clone(),
+                baggage: Some(baggage(ctx)),
+                traceparent: None,
+            };
+            let mut tunnel = ctx
+                .hbone
+                .connect(req)
+                .await
+                .map_err(|source| OutboundError::Hbone {
+                    target: up.target,
+                    source,
+                })?;
+            debug!(pod = %ctx.name, dst = %up.target, identity = %up.identity, "outbound via HBONE");
+            let (sent, received) = relay(&mut app, &mut tunnel).await.map_err(OutboundError::Relay)?;
+            tracker.bytes(sent, received);
+            info!(
+                src.identity = %ctx.identity,
+                dst.identity = %up.identity,
+                dst.addr = %up.target,
+                dst.service = up.service_host.as_deref().unwrap_or("-"),
+                sent, received,
+                "outbound connection complete (HBONE)"
+            );
+        }
+        other => {
+            // Not in the mesh: the endpoint a service picked, or the address as asked.
+            let target = other.map(|u| u.target).unwrap_or(orig);
+            let sock = ctx
+                .netns
+                .tcp_socket(target)
+                .map_err(|source| OutboundError::Passthrough { target, source })?;
+            let mut server = sock
+                .connect(target)
+                .await
+                .map_err(|source| OutboundError::Passthrough { target, source })?;
+            let (sent, received) = relay(&mut app, &mut server).await.map_err(OutboundError::Relay)?;
+            tracker.bytes(sent, received);
+            debug!(pod = %ctx.name, dst = %target, sent, received, "outbound passthrough complete");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! What the node knows: workloads, services, certificates' locations and the
+//! compiled L4 policies, built from a validated config. Immutable once built
+//! (apart from the per-service round-robin counters); a new config produces
+//! a new `ProxyState`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::config::{ConfigError, LocalConfig};
+use crate::identity::Identity;
+use crate::rbac::{AuthzPolicy, PeerAuthnPolicy};
+
+/// The namespace label that enrols a namespace (or a pod) in the mesh.
+pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
+
+/// A pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub node: String,
+    pub ip: IpAddr,
+    /// Local mode: the pod's network namespace path.
+    pub netns: Option<PathBuf>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Workload {
+    pub fn identity(&self, trust_domain: &str) -> Identity {
+        Identity::new(trust_domain, &self.namespace, &self.service_account)
+    }
+
+    /// `namespace/name`
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub target_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    pub addresses: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    pub selector: BTreeMap<String, String>,
+    /// `name.namespace.svc.<cluster domain>`
+    pub hostname: String,
+    pub(crate) endpoints: Vec<Arc<Workload>>,
+    pub(crate) next: AtomicUsize,
+}
+
+impl Service {
+    /// Workloads of the service's namespace that match its selector, in file order.
+    pub fn endpoints(&self) -> &[Arc<Workload>] {
+        &self.endpoints
+    }
+
+    /// `namespace/name`
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    fn pick(&self) -> Option<&Arc<Workload>> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        self.endpoints.get(i)
+    }
+}
+
+/// Where an outbound connection goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub workload: Arc<Workload>,
+    /// Endpoint `ip:targetPort` (or the pod address as dialled).
+    pub target: SocketAddr,
+    /// `name.ns.svc.cluster.local` when reached through a service.
+    pub service_host: Option<String>,
+    /// The identity the upstream must present.
+    pub identity: Identity,
+}
+
+/// Certificate file locations for the identity module (nothing is loaded here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificatePaths {
+    pub roots: PathBuf,
+    pub identities: Vec<IdentityCertPaths>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityCertPaths {
+    pub identity: Identity,
+    pub cert_chain: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CertificatePaths {
+    pub fn for_identity(&self, id: &Identity) -> Option<&IdentityCertPaths> {
+        self.identities.iter().find(|c| &c.identity == id)
+    }
+}
+
+#[derive(Debug)]
+pub struct ProxyState {
+    pub(crate) trust_domain: String,
+    pub(crate) root_namespace: String,
+    pub(crate) cluster_domain: String,
+    pub(crate) namespaces: BTreeMap<String, Namespace>,
+    pub(crate) workloads: Vec<Arc<Workload>>,
+    pub(crate) by_ip: HashMap<IpAddr, Arc<Workload>>,
+    pub(crate) services: Vec<Arc<Service>>,
+    /// VIP:port -> (service, index into its ports)
+    pub(crate) by_vip: HashMap<SocketAddr, (Arc<Service>, usize)>,
+    pub(crate) certificates: Option<CertificatePaths>,
+    pub(crate) peer_authentications: Vec<PeerAuthnPolicy>,
+    pub(crate) authorization_policies: Vec<AuthzPolicy>,
+    pub(crate) warnings: Vec<String>,
+}
+
+impl Default for ProxyState {
+    fn default() -> Self {
+        ProxyState {
+            trust_domain: crate::config::DEFAULT_TRUST_DOMAIN.to_string(),
+            root_namespace: crate::config::DEFAULT_ROOT_NAMESPACE.to_string(),
+            cluster_domain: crate::config::DEFAULT_CLUSTER_DOMAIN.to_string(),
+            namespaces: BTreeMap::new(),
+            workloads: Vec::new(),
+            by_ip: HashMap::new(),
+            services: Vec::new(),
+            by_vip: HashMap::new(),
+            certificates: None,
+            peer_authentications: Vec::new(),
+            authorization_policies: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl ProxyState {
+    /// Validates `config` and builds the state (errors as [`crate::config::parse`]).
+    pub fn new(config: &LocalConfig) -> Result<ProxyState, ConfigError> {
+        crate::config::compile(config)
+    }
+
+    /// An empty state: no workloads, no services, no policies.
+    pub fn empty() -> ProxyState {
+        ProxyState::default()
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    pub fn root_namespace(&self) -> &str {
+        &self.root_namespace
+    }
+
+    pub fn cluster_domain(&self) -> &str {
+        &self.cluster_domain
+    }
+
+    /// Warnings from validation (HTTP attributes at L4, ignored policies, ...).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+
+    pub fn workloads(&self) -> &[Arc<Workload>] {
+        &self.workloads
+    }
+
+    pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Workload> {
+        self.by_ip.get(&ip).map(|w| w.as_ref())
+    }
+
+    pub fn workload_arc_by_ip(&self, ip: IpAddr) -> Option<Arc<Workload>> {
+        self.by_ip.get(&ip).cloned()
+    }
+
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
+        self.workloads
+            .iter()
+            .find(|w| w.namespace == namespace && w.name == name)
+    }
+
+    /// The workloads scheduled on `node`, in file order.
+    pub fn local_workloads<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Workload>> + 'a {
+        self.workloads.iter().filter(move |w| w.node == node)
+    }
+
+    /// In the mesh: the pod's own `istio.io/dataplane-mode` label decides
+    /// (`ambient` in, `none` out); otherwise its namespace's label must be
+    /// `ambient`.
+    pub fn is_ambient(&self, w: &Workload) -> bool {
+        match w.labels.get(DATAPLANE_MODE_LABEL).map(String::as_str) {
+            Some("ambient") => true,
+            Some("none") => false,
+            _ => self
+                .namespaces
+                .get(&w.namespace)
+                .and_then(|ns| ns.labels.get(DATAPLANE_MODE_LABEL))
+                .is_some_and(|m| m == "ambient"),
+        }
+    }
+
+    pub fn identity_of(&self, w: &Workload) -> Identity {
+        w.identity(&self.trust_domain)
+    }
+
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+
+    /// The service whose VIP:port is `dst` (even if it has no endpoints).
+    pub fn service_by_vip(&self, dst: SocketAddr) -> Option<&Arc<Service>> {
+        self.by_vip.get(&dst).map(|(s, _)| s)
+    }
+
+    /// Resolves an original destination: a service VIP:port picks one of its
+    /// endpoints (round-robin) at the targetPort; a pod IP is that workload;
+    /// anything else (or a service without endpoints) is `None`.
+    pub fn resolve(&self, dst: SocketAddr) -> Option<Upstream> {
+        if let Some((svc, port_idx)) = self.by_vip.get(&dst) {
+            let port = svc.ports.get(*port_idx)?;
+            let w = svc.pick()?;
+            return Some(Upstream {
+                workload: w.clone(),
+                target: SocketAddr::new(w.ip, port.target_port),
+                service_host: Some(svc.hostname.clone()),
+                identity: w.identity(&self.trust_domain),
+            });
+        }
+        let w = self.by_ip.get(&dst.ip())?;
+        Some(Upstream {
+            workload: w.clone(),
+            target: dst,
+            service_host: None,
+            identity: w.identity(&self.trust_domain),
+        })
+    }
+
+    pub fn certificates(&self) -> Option<&CertificatePaths> {
+        self.certificates.as_ref()
+    }
+
+    pub fn authorization_policies(&self) -> &[AuthzPolicy] {
+        &self.authorization_policies
+    }
+
+    pub fn peer_authentications(&self) -> &[PeerAuthnPolicy] {
+        &self.peer_authentications
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,38 @@
+//! The local mode: `ambit-local up` brings up a mesh of network namespaces
+//! with the sample app; `ambit-local bench` measures it against direct
+//! connections. `cargo xtask up|bench` build everything and run this.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Ambit's local mode: namespaces as nodes and pods, no cluster")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bring up the sample app in a local mesh and show it working.
+    Up {
+        /// Tear down after the demonstration instead of waiting for Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Benchmark the mesh against direct connections.
+    Bench {
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Up { once } => mesh_tests::up::run(once),
+        Cmd::Bench { secs, out } => mesh_tests::bench::run(secs, &out),
+    }
+}

@@ -1,0 +1,293 @@
+//! A local mesh on the testbed: mesh-node daemons on the nodes, a config
+//! file they watch (workloads, services, policies, certificates), a local CA
+//! for the certificates, and helpers to run the sample app in pods.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use mesh_node::identity::{Identity, LocalCa};
+use serde_json::{json, Value};
+
+use crate::probe::SendReport;
+use crate::testbed::{Pod, PodSpec, Testbed};
+
+pub const TRUST_DOMAIN: &str = "cluster.local";
+pub const AMBIENT_LABEL: &str = "istio.io/dataplane-mode";
+
+/// Where the built binaries are: next to the running test or xtask binary
+/// (`target/<profile>/`), unless AMBIT_BIN_DIR says otherwise.
+pub fn bin_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("AMBIT_BIN_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("no parent of current exe")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let p = bin_dir()?.join(name);
+    if !p.exists() {
+        bail!(
+            "{} is not built: run `cargo build --release --workspace` (cargo xtask test does)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    pub vip: std::net::Ipv4Addr,
+    pub port: u16,
+    pub target_port: u16,
+    pub selector: BTreeMap<String, String>,
+}
+
+pub struct LocalMesh {
+    pub tb: Testbed,
+    pub dir: PathBuf,
+    pub ca: LocalCa,
+    namespaces: BTreeMap<String, bool>,
+    services: Vec<Service>,
+    policies: Vec<Value>,
+    nodes: BTreeMap<String, usize>,
+    /// Extra top-level config written verbatim (e.g. to break the file on purpose).
+    pub raw_override: Option<String>,
+}
+
+impl LocalMesh {
+    /// A testbed with these nodes (no mesh-node started yet).
+    pub fn new(nodes: &[&str]) -> Result<LocalMesh> {
+        let mut tb = Testbed::new()?;
+        for n in nodes {
+            tb.add_node(n)?;
+        }
+        let dir = std::env::temp_dir().join(&tb.id);
+        std::fs::create_dir_all(&dir)?;
+        let ca = LocalCa::new(TRUST_DOMAIN).context("creating the local CA")?;
+        std::fs::write(dir.join("root-cert.pem"), ca.root_pem())?;
+        Ok(LocalMesh {
+            tb,
+            dir,
+            ca,
+            namespaces: BTreeMap::new(),
+            services: Vec::new(),
+            policies: Vec::new(),
+            nodes: BTreeMap::new(),
+            raw_override: None,
+        })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("mesh.yaml")
+    }
+
+    /// A namespace; `ambient` = labelled istio.io/dataplane-mode=ambient.
+    pub fn namespace(&mut self, name: &str, ambient: bool) -> &mut Self {
+        self.namespaces.insert(name.to_string(), ambient);
+        self
+    }
+
+    pub fn add_pod(&mut self, node: &str, spec: PodSpec) -> Result<Pod> {
+        self.namespaces.entry(spec.namespace.clone()).or_insert(false);
+        let pod = self.tb.add_pod(node, spec)?;
+        let id = Identity::new(TRUST_DOMAIN, &pod.namespace, &pod.service_account);
+        let cert = self.dir.join(format!("{}.{}.pem", pod.namespace, pod.service_account));
+        if !cert.exists() {
+            let (chain, key) = self
+                .ca
+                .issue(&id, Duration::from_secs(24 * 3600))
+                .context("issuing a certificate")?;
+            std::fs::write(&cert, chain)?;
+            std::fs::write(cert.with_extension("key"), key)?;
+        }
+        Ok(pod)
+    }
+
+    pub fn add_service(&mut self, svc: Service) {
+        self.services.push(svc);
+    }
+
+    /// Replaces the policies (Istio resources, as YAML documents).
+    pub fn set_policies_yaml(&mut self, docs: &str) -> Result<()> {
+        let mut out = Vec::new();
+        for d in serde_yaml::Deserializer::from_str(docs) {
+            let v: Value = serde::Deserialize::deserialize(d).context("policy YAML")?;
+            if !v.is_null() {
+                out.push(v);
+            }
+        }
+        self.policies = out;
+        Ok(())
+    }
+
+    pub fn config_value(&self) -> Value {
+        let namespaces: Vec<Value> = self
+            .namespaces
+            .iter()
+            .map(|(n, ambient)| {
+                if *ambient {
+                    json!({"name": n, "labels": {AMBIENT_LABEL: "ambient"}})
+                } else {
+                    json!({"name": n})
+                }
+            })
+            .collect();
+        let workloads: Vec<Value> = self
+            .tb
+            .pods()
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name, "namespace": p.namespace, "serviceAccount": p.service_account,
+                    "node": p.node, "ip": p.ip.to_string(),
+                    "netns": p.netns_path().display().to_string(), "labels": p.labels,
+                })
+            })
+            .collect();
+        let services: Vec<Value> = self
+            .services
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name, "namespace": s.namespace, "addresses": [s.vip.to_string()],
+                    "ports": [{"name": "tcp", "port": s.port, "targetPort": s.target_port, "protocol": "TCP"}],
+                    "selector": s.selector,
+                })
+            })
+            .collect();
+        let mut ids: Vec<(String, String)> = self
+            .tb
+            .pods()
+            .iter()
+            .map(|p| (p.namespace.clone(), p.service_account.clone()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let identities: Vec<Value> = ids
+            .iter()
+            .map(|(ns, sa)| {
+                let cert = self.dir.join(format!("{ns}.{sa}.pem"));
+                json!({
+                    "identity": Identity::new(TRUST_DOMAIN, ns, sa).to_string(),
+                    "certChain": cert.display().to_string(),
+                    "key": cert.with_extension("key").display().to_string(),
+                })
+            })
+            .collect();
+        json!({
+            "trustDomain": TRUST_DOMAIN,
+            "certificates": {
+                "roots": self.dir.join("root-cert.pem").display().to_string(),
+                "identities": identities,
+            },
+            "namespaces": namespaces,
+            "workloads": workloads,
+            "services": services,
+            "policies": self.policies,
+        })
+    }
+
+    /// Writes the config file atomically (the watcher never sees half a file).
+    pub fn write_config(&self) -> Result<()> {
+        let text = match &self.raw_override {
+            Some(raw) => raw.clone(),
+            None => serde_yaml::to_string(&self.config_value())?,
+        };
+        let tmp = self.dir.join(".mesh.yaml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, self.config_path())?;
+        Ok(())
+    }
+
+    /// Starts mesh-node on `node` and waits until it reports ready.
+    pub fn start_node(&mut self, node: &str, extra_args: &[&str]) -> Result<()> {
+        self.write_config()?;
+        let n = self.tb.node(node)?.clone();
+        let mut cmd = Command::new(binary("mesh-node")?);
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .args(["--node", node, "--cgroup"])
+            .arg(&n.cgroup)
+            .args(extra_args)
+            .env("RUST_LOG", std::env::var("AMBIT_LOG").unwrap_or_else(|_| "info".into()));
+        let idx = self
+            .tb
+            .spawn_in_node(node, &format!("mesh-node@{node}"), cmd, None)?;
+        self.nodes.insert(node.to_string(), idx);
+        self.tb
+            .with_proc(idx, |p| p.wait_for_line("mesh-node ready", Duration::from_secs(20)))??;
+        Ok(())
+    }
+
+    /// The process index of a node's mesh-node.
+    pub fn node_proc(&self, node: &str) -> Result<usize> {
+        self.nodes
+            .get(node)
+            .copied()
+            .with_context(|| format!("mesh-node not started on {node}"))
+    }
+
+    /// Lines mesh-node on `node` has logged.
+    pub fn node_log(&self, node: &str) -> Result<Vec<String>> {
+        let idx = self.node_proc(node)?;
+        self.tb.with_proc(idx, |p| p.lines())
+    }
+
+    /// Starts the sample server in `pod` on `port` and waits until it listens.
+    pub fn serve(&self, pod: &str, port: u16, sink: bool) -> Result<usize> {
+        let mut cmd = Command::new(binary("ambit-probe")?);
+        cmd.args(["serve", "--name", pod, "--port", &port.to_string()]);
+        if sink {
+            cmd.arg("--sink");
+        }
+        let idx = self.tb.spawn_in_pod(pod, &format!("{pod}:{port}"), cmd)?;
+        self.tb
+            .with_proc(idx, |p| p.wait_for_line("listening", Duration::from_secs(10)))??;
+        Ok(idx)
+    }
+
+    /// Sends `bytes` from `pod` to `to` and returns the probe's report.
+    pub fn send(&self, pod: &str, to: SocketAddr, bytes: u64, marker: &str) -> Result<SendReport> {
+        let mut cmd = Command::new(binary("ambit-probe")?);
+        cmd.args([
+            "send",
+            "--to",
+            &to.to_string(),
+            "--bytes",
+            &bytes.to_string(),
+            "--marker",
+            marker,
+            "--timeout-secs",
+            "20",
+        ]);
+        let out = self.tb.run_in_pod(pod, cmd, Duration::from_secs(120))?;
+        serde_json::from_str(out.trim()).with_context(|| format!("probe printed {out:?}"))
+    }
+
+    /// Waits up to `timeout` for a node's log to contain `needle`.
+    pub fn wait_node_log(&self, node: &str, needle: &str, timeout: Duration) -> Result<String> {
+        let idx = self.node_proc(node)?;
+        self.tb.with_proc(idx, |p| p.wait_for_line(needle, timeout))?
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for LocalMesh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
