@@ -220,6 +220,8 @@ impl LocalMesh {
             .args(["--node", node, "--cgroup"])
             .arg(&n.cgroup)
             .args(extra_args)
+            // Extra flags for every mesh-node, e.g. AMBIT_NODE_ARGS=--no-fast-path.
+            .args(std::env::var("AMBIT_NODE_ARGS").unwrap_or_default().split_whitespace())
             .env("RUST_LOG", std::env::var("AMBIT_LOG").unwrap_or_else(|_| "info".into()));
         let idx = self
             .tb

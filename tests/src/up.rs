@@ -39,7 +39,7 @@ pub fn run(once: bool) -> Result<()> {
     if ok {
         println!("the mesh works: both replicas answered over mTLS, nothing in plaintext on the wire, STRICT held.");
     }
-    if !once && ok {
+    if !once {
         println!("config: {}  (edit it: mesh-node applies changes within a second)", mesh.config_path().display());
         println!("pods: {}", mesh.tb.pods().iter().map(|p| format!("{} {} (netns {})", p.name, p.ip, p.netns)).collect::<Vec<_>>().join(", "));
         println!("Ctrl-C tears everything down.");

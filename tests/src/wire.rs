@@ -30,7 +30,7 @@ impl Capture {
     /// waits until tcpdump listens.
     pub fn start(tb: &Testbed, file: &Path) -> Result<Capture> {
         let mut cmd = Command::new("tcpdump");
-        cmd.args(["-i", "n1", "-U", "-s", "0", "-w"])
+        cmd.args(["-i", "n1", "--immediate-mode", "-U", "-s", "0", "-w"])
             .arg(file)
             .arg("tcp");
         let index = tb
@@ -45,6 +45,8 @@ impl Capture {
 
     /// Stops tcpdump (flushing the file) and parses what it captured.
     pub fn finish(self, tb: &Testbed) -> Result<Vec<Segment>> {
+        // Let the last segments reach tcpdump before it is told to stop.
+        std::thread::sleep(Duration::from_millis(200));
         tb.with_proc(self.index, |p| {
             p.signal(libc::SIGINT);
             p.wait_timeout(Duration::from_secs(5))
