@@ -157,7 +157,10 @@ async fn serve(
         .await
         .is_err()
     {
-        warn!(active = metrics.active(), "drain timeout: closing the remaining connections");
+        warn!(
+            active = metrics.active(),
+            "drain timeout: closing the remaining connections"
+        );
     }
     info!("mesh-node stopped");
     Ok(())

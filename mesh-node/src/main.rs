@@ -8,7 +8,9 @@ use clap::Parser;
 use mesh_node::app::{self, NodeOptions};
 
 #[derive(Parser, Debug)]
-#[command(about = "Ambit's node proxy: captures pod traffic in the kernel, carries it over mTLS (HBONE)")]
+#[command(
+    about = "Ambit's node proxy: captures pod traffic in the kernel, carries it over mTLS (HBONE)"
+)]
 struct Args {
     /// The local config file (workloads, services, policies, certificates); watched.
     #[arg(long)]

@@ -8,11 +8,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use crate::mesh::{binary, LocalMesh};
 use crate::probe::LoadReport;
 use crate::progress::spinner;
 use crate::testbed::PodSpec;
+use anyhow::{Context, Result};
 
 struct Pairs {
     far: Ipv4Addr,
@@ -86,45 +86,141 @@ fn ratio(r: &Row) -> String {
     }
 }
 
-fn measure(mesh: &LocalMesh, p: &Pairs, secs: f64, near_label: &str, rows: &mut Vec<Row>, near_only: bool) -> Result<()> {
+fn measure(
+    mesh: &LocalMesh,
+    p: &Pairs,
+    secs: f64,
+    near_label: &str,
+    rows: &mut Vec<Row>,
+    near_only: bool,
+) -> Result<()> {
     let cases: Vec<(&str, Ipv4Addr, Ipv4Addr)> = if near_only {
         vec![(near_label, p.plain_near, p.near)]
     } else {
-        vec![("cross-node", p.plain_far, p.far), (near_label, p.plain_near, p.near)]
+        vec![
+            ("cross-node", p.plain_far, p.far),
+            (near_label, p.plain_near, p.near),
+        ]
     };
     for (label, direct, meshed) in cases {
         let pb = spinner(&format!("{label}: bulk throughput"));
-        let d = probe(mesh, "plain-client", &args("bulk", direct, 9000, secs, &[]), secs)?;
+        let d = probe(
+            mesh,
+            "plain-client",
+            &args("bulk", direct, 9000, secs, &[]),
+            secs,
+        )?;
         let m = probe(mesh, "client", &args("bulk", meshed, 9000, secs, &[]), secs)?;
         let gbit = |r: &LoadReport| r.bytes as f64 * 8.0 / r.seconds / 1e9;
-        rows.push(Row { name: format!("{label} single-stream throughput"), direct: gbit(&d), mesh: gbit(&m), unit: "Gbit/s", higher_is_better: true });
+        rows.push(Row {
+            name: format!("{label} single-stream throughput"),
+            direct: gbit(&d),
+            mesh: gbit(&m),
+            unit: "Gbit/s",
+            higher_is_better: true,
+        });
 
         pb.set_message(format!("{label}: 1 KiB request/response at 1000 req/s"));
-        let d = probe(mesh, "plain-client", &args("rr", direct, 8080, secs, &["--rate", "1000"]), secs)?;
-        let m = probe(mesh, "client", &args("rr", meshed, 8080, secs, &["--rate", "1000"]), secs)?;
-        let us = |r: &LoadReport, p50: bool| if p50 { r.p50_us } else { r.p99_us }.unwrap_or(f64::NAN);
-        rows.push(Row { name: format!("{label} 1 KiB p50 @1000 req/s"), direct: us(&d, true), mesh: us(&m, true), unit: "µs", higher_is_better: false });
-        rows.push(Row { name: format!("{label} 1 KiB p99 @1000 req/s"), direct: us(&d, false), mesh: us(&m, false), unit: "µs", higher_is_better: false });
+        let d = probe(
+            mesh,
+            "plain-client",
+            &args("rr", direct, 8080, secs, &["--rate", "1000"]),
+            secs,
+        )?;
+        let m = probe(
+            mesh,
+            "client",
+            &args("rr", meshed, 8080, secs, &["--rate", "1000"]),
+            secs,
+        )?;
+        let us =
+            |r: &LoadReport, p50: bool| if p50 { r.p50_us } else { r.p99_us }.unwrap_or(f64::NAN);
+        rows.push(Row {
+            name: format!("{label} 1 KiB p50 @1000 req/s"),
+            direct: us(&d, true),
+            mesh: us(&m, true),
+            unit: "µs",
+            higher_is_better: false,
+        });
+        rows.push(Row {
+            name: format!("{label} 1 KiB p99 @1000 req/s"),
+            direct: us(&d, false),
+            mesh: us(&m, false),
+            unit: "µs",
+            higher_is_better: false,
+        });
 
         pb.set_message(format!("{label}: 1 KiB request/response, full speed"));
-        let d = probe(mesh, "plain-client", &args("rr", direct, 8080, secs, &[]), secs)?;
+        let d = probe(
+            mesh,
+            "plain-client",
+            &args("rr", direct, 8080, secs, &[]),
+            secs,
+        )?;
         let m = probe(mesh, "client", &args("rr", meshed, 8080, secs, &[]), secs)?;
         let rps = |r: &LoadReport| r.operations as f64 / r.seconds;
-        rows.push(Row { name: format!("{label} 1 KiB req/s, 1 conn"), direct: rps(&d), mesh: rps(&m), unit: "req/s", higher_is_better: true });
-        rows.push(Row { name: format!("{label} 1 KiB p50, full speed"), direct: us(&d, true), mesh: us(&m, true), unit: "µs", higher_is_better: false });
-        rows.push(Row { name: format!("{label} 1 KiB p99, full speed"), direct: us(&d, false), mesh: us(&m, false), unit: "µs", higher_is_better: false });
+        rows.push(Row {
+            name: format!("{label} 1 KiB req/s, 1 conn"),
+            direct: rps(&d),
+            mesh: rps(&m),
+            unit: "req/s",
+            higher_is_better: true,
+        });
+        rows.push(Row {
+            name: format!("{label} 1 KiB p50, full speed"),
+            direct: us(&d, true),
+            mesh: us(&m, true),
+            unit: "µs",
+            higher_is_better: false,
+        });
+        rows.push(Row {
+            name: format!("{label} 1 KiB p99, full speed"),
+            direct: us(&d, false),
+            mesh: us(&m, false),
+            unit: "µs",
+            higher_is_better: false,
+        });
 
         if !near_only {
-            pb.set_message(format!("{label}: 1 KiB request/response, 64 keep-alive connections"));
-            let d = probe(mesh, "plain-client", &args("rr", direct, 8080, secs, &["--conns", "64"]), secs)?;
-            let m = probe(mesh, "client", &args("rr", meshed, 8080, secs, &["--conns", "64"]), secs)?;
-            rows.push(Row { name: format!("{label} 1 KiB req/s, 64 conns"), direct: rps(&d), mesh: rps(&m), unit: "req/s", higher_is_better: true });
+            pb.set_message(format!(
+                "{label}: 1 KiB request/response, 64 keep-alive connections"
+            ));
+            let d = probe(
+                mesh,
+                "plain-client",
+                &args("rr", direct, 8080, secs, &["--conns", "64"]),
+                secs,
+            )?;
+            let m = probe(
+                mesh,
+                "client",
+                &args("rr", meshed, 8080, secs, &["--conns", "64"]),
+                secs,
+            )?;
+            rows.push(Row {
+                name: format!("{label} 1 KiB req/s, 64 conns"),
+                direct: rps(&d),
+                mesh: rps(&m),
+                unit: "req/s",
+                higher_is_better: true,
+            });
         }
 
         pb.set_message(format!("{label}: new connections per second"));
-        let d = probe(mesh, "plain-client", &args("cps", direct, 8080, secs, &[]), secs)?;
+        let d = probe(
+            mesh,
+            "plain-client",
+            &args("cps", direct, 8080, secs, &[]),
+            secs,
+        )?;
         let m = probe(mesh, "client", &args("cps", meshed, 8080, secs, &[]), secs)?;
-        rows.push(Row { name: format!("{label} new connections/s"), direct: rps(&d), mesh: rps(&m), unit: "conn/s", higher_is_better: true });
+        rows.push(Row {
+            name: format!("{label} new connections/s"),
+            direct: rps(&d),
+            mesh: rps(&m),
+            unit: "conn/s",
+            higher_is_better: true,
+        });
         pb.finish_and_clear();
     }
     Ok(())
@@ -141,18 +237,31 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     let mut mesh = LocalMesh::new(&["node-a", "node-b"])?;
     mesh.namespace("bench", true).namespace("direct", false);
     mesh.add_pod("node-a", PodSpec::new("client", "bench", "client"))?;
-    let near = mesh.add_pod("node-a", PodSpec::new("srv-near", "bench", "server"))?.ip;
-    let far = mesh.add_pod("node-b", PodSpec::new("srv-far", "bench", "server"))?.ip;
+    let near = mesh
+        .add_pod("node-a", PodSpec::new("srv-near", "bench", "server"))?
+        .ip;
+    let far = mesh
+        .add_pod("node-b", PodSpec::new("srv-far", "bench", "server"))?
+        .ip;
     mesh.add_pod("node-a", PodSpec::new("plain-client", "direct", "client"))?;
-    let plain_near = mesh.add_pod("node-a", PodSpec::new("plain-near", "direct", "server"))?.ip;
-    let plain_far = mesh.add_pod("node-b", PodSpec::new("plain-far", "direct", "server"))?.ip;
+    let plain_near = mesh
+        .add_pod("node-a", PodSpec::new("plain-near", "direct", "server"))?
+        .ip;
+    let plain_far = mesh
+        .add_pod("node-b", PodSpec::new("plain-far", "direct", "server"))?
+        .ip;
     mesh.start_node("node-a", &[])?;
     mesh.start_node("node-b", &[])?;
     for pod in ["srv-near", "srv-far", "plain-near", "plain-far"] {
         mesh.serve(pod, 8080, false)?;
         mesh.serve(pod, 9000, true)?;
     }
-    let pairs = Pairs { far, near, plain_far, plain_near };
+    let pairs = Pairs {
+        far,
+        near,
+        plain_far,
+        plain_near,
+    };
     pb.finish_and_clear();
 
     // Idle footprint, then 1,000 open connections through the mesh.
@@ -160,9 +269,19 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     let (a_pid, b_pid) = (node_pid(&mesh, "node-a")?, node_pid(&mesh, "node-b")?);
     let idle_rss = status_kib(a_pid, "VmRSS:");
     let mut hold = Command::new(binary("ambit-probe")?);
-    hold.args(["hold", "--to", &SocketAddr::from((far, 8080)).to_string(), "--count", "1000", "--secs", "30"]);
+    hold.args([
+        "hold",
+        "--to",
+        &SocketAddr::from((far, 8080)).to_string(),
+        "--count",
+        "1000",
+        "--secs",
+        "30",
+    ]);
     let h = mesh.tb.spawn_in_pod("client", "hold", hold)?;
-    mesh.tb.with_proc(h, |p| p.wait_for_line("holding 1000", Duration::from_secs(60)))??;
+    mesh.tb.with_proc(h, |p| {
+        p.wait_for_line("holding 1000", Duration::from_secs(60))
+    })??;
     let held_rss = status_kib(a_pid, "VmRSS:");
     mesh.tb.with_proc(h, |p| p.kill())?;
     std::thread::sleep(Duration::from_millis(500));
@@ -170,7 +289,14 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     let (a_cpu0, _) = cpu_and_peak_rss(a_pid);
     let (b_cpu0, _) = cpu_and_peak_rss(b_pid);
     let mut rows = Vec::new();
-    measure(&mesh, &pairs, secs, "same-node (fast path on)", &mut rows, false)?;
+    measure(
+        &mesh,
+        &pairs,
+        secs,
+        "same-node (fast path on)",
+        &mut rows,
+        false,
+    )?;
     let (a_cpu1, a_peak) = cpu_and_peak_rss(a_pid);
     let (b_cpu1, b_peak) = cpu_and_peak_rss(b_pid);
 
@@ -180,30 +306,81 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     mesh.tb.with_proc(idx, |p| p.kill())?;
     mesh.start_node("node-a", &["--no-fast-path"])?;
     pb.finish_and_clear();
-    measure(&mesh, &pairs, secs, "same-node (fast path off)", &mut rows, true)?;
+    measure(
+        &mesh,
+        &pairs,
+        secs,
+        "same-node (fast path off)",
+        &mut rows,
+        true,
+    )?;
 
     let mut table = String::new();
     writeln!(table, "| measurement | direct | mesh | mesh / direct |")?;
     writeln!(table, "|---|---:|---:|---:|")?;
     for r in &rows {
-        let fmt = |v: f64| if r.unit == "Gbit/s" { format!("{v:.2} {}", r.unit) } else { format!("{v:.0} {}", r.unit) };
+        let fmt = |v: f64| {
+            if r.unit == "Gbit/s" {
+                format!("{v:.2} {}", r.unit)
+            } else {
+                format!("{v:.0} {}", r.unit)
+            }
+        };
         let _ = r.higher_is_better;
-        writeln!(table, "| {} | {} | {} | {} |", r.name, fmt(r.direct), fmt(r.mesh), ratio(r))?;
+        writeln!(
+            table,
+            "| {} | {} | {} | {} |",
+            r.name,
+            fmt(r.direct),
+            fmt(r.mesh),
+            ratio(r)
+        )?;
     }
     let mut res = String::new();
     writeln!(res, "| mesh-node resource | value |")?;
     writeln!(res, "|---|---:|")?;
-    writeln!(res, "| node-a RSS idle (2 pods enrolled) | {:.1} MB |", idle_rss as f64 / 1024.0)?;
-    writeln!(res, "| node-a RSS with 1,000 open connections | {:.1} MB |", held_rss as f64 / 1024.0)?;
-    writeln!(res, "| node-a peak RSS over the cross/same-node runs | {:.1} MB |", a_peak as f64 / 1024.0)?;
-    writeln!(res, "| node-b peak RSS | {:.1} MB |", b_peak as f64 / 1024.0)?;
-    writeln!(res, "| node-a CPU seconds over the cross/same-node runs | {:.2} s |", a_cpu1 - a_cpu0)?;
-    writeln!(res, "| node-b CPU seconds over the same runs | {:.2} s |", b_cpu1 - b_cpu0)?;
+    writeln!(
+        res,
+        "| node-a RSS idle (2 pods enrolled) | {:.1} MB |",
+        idle_rss as f64 / 1024.0
+    )?;
+    writeln!(
+        res,
+        "| node-a RSS with 1,000 open connections | {:.1} MB |",
+        held_rss as f64 / 1024.0
+    )?;
+    writeln!(
+        res,
+        "| node-a peak RSS over the cross/same-node runs | {:.1} MB |",
+        a_peak as f64 / 1024.0
+    )?;
+    writeln!(
+        res,
+        "| node-b peak RSS | {:.1} MB |",
+        b_peak as f64 / 1024.0
+    )?;
+    writeln!(
+        res,
+        "| node-a CPU seconds over the cross/same-node runs | {:.2} s |",
+        a_cpu1 - a_cpu0
+    )?;
+    writeln!(
+        res,
+        "| node-b CPU seconds over the same runs | {:.2} s |",
+        b_cpu1 - b_cpu0
+    )?;
     println!("{table}\n{res}");
 
-    let when = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let when = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let doc = format!(
         "# Benchmarks\n\nProduced by `cargo xtask bench --secs {secs}` on {when}, kernel {}, {cores} cores. \
 Direct = the same placement of pods in a namespace that has not opted in; mesh = pods of an ambient namespace \

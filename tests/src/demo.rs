@@ -58,9 +58,18 @@ pub fn bring_up(step: &dyn Fn(&str)) -> Result<LocalMesh> {
     let mut mesh = LocalMesh::new(&["node-a", "node-b"])?;
     mesh.namespace("demo", true).namespace("legacy", false);
     step("creating pods (netns, veth, routes, cgroup each)");
-    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client").label("app", "client"))?;
-    mesh.add_pod("node-a", PodSpec::new("server-1", "demo", "server").label("app", "server"))?;
-    mesh.add_pod("node-b", PodSpec::new("server-2", "demo", "server").label("app", "server"))?;
+    mesh.add_pod(
+        "node-a",
+        PodSpec::new("client", "demo", "client").label("app", "client"),
+    )?;
+    mesh.add_pod(
+        "node-a",
+        PodSpec::new("server-1", "demo", "server").label("app", "server"),
+    )?;
+    mesh.add_pod(
+        "node-b",
+        PodSpec::new("server-2", "demo", "server").label("app", "server"),
+    )?;
     mesh.add_pod("node-b", PodSpec::new("outsider", "legacy", "default"))?;
     mesh.add_service(Service {
         name: "server".into(),
@@ -95,7 +104,9 @@ pub fn demonstrate(mesh: &LocalMesh, say: &dyn Fn(&str)) -> Result<DemoReport> {
     let mut report = DemoReport::default();
     let capture = Capture::start(&mesh.tb, &mesh.dir().join("wire.pcap"))?;
     let vip = SocketAddr::from((SERVICE_VIP, 80));
-    say(&format!("client (demo/sa client) -> service server.demo {vip}, 6 connections:"));
+    say(&format!(
+        "client (demo/sa client) -> service server.demo {vip}, 6 connections:"
+    ));
     for i in 0..6 {
         let r = mesh.send("client", vip, 4096, MARKER)?;
         if !r.intact {
@@ -129,7 +140,9 @@ pub fn demonstrate(mesh: &LocalMesh, say: &dyn Fn(&str)) -> Result<DemoReport> {
     let server2 = mesh.tb.pod("server-2")?.ip;
     let target = SocketAddr::from((server2, 8080));
     match mesh.send("outsider", target, 16, MARKER) {
-        Ok(r) => say(&format!("outsider (not in the mesh) -> {target} plaintext: ANSWERED (bad): {r:?}")),
+        Ok(r) => say(&format!(
+            "outsider (not in the mesh) -> {target} plaintext: ANSWERED (bad): {r:?}"
+        )),
         Err(_) => {
             report.outsider_refused = true;
             say(&format!(

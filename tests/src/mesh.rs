@@ -25,7 +25,10 @@ pub fn bin_dir() -> Result<PathBuf> {
         return Ok(PathBuf::from(d));
     }
     let exe = std::env::current_exe()?;
-    let mut dir = exe.parent().context("no parent of current exe")?.to_path_buf();
+    let mut dir = exe
+        .parent()
+        .context("no parent of current exe")?
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -99,10 +102,14 @@ impl LocalMesh {
     }
 
     pub fn add_pod(&mut self, node: &str, spec: PodSpec) -> Result<Pod> {
-        self.namespaces.entry(spec.namespace.clone()).or_insert(false);
+        self.namespaces
+            .entry(spec.namespace.clone())
+            .or_insert(false);
         let pod = self.tb.add_pod(node, spec)?;
         let id = Identity::new(TRUST_DOMAIN, &pod.namespace, &pod.service_account);
-        let cert = self.dir.join(format!("{}.{}.pem", pod.namespace, pod.service_account));
+        let cert = self
+            .dir
+            .join(format!("{}.{}.pem", pod.namespace, pod.service_account));
         if !cert.exists() {
             let (chain, key) = self
                 .ca
@@ -221,14 +228,22 @@ impl LocalMesh {
             .arg(&n.cgroup)
             .args(extra_args)
             // Extra flags for every mesh-node, e.g. AMBIT_NODE_ARGS=--no-fast-path.
-            .args(std::env::var("AMBIT_NODE_ARGS").unwrap_or_default().split_whitespace())
-            .env("RUST_LOG", std::env::var("AMBIT_LOG").unwrap_or_else(|_| "info".into()));
+            .args(
+                std::env::var("AMBIT_NODE_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("AMBIT_LOG").unwrap_or_else(|_| "info".into()),
+            );
         let idx = self
             .tb
             .spawn_in_node(node, &format!("mesh-node@{node}"), cmd, None)?;
         self.nodes.insert(node.to_string(), idx);
-        self.tb
-            .with_proc(idx, |p| p.wait_for_line("mesh-node ready", Duration::from_secs(20)))??;
+        self.tb.with_proc(idx, |p| {
+            p.wait_for_line("mesh-node ready", Duration::from_secs(20))
+        })??;
         Ok(())
     }
 
@@ -254,8 +269,9 @@ impl LocalMesh {
             cmd.arg("--sink");
         }
         let idx = self.tb.spawn_in_pod(pod, &format!("{pod}:{port}"), cmd)?;
-        self.tb
-            .with_proc(idx, |p| p.wait_for_line("listening", Duration::from_secs(10)))??;
+        self.tb.with_proc(idx, |p| {
+            p.wait_for_line("listening", Duration::from_secs(10))
+        })??;
         Ok(idx)
     }
 
@@ -280,7 +296,8 @@ impl LocalMesh {
     /// Waits up to `timeout` for a node's log to contain `needle`.
     pub fn wait_node_log(&self, node: &str, needle: &str, timeout: Duration) -> Result<String> {
         let idx = self.node_proc(node)?;
-        self.tb.with_proc(idx, |p| p.wait_for_line(needle, timeout))?
+        self.tb
+            .with_proc(idx, |p| p.wait_for_line(needle, timeout))?
     }
 
     pub fn dir(&self) -> &Path {

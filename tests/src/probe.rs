@@ -101,7 +101,8 @@ fn payload_byte(marker: &[u8], i: u64) -> u8 {
 }
 
 fn connect(to: SocketAddr, timeout: Duration) -> Result<(TcpStream, BufReader<TcpStream>, Hello)> {
-    let conn = TcpStream::connect_timeout(&to, timeout).with_context(|| format!("connecting to {to}"))?;
+    let conn =
+        TcpStream::connect_timeout(&to, timeout).with_context(|| format!("connecting to {to}"))?;
     conn.set_nodelay(true)?;
     conn.set_read_timeout(Some(timeout))?;
     let mut reader = BufReader::new(conn.try_clone()?);
@@ -188,7 +189,8 @@ pub fn request_response(
                 let req = vec![0x5au8; size];
                 let mut resp = vec![0u8; size];
                 let mut lat = Vec::new();
-                let period = (per_conn_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / per_conn_rate));
+                let period =
+                    (per_conn_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / per_conn_rate));
                 let mut next = Instant::now();
                 while start.elapsed().as_secs_f64() < secs {
                     if let Some(p) = period {

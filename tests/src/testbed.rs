@@ -238,23 +238,48 @@ impl Testbed {
         let wire_ip = Ipv4Addr::new(192, 168, 77, index);
         let peer = format!("n{index}");
         ip(&[
-            "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name", &peer,
-            "netns", &self.wire_netns,
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &self.wire_netns,
         ])?;
         ip_in(&self.wire_netns, &["link", "set", &peer, "master", "br0"])?;
         ip_in(&self.wire_netns, &["link", "set", &peer, "up"])?;
-        ip_in(&netns, &["addr", "add", &format!("{wire_ip}/24"), "dev", "eth0"])?;
+        ip_in(
+            &netns,
+            &["addr", "add", &format!("{wire_ip}/24"), "dev", "eth0"],
+        )?;
         ip_in(&netns, &["link", "set", "eth0", "up"])?;
         sys::run_in_netns(&netns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
         // Routes both ways between this node's pods and every other node's.
         for other in &self.nodes {
             ip_in(
                 &netns,
-                &["route", "add", &pod_cidr(other.index), "via", &other.wire_ip.to_string()],
+                &[
+                    "route",
+                    "add",
+                    &pod_cidr(other.index),
+                    "via",
+                    &other.wire_ip.to_string(),
+                ],
             )?;
             ip_in(
                 &other.netns,
-                &["route", "add", &pod_cidr(index), "via", &wire_ip.to_string()],
+                &[
+                    "route",
+                    "add",
+                    &pod_cidr(index),
+                    "via",
+                    &wire_ip.to_string(),
+                ],
             )?;
         }
         let cgroup = self.cgroup.join(name);
@@ -290,15 +315,37 @@ impl Testbed {
         self.make_netns(&netns)?;
         let host_if = format!("p{k}");
         ip(&[
-            "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name", &host_if,
-            "netns", &node_netns,
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &host_if,
+            "netns",
+            &node_netns,
         ])?;
-        ip_in(&node_netns, &["addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
+        ip_in(
+            &node_netns,
+            &["addr", "add", &format!("{gw}/32"), "dev", &host_if],
+        )?;
         ip_in(&node_netns, &["link", "set", &host_if, "up"])?;
-        ip_in(&node_netns, &["route", "add", &format!("{pod_ip}/32"), "dev", &host_if])?;
-        ip_in(&netns, &["addr", "add", &format!("{pod_ip}/32"), "dev", "eth0"])?;
+        ip_in(
+            &node_netns,
+            &["route", "add", &format!("{pod_ip}/32"), "dev", &host_if],
+        )?;
+        ip_in(
+            &netns,
+            &["addr", "add", &format!("{pod_ip}/32"), "dev", "eth0"],
+        )?;
         ip_in(&netns, &["link", "set", "eth0", "up"])?;
-        ip_in(&netns, &["route", "add", &format!("{gw}/32"), "dev", "eth0"])?;
+        ip_in(
+            &netns,
+            &["route", "add", &format!("{gw}/32"), "dev", "eth0"],
+        )?;
         ip_in(&netns, &["route", "add", "default", "via", &gw.to_string()])?;
         let cgroup = node_cgroup.join(format!("pod-{}", spec.name));
         std::fs::create_dir(&cgroup)
@@ -348,12 +395,20 @@ impl Testbed {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let held = enter_in_child(&mut cmd, netns, cgroup)?;
-        let mut child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
         drop(held);
         let output = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()

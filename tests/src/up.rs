@@ -40,8 +40,19 @@ pub fn run(once: bool) -> Result<()> {
         println!("the mesh works: both replicas answered over mTLS, nothing in plaintext on the wire, STRICT held.");
     }
     if !once {
-        println!("config: {}  (edit it: mesh-node applies changes within a second)", mesh.config_path().display());
-        println!("pods: {}", mesh.tb.pods().iter().map(|p| format!("{} {} (netns {})", p.name, p.ip, p.netns)).collect::<Vec<_>>().join(", "));
+        println!(
+            "config: {}  (edit it: mesh-node applies changes within a second)",
+            mesh.config_path().display()
+        );
+        println!(
+            "pods: {}",
+            mesh.tb
+                .pods()
+                .iter()
+                .map(|p| format!("{} {} (netns {})", p.name, p.ip, p.netns))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         println!("Ctrl-C tears everything down.");
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(100));

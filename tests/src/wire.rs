@@ -36,7 +36,9 @@ impl Capture {
         let index = tb
             .spawn("tcpdump", cmd, Some(&tb.wire_netns), None)
             .context("starting tcpdump (apt-get install tcpdump; cargo xtask setup does)")?;
-        tb.with_proc(index, |p| p.wait_for_line("listening on", Duration::from_secs(10)))??;
+        tb.with_proc(index, |p| {
+            p.wait_for_line("listening on", Duration::from_secs(10))
+        })??;
         Ok(Capture {
             index,
             file: file.to_path_buf(),
@@ -74,8 +76,11 @@ pub fn parse_pcap(data: &[u8]) -> Result<Vec<Segment>> {
     let mut out = Vec::new();
     let mut at = 24;
     while at + 16 <= data.len() {
-        let incl = u32::from_le_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]) as usize;
-        let frame = data.get(at + 16..at + 16 + incl).context("truncated pcap record")?;
+        let incl =
+            u32::from_le_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]) as usize;
+        let frame = data
+            .get(at + 16..at + 16 + incl)
+            .context("truncated pcap record")?;
         at += 16 + incl;
         // Ethernet: 14 bytes, ethertype 0x0800 = IPv4.
         if u16be(frame, 12) != Some(0x0800) {

@@ -15,11 +15,18 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
 fn two_node_mesh() -> LocalMesh {
     let mut mesh = LocalMesh::new(&["node-a", "node-b"]).expect("testbed (needs root)");
     mesh.namespace("demo", true).namespace("legacy", false);
-    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client")).unwrap();
-    mesh.add_pod("node-a", PodSpec::new("srv-a", "demo", "server").label("app", "server"))
+    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client"))
         .unwrap();
-    mesh.add_pod("node-b", PodSpec::new("srv-b", "demo", "server").label("app", "server"))
-        .unwrap();
+    mesh.add_pod(
+        "node-a",
+        PodSpec::new("srv-a", "demo", "server").label("app", "server"),
+    )
+    .unwrap();
+    mesh.add_pod(
+        "node-b",
+        PodSpec::new("srv-b", "demo", "server").label("app", "server"),
+    )
+    .unwrap();
     mesh.add_service(Service {
         name: "server".into(),
         namespace: "demo".into(),
@@ -54,7 +61,10 @@ fn payloads_arrive_intact_cross_node_and_same_node() {
             // The app sees its original port, and the connection delivered by
             // its node proxy over the pod's loopback: it went through the mesh.
             assert!(r.hello.local.ends_with(":8080"), "{what}: {r:?}");
-            assert!(r.hello.peer.starts_with("127.0.0.1:"), "{what} not via the mesh: {r:?}");
+            assert!(
+                r.hello.peer.starts_with("127.0.0.1:"),
+                "{what} not via the mesh: {r:?}"
+            );
         }
     }
     let log = mesh.node_log("node-b").unwrap().join("\n");
@@ -104,9 +114,14 @@ fn service_address_spreads_over_both_endpoints() {
     start(&mut mesh);
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..20 {
-        let r = mesh.send("client", SocketAddr::from((VIP, 80)), 10, "s").unwrap();
+        let r = mesh
+            .send("client", SocketAddr::from((VIP, 80)), 10, "s")
+            .unwrap();
         assert!(r.intact);
-        assert!(r.hello.local.ends_with(":8080"), "target port not applied: {r:?}");
+        assert!(
+            r.hello.local.ends_with(":8080"),
+            "target port not applied: {r:?}"
+        );
         *seen.entry(r.hello.server).or_default() += 1;
     }
     assert_eq!(seen.len(), 2, "both endpoints should answer: {seen:?}");
@@ -125,7 +140,12 @@ fn pod_outside_opted_in_namespaces_is_never_captured() {
     mesh.serve("legacy-srv", 8080, false).unwrap();
     let me = mesh.tb.pod("legacy-client").unwrap().ip;
     let r = mesh
-        .send("legacy-client", SocketAddr::from((legacy_srv.ip, 8080)), 1000, "x")
+        .send(
+            "legacy-client",
+            SocketAddr::from((legacy_srv.ip, 8080)),
+            1000,
+            "x",
+        )
         .unwrap();
     assert!(r.intact);
     // Not captured: the server sees the client's own pod address, not a proxy.
@@ -134,5 +154,8 @@ fn pod_outside_opted_in_namespaces_is_never_captured() {
     // Had connect4 captured it, it would have gone to 127.0.0.1:15001 in a
     // netns with no listener and failed; mesh-node logged nothing about it.
     let log = mesh.node_log("node-a").unwrap().join("\n");
-    assert!(!log.contains("legacy-client"), "legacy pod appeared in node-a's log:\n{log}");
+    assert!(
+        !log.contains("legacy-client"),
+        "legacy pod appeared in node-a's log:\n{log}"
+    );
 }

@@ -10,7 +10,11 @@ fn the_local_mesh_demo_shows_a_working_mesh() {
     let report = demo::demonstrate(&mesh, &|l| lines.lock().unwrap().push(l.to_string()))
         .expect("demonstration");
     let out = lines.into_inner().unwrap().join("\n");
-    assert_eq!(report.answered_by.len(), 2, "both replicas should answer:\n{out}");
+    assert_eq!(
+        report.answered_by.len(),
+        2,
+        "both replicas should answer:\n{out}"
+    );
     assert!(report.tls_on_wire, "no TLS seen on the wire:\n{out}");
     assert!(!report.plaintext_on_wire, "plaintext on the wire:\n{out}");
     assert!(report.outsider_refused, "STRICT did not hold:\n{out}");

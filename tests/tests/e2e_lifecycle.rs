@@ -10,7 +10,9 @@ use mesh_tests::testbed::PodSpec;
 
 fn via_mesh(mesh: &LocalMesh, from: &str, to: &str) -> bool {
     let ip = mesh.tb.pod(to).unwrap().ip;
-    let r = mesh.send(from, SocketAddr::from((ip, 8080)), 100, "e").unwrap();
+    let r = mesh
+        .send(from, SocketAddr::from((ip, 8080)), 100, "e")
+        .unwrap();
     assert!(r.intact);
     r.hello.peer.starts_with("127.0.0.1:")
 }
@@ -19,50 +21,82 @@ fn via_mesh(mesh: &LocalMesh, from: &str, to: &str) -> bool {
 fn enrolment_follows_the_namespace_label_at_run_time() {
     let mut mesh = LocalMesh::new(&["node-a", "node-b"]).expect("testbed (needs root)");
     mesh.namespace("demo", false);
-    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client")).unwrap();
-    mesh.add_pod("node-b", PodSpec::new("srv", "demo", "server")).unwrap();
+    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client"))
+        .unwrap();
+    mesh.add_pod("node-b", PodSpec::new("srv", "demo", "server"))
+        .unwrap();
     mesh.start_node("node-a", &[]).unwrap();
     mesh.start_node("node-b", &[]).unwrap();
     mesh.serve("srv", 8080, false).unwrap();
-    assert!(!via_mesh(&mesh, "client", "srv"), "captured before opting in");
+    assert!(
+        !via_mesh(&mesh, "client", "srv"),
+        "captured before opting in"
+    );
 
     // Opt the namespace in: both pods are enrolled without restarting anything.
     mesh.namespace("demo", true);
     mesh.write_config().unwrap();
-    mesh.wait_node_log("node-a", "pod enrolled", Duration::from_secs(2)).unwrap();
-    mesh.wait_node_log("node-b", "pod enrolled", Duration::from_secs(2)).unwrap();
-    assert!(via_mesh(&mesh, "client", "srv"), "not captured after opting in");
+    mesh.wait_node_log("node-a", "pod enrolled", Duration::from_secs(2))
+        .unwrap();
+    mesh.wait_node_log("node-b", "pod enrolled", Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        via_mesh(&mesh, "client", "srv"),
+        "not captured after opting in"
+    );
 
     // Opt out again: capture stops.
     mesh.namespace("demo", false);
     mesh.write_config().unwrap();
-    mesh.wait_node_log("node-a", "pod un-enrolled", Duration::from_secs(2)).unwrap();
-    mesh.wait_node_log("node-b", "pod un-enrolled", Duration::from_secs(2)).unwrap();
-    assert!(!via_mesh(&mesh, "client", "srv"), "still captured after opting out");
+    mesh.wait_node_log("node-a", "pod un-enrolled", Duration::from_secs(2))
+        .unwrap();
+    mesh.wait_node_log("node-b", "pod un-enrolled", Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        !via_mesh(&mesh, "client", "srv"),
+        "still captured after opting out"
+    );
 }
 
 #[test]
 fn sigterm_drains_open_connections_before_exit() {
     let mut mesh = LocalMesh::new(&["node-a", "node-b"]).expect("testbed (needs root)");
     mesh.namespace("demo", true);
-    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client")).unwrap();
-    let srv = mesh.add_pod("node-b", PodSpec::new("srv", "demo", "server")).unwrap();
-    mesh.start_node("node-a", &["--drain-timeout-secs", "10"]).unwrap();
+    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client"))
+        .unwrap();
+    let srv = mesh
+        .add_pod("node-b", PodSpec::new("srv", "demo", "server"))
+        .unwrap();
+    mesh.start_node("node-a", &["--drain-timeout-secs", "10"])
+        .unwrap();
     mesh.start_node("node-b", &[]).unwrap();
     mesh.serve("srv", 8080, false).unwrap();
 
     // A 3-second request/response stream through the mesh...
     let mut rr = Command::new(binary("ambit-probe").unwrap());
-    rr.args(["rr", "--to", &format!("{}:8080", srv.ip), "--rate", "200", "--secs", "3"]);
+    rr.args([
+        "rr",
+        "--to",
+        &format!("{}:8080", srv.ip),
+        "--rate",
+        "200",
+        "--secs",
+        "3",
+    ]);
     let load = mesh.tb.spawn_in_pod("client", "rr", rr).unwrap();
     std::thread::sleep(Duration::from_millis(800));
     // ...while node-a's mesh-node is told to stop.
     let node_a = mesh.node_proc("node-a").unwrap();
-    mesh.tb.with_proc(node_a, |p| p.signal(libc::SIGTERM)).unwrap();
-    mesh.wait_node_log("node-a", "draining", Duration::from_secs(2)).unwrap();
+    mesh.tb
+        .with_proc(node_a, |p| p.signal(libc::SIGTERM))
+        .unwrap();
+    mesh.wait_node_log("node-a", "draining", Duration::from_secs(2))
+        .unwrap();
     let line = mesh
         .tb
-        .with_proc(load, |p| p.wait_for_line("\"kind\":\"rr\"", Duration::from_secs(10)))
+        .with_proc(load, |p| {
+            p.wait_for_line("\"kind\":\"rr\"", Duration::from_secs(10))
+        })
         .unwrap()
         .expect("the stream in flight failed during the drain");
     let report: LoadReport = serde_json::from_str(&line).unwrap();
@@ -74,5 +108,8 @@ fn sigterm_drains_open_connections_before_exit() {
         .expect("mesh-node did not exit after its connections closed");
     assert!(status.success(), "mesh-node exited with {status}");
     let log = mesh.node_log("node-a").unwrap().join("\n");
-    assert!(!log.contains("drain timeout"), "drain hit its timeout:\n{log}");
+    assert!(
+        !log.contains("drain timeout"),
+        "drain hit its timeout:\n{log}"
+    );
 }

@@ -115,7 +115,10 @@ fn setup_with_progress() -> Result<()> {
 }
 
 fn require_root(what: &str) -> Result<()> {
-    let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref().unwrap_or("") != "0" {
         bail!("{what} needs root (network namespaces, cgroups, eBPF): run it as root");
     }
@@ -130,8 +133,18 @@ fn main() -> Result<()> {
             require_root("cargo xtask test")?;
             setup_with_progress()?;
             cargo(&["fmt", "--all", "--", "--check"])?;
-            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             // Release builds: the end-to-end tests push 64 MiB through the mesh.
+            // The binaries they start (mesh-node, ambit-probe) are built first,
+            // so a test never runs an old one.
+            cargo(&["build", "--release", "--workspace", "--bins"])?;
             let mut test_args = vec!["test", "--workspace", "--release", "--no-fail-fast"];
             test_args.extend(args.iter().map(String::as_str));
             cargo(&test_args)

@@ -10,7 +10,14 @@ use anyhow::{bail, Context, Result};
 /// The nightly whose LLVM matches bpf-linker's (mesh-ebpf/rust-toolchain.toml).
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "iproute2", "tcpdump", "procps"];
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "iproute2",
+    "tcpdump",
+    "procps",
+];
 
 pub fn setup(progress: &dyn Fn(&str)) -> Result<()> {
     apt(progress)?;
@@ -57,7 +64,13 @@ fn apt(progress: &dyn Fn(&str)) -> Result<()> {
 
 fn toolchains(progress: &dyn Fn(&str)) -> Result<()> {
     let has_nightly = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
+        .args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ])
         .output()
         .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"))
         .unwrap_or(false);
@@ -96,7 +109,9 @@ fn bpf_linker(progress: &dyn Fn(&str)) -> Result<()> {
     if current.contains(BPF_LINKER_VERSION) {
         return Ok(());
     }
-    progress(&format!("building bpf-linker {BPF_LINKER_VERSION} against llvm-22 (about 3 minutes)"));
+    progress(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against llvm-22 (about 3 minutes)"
+    ));
     let path = format!(
         "/usr/lib/llvm-22/bin:{}",
         std::env::var("PATH").unwrap_or_default()

@@ -196,7 +196,10 @@ impl PodEnrolments {
         let to_tokio = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l).map_err(io);
         let tasks = vec![
             tokio::spawn(proxy::outbound::run(ctx.clone(), to_tokio(outbound)?)),
-            tokio::spawn(proxy::inbound_passthrough::run(ctx.clone(), to_tokio(plaintext)?)),
+            tokio::spawn(proxy::inbound_passthrough::run(
+                ctx.clone(),
+                to_tokio(plaintext)?,
+            )),
             tokio::spawn(proxy::inbound::run(ctx, to_tokio(hbone)?)),
         ];
         Ok(RunningPod {

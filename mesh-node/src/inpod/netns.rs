@@ -126,12 +126,14 @@ impl PodNetns {
 
     /// A listening socket inside this netns (non-blocking, ready for tokio).
     pub fn listen(&self, addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
-        let l = self.run_in(|| std::net::TcpListener::bind(addr))?.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("binding {addr} in netns {}: {e}", self.path.display()),
-            )
-        })?;
+        let l = self
+            .run_in(|| std::net::TcpListener::bind(addr))?
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("binding {addr} in netns {}: {e}", self.path.display()),
+                )
+            })?;
         l.set_nonblocking(true)?;
         Ok(l)
     }

@@ -78,7 +78,7 @@ async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
         &ConnectionInfo {
             src_identity: Some(t.peer.clone()),
             src_ip: peer.ip(),
-            dst_workload: &workload,
+            dst_workload: workload,
             dst_port: t.target.port(),
         },
     );

@@ -44,7 +44,7 @@ async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
         refuse(sock);
         return;
     };
-    let mode = peer_authentication_mode(&state, &workload, local.port());
+    let mode = peer_authentication_mode(&state, workload, local.port());
     if mode == MtlsMode::Strict {
         ctx.metrics
             .denied
@@ -58,7 +58,7 @@ async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
         &ConnectionInfo {
             src_identity: None,
             src_ip: peer.ip(),
-            dst_workload: &workload,
+            dst_workload: workload,
             dst_port: local.port(),
         },
     );

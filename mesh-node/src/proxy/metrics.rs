@@ -67,12 +67,16 @@ pub struct ConnectionTracker {
 impl ConnectionTracker {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         metrics.active.fetch_add(1, Ordering::Relaxed);
-        metrics.tcp_connections_opened.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .tcp_connections_opened
+            .fetch_add(1, Ordering::Relaxed);
         ConnectionTracker { metrics }
     }
 
     pub fn bytes(&self, sent: u64, received: u64) {
-        self.metrics.tcp_sent_bytes.fetch_add(sent, Ordering::Relaxed);
+        self.metrics
+            .tcp_sent_bytes
+            .fetch_add(sent, Ordering::Relaxed);
         self.metrics
             .tcp_received_bytes
             .fetch_add(received, Ordering::Relaxed);

@@ -58,7 +58,11 @@ pub async fn run(ctx: Arc<PodContext>, listener: TcpListener) {
     }
 }
 
-async fn handle(ctx: &PodContext, mut app: TcpStream, peer: SocketAddr) -> Result<(), OutboundError> {
+async fn handle(
+    ctx: &PodContext,
+    mut app: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), OutboundError> {
     let orig = crate::ebpf::original_dst(&app).map_err(OutboundError::OriginalDst)?;
     let _ = app.set_nodelay(true);
     let tracker = ConnectionTracker::new(ctx.metrics.clone());
@@ -75,16 +79,18 @@ async fn handle(ctx: &PodContext, mut app: TcpStream, peer: SocketAddr) -> Resul
                 baggage: Some(baggage(ctx)),
                 traceparent: None,
             };
-            let mut tunnel = ctx
-                .hbone
-                .connect(req)
-                .await
-                .map_err(|source| OutboundError::Hbone {
-                    target: up.target,
-                    source,
-                })?;
+            let mut tunnel =
+                ctx.hbone
+                    .connect(req)
+                    .await
+                    .map_err(|source| OutboundError::Hbone {
+                        target: up.target,
+                        source,
+                    })?;
             debug!(pod = %ctx.name, dst = %up.target, identity = %up.identity, "outbound via HBONE");
-            let (sent, received) = relay(&mut app, &mut tunnel).await.map_err(OutboundError::Relay)?;
+            let (sent, received) = relay(&mut app, &mut tunnel)
+                .await
+                .map_err(OutboundError::Relay)?;
             tracker.bytes(sent, received);
             info!(
                 src.identity = %ctx.identity,
@@ -106,7 +112,9 @@ async fn handle(ctx: &PodContext, mut app: TcpStream, peer: SocketAddr) -> Resul
                 .connect(target)
                 .await
                 .map_err(|source| OutboundError::Passthrough { target, source })?;
-            let (sent, received) = relay(&mut app, &mut server).await.map_err(OutboundError::Relay)?;
+            let (sent, received) = relay(&mut app, &mut server)
+                .await
+                .map_err(OutboundError::Relay)?;
             tracker.bytes(sent, received);
             debug!(pod = %ctx.name, dst = %target, sent, received, "outbound passthrough complete");
         }

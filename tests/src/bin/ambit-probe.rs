@@ -77,7 +77,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.cmd {
         Cmd::Serve { name, port, sink } => {
-            let mode = if sink { ServeMode::Sink } else { ServeMode::Echo };
+            let mode = if sink {
+                ServeMode::Sink
+            } else {
+                ServeMode::Echo
+            };
             return probe::serve(&name, port, mode);
         }
         Cmd::Send {
