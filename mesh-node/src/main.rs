@@ -9,7 +9,8 @@ use mesh_node::app::{self, NodeOptions};
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Ambit's node proxy: captures pod traffic in the kernel, carries it over mTLS (HBONE)"
+    about = "Ambit's node proxy: captures pod traffic in the kernel, carries it over mTLS (HBONE)",
+    args_override_self = true
 )]
 struct Args {
     /// The local config file (workloads, services, policies, certificates); watched.
@@ -24,9 +25,12 @@ struct Args {
     /// Admin address (readiness, metrics), inside the node's netns.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: std::net::SocketAddr,
-    /// Turn off the sockops/sk_msg same-node fast path.
+    /// Turn on the sockops/sk_msg same-node fast path. Off by default: on
+    /// kernels up to at least 6.18, a socket in a sockhash returns EAGAIN to a
+    /// blocking read woken without data (e.g. by its own shutdown from
+    /// another thread), which some applications do not survive.
     #[arg(long)]
-    no_fast_path: bool,
+    fast_path: bool,
     /// How long a drain (SIGTERM) waits for open connections.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout_secs: f64,
@@ -49,7 +53,7 @@ fn main() -> ExitCode {
         node: args.node,
         cgroup: args.cgroup,
         admin: args.admin,
-        fast_path: !args.no_fast_path,
+        fast_path: args.fast_path,
         drain_timeout: Duration::from_secs_f64(args.drain_timeout_secs.max(0.0)),
         worker_threads: args.worker_threads.max(1),
     };

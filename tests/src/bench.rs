@@ -250,8 +250,8 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     let plain_far = mesh
         .add_pod("node-b", PodSpec::new("plain-far", "direct", "server"))?
         .ip;
-    mesh.start_node("node-a", &[])?;
-    mesh.start_node("node-b", &[])?;
+    mesh.start_node("node-a", &["--fast-path"])?;
+    mesh.start_node("node-b", &["--fast-path"])?;
     for pod in ["srv-near", "srv-far", "plain-near", "plain-far"] {
         mesh.serve(pod, 8080, false)?;
         mesh.serve(pod, 9000, true)?;
@@ -304,7 +304,7 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     let pb = spinner("restarting node-a's mesh-node without the fast path");
     let idx = mesh.node_proc("node-a")?;
     mesh.tb.with_proc(idx, |p| p.kill())?;
-    mesh.start_node("node-a", &["--no-fast-path"])?;
+    mesh.start_node("node-a", &[])?;
     pb.finish_and_clear();
     measure(
         &mesh,

@@ -227,7 +227,7 @@ impl LocalMesh {
             .args(["--node", node, "--cgroup"])
             .arg(&n.cgroup)
             .args(extra_args)
-            // Extra flags for every mesh-node, e.g. AMBIT_NODE_ARGS=--no-fast-path.
+            // Extra flags for every mesh-node, e.g. AMBIT_NODE_ARGS=--fast-path.
             .args(
                 std::env::var("AMBIT_NODE_ARGS")
                     .unwrap_or_default()
