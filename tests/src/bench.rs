@@ -72,19 +72,103 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 
 struct Row {
     name: String,
-    direct: f64,
-    mesh: f64,
+    direct: Result<f64, String>,
+    mesh: Result<f64, String>,
     unit: &'static str,
-    higher_is_better: bool,
 }
 
-fn ratio(r: &Row) -> String {
-    if r.direct > 0.0 && r.mesh.is_finite() {
-        format!("{:.2}", r.mesh / r.direct)
-    } else {
-        "-".into()
+impl Row {
+    fn ratio(&self) -> String {
+        match (&self.direct, &self.mesh) {
+            (Ok(d), Ok(m)) if *d > 0.0 && m.is_finite() => format!("{:.2}", m / d),
+            _ => "-".into(),
+        }
+    }
+
+    fn cell(&self, v: &Result<f64, String>) -> String {
+        match v {
+            Ok(v) if self.unit == "Gbit/s" => format!("{v:.2} {}", self.unit),
+            Ok(v) => format!("{v:.0} {}", self.unit),
+            Err(e) => format!("failed: {e}"),
+        }
     }
 }
+
+/// What one probe run reports, as the number a row shows.
+type Metric = fn(&LoadReport) -> f64;
+
+fn gbit(r: &LoadReport) -> f64 {
+    r.bytes as f64 * 8.0 / r.seconds / 1e9
+}
+fn per_sec(r: &LoadReport) -> f64 {
+    r.operations as f64 / r.seconds
+}
+fn p50(r: &LoadReport) -> f64 {
+    r.p50_us.unwrap_or(f64::NAN)
+}
+fn p99(r: &LoadReport) -> f64 {
+    r.p99_us.unwrap_or(f64::NAN)
+}
+
+/// One load shape, and the rows it yields.
+struct Scenario {
+    what: &'static str,
+    kind: &'static str,
+    port: u16,
+    extra: &'static [&'static str],
+    rows: &'static [(&'static str, Metric, &'static str)],
+    cross_node_only: bool,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        what: "bulk throughput",
+        kind: "bulk",
+        port: 9000,
+        extra: &[],
+        rows: &[("single-stream throughput", gbit, "Gbit/s")],
+        cross_node_only: false,
+    },
+    Scenario {
+        what: "1 KiB request/response at 1000 req/s",
+        kind: "rr",
+        port: 8080,
+        extra: &["--rate", "1000"],
+        rows: &[
+            ("1 KiB p50 @1000 req/s", p50, "µs"),
+            ("1 KiB p99 @1000 req/s", p99, "µs"),
+        ],
+        cross_node_only: false,
+    },
+    Scenario {
+        what: "1 KiB request/response, full speed",
+        kind: "rr",
+        port: 8080,
+        extra: &[],
+        rows: &[
+            ("1 KiB req/s, 1 conn", per_sec, "req/s"),
+            ("1 KiB p50, full speed", p50, "µs"),
+            ("1 KiB p99, full speed", p99, "µs"),
+        ],
+        cross_node_only: false,
+    },
+    Scenario {
+        what: "1 KiB request/response, 64 keep-alive connections",
+        kind: "rr",
+        port: 8080,
+        extra: &["--conns", "64"],
+        rows: &[("1 KiB req/s, 64 conns", per_sec, "req/s")],
+        cross_node_only: true,
+    },
+    Scenario {
+        what: "new connections per second",
+        kind: "cps",
+        port: 8080,
+        extra: &[],
+        rows: &[("new connections/s", per_sec, "conn/s")],
+        cross_node_only: false,
+    },
+];
 
 fn measure(
     mesh: &LocalMesh,
@@ -93,137 +177,36 @@ fn measure(
     near_label: &str,
     rows: &mut Vec<Row>,
     near_only: bool,
-) -> Result<()> {
-    let cases: Vec<(&str, Ipv4Addr, Ipv4Addr)> = if near_only {
-        vec![(near_label, p.plain_near, p.near)]
-    } else {
-        vec![
-            ("cross-node", p.plain_far, p.far),
-            (near_label, p.plain_near, p.near),
-        ]
-    };
+) {
+    let mut cases: Vec<(&str, Ipv4Addr, Ipv4Addr)> = vec![(near_label, p.plain_near, p.near)];
+    if !near_only {
+        cases.insert(0, ("cross-node", p.plain_far, p.far));
+    }
     for (label, direct, meshed) in cases {
-        let pb = spinner(&format!("{label}: bulk throughput"));
-        let d = probe(
-            mesh,
-            "plain-client",
-            &args("bulk", direct, 9000, secs, &[]),
-            secs,
-        )?;
-        let m = probe(mesh, "client", &args("bulk", meshed, 9000, secs, &[]), secs)?;
-        let gbit = |r: &LoadReport| r.bytes as f64 * 8.0 / r.seconds / 1e9;
-        rows.push(Row {
-            name: format!("{label} single-stream throughput"),
-            direct: gbit(&d),
-            mesh: gbit(&m),
-            unit: "Gbit/s",
-            higher_is_better: true,
-        });
-
-        pb.set_message(format!("{label}: 1 KiB request/response at 1000 req/s"));
-        let d = probe(
-            mesh,
-            "plain-client",
-            &args("rr", direct, 8080, secs, &["--rate", "1000"]),
-            secs,
-        )?;
-        let m = probe(
-            mesh,
-            "client",
-            &args("rr", meshed, 8080, secs, &["--rate", "1000"]),
-            secs,
-        )?;
-        let us =
-            |r: &LoadReport, p50: bool| if p50 { r.p50_us } else { r.p99_us }.unwrap_or(f64::NAN);
-        rows.push(Row {
-            name: format!("{label} 1 KiB p50 @1000 req/s"),
-            direct: us(&d, true),
-            mesh: us(&m, true),
-            unit: "µs",
-            higher_is_better: false,
-        });
-        rows.push(Row {
-            name: format!("{label} 1 KiB p99 @1000 req/s"),
-            direct: us(&d, false),
-            mesh: us(&m, false),
-            unit: "µs",
-            higher_is_better: false,
-        });
-
-        pb.set_message(format!("{label}: 1 KiB request/response, full speed"));
-        let d = probe(
-            mesh,
-            "plain-client",
-            &args("rr", direct, 8080, secs, &[]),
-            secs,
-        )?;
-        let m = probe(mesh, "client", &args("rr", meshed, 8080, secs, &[]), secs)?;
-        let rps = |r: &LoadReport| r.operations as f64 / r.seconds;
-        rows.push(Row {
-            name: format!("{label} 1 KiB req/s, 1 conn"),
-            direct: rps(&d),
-            mesh: rps(&m),
-            unit: "req/s",
-            higher_is_better: true,
-        });
-        rows.push(Row {
-            name: format!("{label} 1 KiB p50, full speed"),
-            direct: us(&d, true),
-            mesh: us(&m, true),
-            unit: "µs",
-            higher_is_better: false,
-        });
-        rows.push(Row {
-            name: format!("{label} 1 KiB p99, full speed"),
-            direct: us(&d, false),
-            mesh: us(&m, false),
-            unit: "µs",
-            higher_is_better: false,
-        });
-
-        if !near_only {
-            pb.set_message(format!(
-                "{label}: 1 KiB request/response, 64 keep-alive connections"
-            ));
-            let d = probe(
-                mesh,
-                "plain-client",
-                &args("rr", direct, 8080, secs, &["--conns", "64"]),
-                secs,
-            )?;
-            let m = probe(
-                mesh,
-                "client",
-                &args("rr", meshed, 8080, secs, &["--conns", "64"]),
-                secs,
-            )?;
-            rows.push(Row {
-                name: format!("{label} 1 KiB req/s, 64 conns"),
-                direct: rps(&d),
-                mesh: rps(&m),
-                unit: "req/s",
-                higher_is_better: true,
-            });
+        let pb = spinner(label);
+        for sc in SCENARIOS {
+            if sc.cross_node_only && label != "cross-node" {
+                continue;
+            }
+            pb.set_message(format!("{label}: {}", sc.what));
+            // A failed run is reported in its row, not fatal to the others.
+            let run = |pod: &str, to: Ipv4Addr| {
+                probe(mesh, pod, &args(sc.kind, to, sc.port, secs, sc.extra), secs)
+                    .map_err(|e| format!("{:#}", e).lines().last().unwrap_or("").to_string())
+            };
+            let d = run("plain-client", direct);
+            let m = run("client", meshed);
+            for (name, metric, unit) in sc.rows {
+                rows.push(Row {
+                    name: format!("{label} {name}"),
+                    direct: d.as_ref().map(metric).map_err(Clone::clone),
+                    mesh: m.as_ref().map(metric).map_err(Clone::clone),
+                    unit,
+                });
+            }
         }
-
-        pb.set_message(format!("{label}: new connections per second"));
-        let d = probe(
-            mesh,
-            "plain-client",
-            &args("cps", direct, 8080, secs, &[]),
-            secs,
-        )?;
-        let m = probe(mesh, "client", &args("cps", meshed, 8080, secs, &[]), secs)?;
-        rows.push(Row {
-            name: format!("{label} new connections/s"),
-            direct: rps(&d),
-            mesh: rps(&m),
-            unit: "conn/s",
-            higher_is_better: true,
-        });
         pb.finish_and_clear();
     }
-    Ok(())
 }
 
 fn node_pid(mesh: &LocalMesh, node: &str) -> Result<u32> {
@@ -250,8 +233,8 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     let plain_far = mesh
         .add_pod("node-b", PodSpec::new("plain-far", "direct", "server"))?
         .ip;
-    mesh.start_node("node-a", &["--fast-path"])?;
-    mesh.start_node("node-b", &["--fast-path"])?;
+    mesh.start_node("node-a", &[])?;
+    mesh.start_node("node-b", &[])?;
     for pod in ["srv-near", "srv-far", "plain-near", "plain-far"] {
         mesh.serve(pod, 8080, false)?;
         mesh.serve(pod, 9000, true)?;
@@ -289,51 +272,37 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     let (a_cpu0, _) = cpu_and_peak_rss(a_pid);
     let (b_cpu0, _) = cpu_and_peak_rss(b_pid);
     let mut rows = Vec::new();
-    measure(
-        &mesh,
-        &pairs,
-        secs,
-        "same-node (fast path on)",
-        &mut rows,
-        false,
-    )?;
+    // The default data path first: cross-node and same-node, fast path off.
+    measure(&mesh, &pairs, secs, "same-node", &mut rows, false);
     let (a_cpu1, a_peak) = cpu_and_peak_rss(a_pid);
     let (b_cpu1, b_peak) = cpu_and_peak_rss(b_pid);
 
-    // Same node again with the sk_msg fast path off (mesh-node restarted).
-    let pb = spinner("restarting node-a's mesh-node without the fast path");
+    // Same node again with the sockops/sk_msg fast path on (node-a restarted).
+    let pb = spinner("restarting node-a's mesh-node with --fast-path");
     let idx = mesh.node_proc("node-a")?;
     mesh.tb.with_proc(idx, |p| p.kill())?;
-    mesh.start_node("node-a", &[])?;
+    mesh.start_node("node-a", &["--fast-path"])?;
     pb.finish_and_clear();
     measure(
         &mesh,
         &pairs,
         secs,
-        "same-node (fast path off)",
+        "same-node, fast path on",
         &mut rows,
         true,
-    )?;
+    );
 
     let mut table = String::new();
     writeln!(table, "| measurement | direct | mesh | mesh / direct |")?;
     writeln!(table, "|---|---:|---:|---:|")?;
     for r in &rows {
-        let fmt = |v: f64| {
-            if r.unit == "Gbit/s" {
-                format!("{v:.2} {}", r.unit)
-            } else {
-                format!("{v:.0} {}", r.unit)
-            }
-        };
-        let _ = r.higher_is_better;
         writeln!(
             table,
             "| {} | {} | {} | {} |",
             r.name,
-            fmt(r.direct),
-            fmt(r.mesh),
-            ratio(r)
+            r.cell(&r.direct),
+            r.cell(&r.mesh),
+            r.ratio()
         )?;
     }
     let mut res = String::new();
@@ -384,8 +353,8 @@ pub fn run(secs: f64, out: &std::path::Path) -> Result<()> {
     let doc = format!(
         "# Benchmarks\n\nProduced by `cargo xtask bench --secs {secs}` on {when}, kernel {}, {cores} cores. \
 Direct = the same placement of pods in a namespace that has not opted in; mesh = pods of an ambient namespace \
-(cross-node: HBONE over mTLS between two mesh-nodes; same-node: HBONE through one mesh-node, with the app↔proxy \
-loopback legs short-circuited by sockops/sk_msg when the fast path is on). Client and servers are `ambit-probe`; \
+(cross-node: HBONE over mTLS between two mesh-nodes; same-node: HBONE through one mesh-node; `fast path on`: \
+mesh-node started with `--fast-path`, the app↔proxy loopback legs short-circuited by sockops/sk_msg). Client and servers are `ambit-probe`; \
 everything shares the same 2 cores, so absolute numbers are low and noisy — read the ratios.\n\n{table}\n{res}\n",
         kernel.trim()
     );

@@ -6,9 +6,11 @@
 //! - `wire`: captures on the link between nodes, read back
 //! - `demo`, `up`: the sample app of `cargo xtask up`
 //! - `bench`: `cargo xtask bench`
+//! - `kube`: a real kube-apiserver (and etcd) for integration tests
 
 pub mod bench;
 pub mod demo;
+pub mod kube;
 pub mod mesh;
 pub mod probe;
 pub mod progress;

@@ -4,7 +4,9 @@
 //! - `test`:  format check, clippy, and every test, privileged ones included
 //! - `up`:    bring up the local mesh with the sample app and show it working
 //! - `bench`: measure the mesh against direct connections, write BENCHMARKS.md
+//! - `kube-apiserver`: build/cache a real kube-apiserver (and etcd) for the kube tests
 
+mod kube;
 mod setup;
 
 use std::path::PathBuf;
@@ -44,6 +46,8 @@ enum Task {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
+    /// Install etcd and build kube-apiserver v1.20.2 from Debian's source (cached).
+    KubeApiserver,
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {
@@ -114,6 +118,17 @@ fn setup_with_progress() -> Result<()> {
     r
 }
 
+/// The real kube-apiserver for the kube integration tests (xtask/src/kube.rs).
+fn kube_apiserver_with_progress() -> Result<String> {
+    let pb = spinner("checking etcd and kube-apiserver");
+    let r = kube::ensure(&|m| pb.set_message(m.to_string()));
+    match &r {
+        Ok(summary) => pb.finish_with_message(summary.clone()),
+        Err(_) => pb.abandon_with_message("kube-apiserver setup failed"),
+    }
+    r
+}
+
 fn require_root(what: &str) -> Result<()> {
     let uid = Command::new("id")
         .arg("-u")
@@ -132,6 +147,7 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             require_root("cargo xtask test")?;
             setup_with_progress()?;
+            kube_apiserver_with_progress()?;
             cargo(&["fmt", "--all", "--", "--check"])?;
             cargo(&[
                 "clippy",
@@ -167,6 +183,11 @@ fn main() -> Result<()> {
             let out = workspace_root().join("BENCHMARKS.md");
             let out = out.to_string_lossy();
             local(&["bench", "--secs", &secs, "--out", &out])
+        }
+        Task::KubeApiserver => {
+            require_root("cargo xtask kube-apiserver")?;
+            println!("{}", kube_apiserver_with_progress()?);
+            Ok(())
         }
     }
 }

@@ -2,9 +2,9 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Buffer per direction: large enough for bulk transfers to stay in big
-/// writes (HBONE frames are up to 1 MiB), small enough for many connections.
-const RELAY_BUFFER: usize = 128 * 1024;
+/// Buffer per direction. TLS records carry at most 16 KiB, so larger reads
+/// buy little throughput, while every open connection pays for two buffers.
+const RELAY_BUFFER: usize = 32 * 1024;
 
 /// Copies until both directions reach EOF; returns (a→b, b→a) byte counts.
 pub async fn relay<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
