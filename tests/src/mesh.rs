@@ -91,6 +91,31 @@ impl LocalMesh {
         })
     }
 
+    /// The smallest useful mesh: namespace `demo` (ambient or not), pod
+    /// `client` (sa client) on node-a and pod `srv` (sa server, app=srv) on
+    /// node-b, mesh-node running on both and the sample server on srv:8080.
+    pub fn client_and_server(ambient: bool, node_a_args: &[&str]) -> Result<LocalMesh> {
+        let mut mesh = LocalMesh::new(&["node-a", "node-b"])?;
+        mesh.namespace("demo", ambient);
+        mesh.add_pod("node-a", PodSpec::new("client", "demo", "client"))?;
+        mesh.add_pod(
+            "node-b",
+            PodSpec::new("srv", "demo", "server").label("app", "srv"),
+        )?;
+        mesh.start_node("node-a", node_a_args)?;
+        mesh.start_node("node-b", &[])?;
+        mesh.serve("srv", 8080, false)?;
+        Ok(mesh)
+    }
+
+    /// True if a small payload from `from` to pod `to` on `port` comes back intact.
+    pub fn reaches(&self, from: &str, to: &str, port: u16) -> bool {
+        let Ok(pod) = self.tb.pod(to) else {
+            return false;
+        };
+        matches!(self.send(from, SocketAddr::from((pod.ip, port)), 64, "p"), Ok(r) if r.intact)
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("mesh.yaml")
     }

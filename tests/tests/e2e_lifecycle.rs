@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use mesh_tests::mesh::{binary, LocalMesh};
 use mesh_tests::probe::LoadReport;
-use mesh_tests::testbed::PodSpec;
 
 fn via_mesh(mesh: &LocalMesh, from: &str, to: &str) -> bool {
     let ip = mesh.tb.pod(to).unwrap().ip;
@@ -19,15 +18,7 @@ fn via_mesh(mesh: &LocalMesh, from: &str, to: &str) -> bool {
 
 #[test]
 fn enrolment_follows_the_namespace_label_at_run_time() {
-    let mut mesh = LocalMesh::new(&["node-a", "node-b"]).expect("testbed (needs root)");
-    mesh.namespace("demo", false);
-    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client"))
-        .unwrap();
-    mesh.add_pod("node-b", PodSpec::new("srv", "demo", "server"))
-        .unwrap();
-    mesh.start_node("node-a", &[]).unwrap();
-    mesh.start_node("node-b", &[]).unwrap();
-    mesh.serve("srv", 8080, false).unwrap();
+    let mut mesh = LocalMesh::client_and_server(false, &[]).expect("testbed (needs root)");
     assert!(
         !via_mesh(&mesh, "client", "srv"),
         "captured before opting in"
@@ -60,17 +51,9 @@ fn enrolment_follows_the_namespace_label_at_run_time() {
 
 #[test]
 fn sigterm_drains_open_connections_before_exit() {
-    let mut mesh = LocalMesh::new(&["node-a", "node-b"]).expect("testbed (needs root)");
-    mesh.namespace("demo", true);
-    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client"))
-        .unwrap();
-    let srv = mesh
-        .add_pod("node-b", PodSpec::new("srv", "demo", "server"))
-        .unwrap();
-    mesh.start_node("node-a", &["--drain-timeout-secs", "10"])
-        .unwrap();
-    mesh.start_node("node-b", &[]).unwrap();
-    mesh.serve("srv", 8080, false).unwrap();
+    let mesh = LocalMesh::client_and_server(true, &["--drain-timeout-secs", "10"])
+        .expect("testbed (needs root)");
+    let srv = mesh.tb.pod("srv").unwrap().clone();
 
     // A 3-second request/response stream through the mesh...
     let mut rr = Command::new(binary("ambit-probe").unwrap());

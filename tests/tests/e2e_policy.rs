@@ -24,8 +24,7 @@ fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
 }
 
 fn reaches(mesh: &LocalMesh, from: &str, to: &str, port: u16) -> bool {
-    let ip = mesh.tb.pod(to).unwrap().ip;
-    matches!(mesh.send(from, SocketAddr::from((ip, port)), 64, "p"), Ok(r) if r.intact)
+    mesh.reaches(from, to, port)
 }
 
 fn peer_auth(
@@ -356,15 +355,7 @@ fn authorization_policy_table() {
 
 #[test]
 fn malformed_config_is_refused_and_traffic_keeps_flowing() {
-    let mut mesh = LocalMesh::new(&["node-a", "node-b"]).expect("testbed (needs root)");
-    mesh.namespace("demo", true);
-    mesh.add_pod("node-a", PodSpec::new("client", "demo", "client"))
-        .unwrap();
-    mesh.add_pod("node-b", PodSpec::new("srv", "demo", "server"))
-        .unwrap();
-    mesh.start_node("node-a", &[]).unwrap();
-    mesh.start_node("node-b", &[]).unwrap();
-    mesh.serve("srv", 8080, false).unwrap();
+    let mut mesh = LocalMesh::client_and_server(true, &[]).expect("testbed (needs root)");
     assert!(reaches(&mesh, "client", "srv", 8080));
 
     // A workload with an impossible address: refused, named, last good kept.
