@@ -16,3 +16,4 @@ pub mod inpod;
 pub mod proxy;
 pub mod rbac;
 pub mod state;
+pub mod xds;

@@ -1,0 +1,634 @@
+//! The folder source: Kubernetes-shaped YAML (Namespaces, Pods, Services) and
+//! Istio security resources (PeerAuthentication, AuthorizationPolicy) in a
+//! folder, polled and hot-reloaded.
+//!
+//! Every reload is all or nothing: a folder with any invalid resource is
+//! refused with a message naming the file, the resource and the field, and
+//! the previous good snapshot keeps serving. Kinds the controller does not
+//! use (Deployments, ServiceAccounts, VirtualServices, ...) are skipped.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_node::config::{LocalConfig, NamespaceSpec, ServicePortSpec, ServiceSpec, WorkloadSpec};
+use mesh_node::state::ProxyState;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::{Namespace, Origin, Pod, Service, ServicePort, Snapshot};
+
+/// The annotation that gives a pod's netns path in local mode (no CNI).
+pub const NETNS_ANNOTATION: &str = "ambit.io/netns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("reading {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every problem, one per line: `file: Kind ns/name: field f: reason`.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetaDoc {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct NamespaceDoc {
+    metadata: MetaDoc,
+}
+
+#[derive(Deserialize)]
+struct PodDoc {
+    metadata: MetaDoc,
+    #[serde(default)]
+    spec: PodSpecDoc,
+    #[serde(default)]
+    status: PodStatusDoc,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecDoc {
+    #[serde(default)]
+    node_name: Option<String>,
+    #[serde(default)]
+    service_account_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct PodStatusDoc {
+    #[serde(default, rename = "podIP")]
+    pod_ip: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ServiceDoc {
+    metadata: MetaDoc,
+    #[serde(default)]
+    spec: ServiceSpecDoc,
+}
+
+#[derive(Deserialize, Default)]
+struct ServiceSpecDoc {
+    #[serde(default, rename = "clusterIP")]
+    cluster_ip: Option<String>,
+    #[serde(default, rename = "clusterIPs")]
+    cluster_ips: Vec<String>,
+    #[serde(default)]
+    ports: Vec<PortDoc>,
+    #[serde(default)]
+    selector: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(i64),
+    Str(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortDoc {
+    #[serde(default)]
+    name: Option<String>,
+    port: i64,
+    #[serde(default)]
+    target_port: Option<IntOrString>,
+    #[serde(default)]
+    protocol: Option<String>,
+}
+
+fn de<T: DeserializeOwned>(
+    v: serde_yaml::Value,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = e.path().to_string();
+            if path == "." {
+                problems.push(format!("{what}: {}", e.inner()));
+            } else {
+                problems.push(format!("{what}: field {path}: {}", e.inner()));
+            }
+            None
+        }
+    }
+}
+
+fn str_at<'a>(v: &'a serde_yaml::Value, a: &str, b: &str) -> Option<&'a str> {
+    v.get(a).and_then(|m| m.get(b)).and_then(|s| s.as_str())
+}
+
+/// The YAML files of `dir` (`.yaml`, `.yml`, recursively), sorted.
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|source| SourceError::Io {
+            path: d.clone(),
+            source,
+        })?;
+        for entry in rd {
+            let entry = entry.map_err(|source| SourceError::Io {
+                path: d.clone(),
+                source,
+            })?;
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue; // editors' swap files, hidden folders
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads every file of the folder: (path, text).
+fn read_folder(dir: &Path) -> Result<Vec<(PathBuf, String)>, SourceError> {
+    let mut out = Vec::new();
+    for p in yaml_files(dir)? {
+        let text = std::fs::read_to_string(&p).map_err(|source| SourceError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        out.push((p, text));
+    }
+    Ok(out)
+}
+
+fn hash_folder(files: &[(PathBuf, String)]) -> u64 {
+    let mut h = DefaultHasher::new();
+    files.hash(&mut h);
+    h.finish()
+}
+
+/// Parses and validates the files of a folder into a snapshot.
+pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Snapshot, SourceError> {
+    let mut problems = Vec::new();
+    let mut snap = Snapshot::default();
+    for (path, text) in files {
+        let file = path.display().to_string();
+        for (doc_index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = match serde_yaml::Value::deserialize(doc) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("{file}: document {doc_index}: not YAML: {e}"));
+                    break; // the rest of the file cannot be read reliably
+                }
+            };
+            if value.is_null() {
+                continue; // empty document (`---` at the end)
+            }
+            let origin = Origin {
+                file: path.clone(),
+                doc: doc_index,
+            };
+            parse_document(value, &origin, &mut snap, &mut problems);
+        }
+    }
+    if problems.is_empty() {
+        validate(&snap, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(snap)
+    } else {
+        Err(SourceError::Invalid(problems))
+    }
+}
+
+fn parse_document(
+    value: serde_yaml::Value,
+    origin: &Origin,
+    snap: &mut Snapshot,
+    problems: &mut Vec<String>,
+) {
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    let name = str_at(&value, "metadata", "name").unwrap_or("<unnamed>");
+    let ns = str_at(&value, "metadata", "namespace").unwrap_or("default");
+    let file = origin.file.display();
+    match kind {
+        "Namespace" => {
+            let what = format!("{file}: Namespace {name}");
+            if let Some(d) = de::<NamespaceDoc>(value, &what, problems) {
+                snap.namespaces.insert(
+                    d.metadata.name.clone(),
+                    Namespace {
+                        name: d.metadata.name,
+                        labels: d.metadata.labels,
+                    },
+                );
+            }
+        }
+        "Pod" => {
+            let what = format!("{file}: Pod {ns}/{name}");
+            if let Some(d) = de::<PodDoc>(value, &what, problems) {
+                snap.pods.push(Pod {
+                    namespace: d.metadata.namespace.unwrap_or_else(|| "default".into()),
+                    name: d.metadata.name,
+                    netns: d.metadata.annotations.get(NETNS_ANNOTATION).cloned(),
+                    labels: d.metadata.labels,
+                    node: d.spec.node_name.filter(|n| !n.is_empty()),
+                    service_account: d
+                        .spec
+                        .service_account_name
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "default".into()),
+                    ip: d.status.pod_ip.filter(|s| !s.is_empty()),
+                    origin: origin.clone(),
+                });
+            }
+        }
+        "Service" => {
+            let what = format!("{file}: Service {ns}/{name}");
+            let Some(d) = de::<ServiceDoc>(value, &what, problems) else {
+                return;
+            };
+            let mut addresses = d.spec.cluster_ips.clone();
+            if let Some(ip) = d.spec.cluster_ip.filter(|ip| !ip.is_empty()) {
+                if !addresses.contains(&ip) {
+                    addresses.insert(0, ip);
+                }
+            }
+            addresses.retain(|a| a != "None");
+            let mut ports = Vec::new();
+            for (i, p) in d.spec.ports.into_iter().enumerate() {
+                let target_port = match p.target_port {
+                    None => None,
+                    Some(IntOrString::Int(n)) => Some(n),
+                    Some(IntOrString::Str(s)) => match s.parse::<i64>() {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            problems.push(format!(
+                                "{what}: field spec.ports[{i}].targetPort: named target ports ({s:?}) are not supported; use the container port number"
+                            ));
+                            None
+                        }
+                    },
+                };
+                ports.push(ServicePort {
+                    name: p.name,
+                    port: p.port,
+                    target_port,
+                    protocol: p.protocol,
+                });
+            }
+            snap.services.push(Service {
+                namespace: d.metadata.namespace.unwrap_or_else(|| "default".into()),
+                name: d.metadata.name,
+                addresses,
+                ports,
+                selector: d.spec.selector,
+                origin: origin.clone(),
+            });
+        }
+        "PeerAuthentication" | "AuthorizationPolicy" => {
+            // The node's own parser: same shape checks, same messages.
+            let text = match serde_yaml::to_string(&value) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{file}: {kind} {ns}/{name}: {e}"));
+                    return;
+                }
+            };
+            match mesh_node::config::parse_policies(&text) {
+                Ok(list) => {
+                    for p in list {
+                        snap.policies.push((p, origin.clone()));
+                    }
+                }
+                Err(e) => {
+                    let problems_of = e.problems();
+                    if problems_of.is_empty() {
+                        problems.push(format!("{file}: {kind} {ns}/{name}: {e}"));
+                    }
+                    for fe in problems_of {
+                        let entry = format!("{kind} {ns}/{name}");
+                        if fe.field.is_empty() {
+                            problems.push(format!("{file}: {entry}: {}", fe.reason));
+                        } else {
+                            problems.push(format!(
+                                "{file}: {entry}: field {}: {}",
+                                fe.field, fe.reason
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        "" => problems.push(format!(
+            "{file}: document {}: no kind (expected a Kubernetes resource)",
+            origin.doc
+        )),
+        other => {
+            tracing::debug!(%file, kind = other, "skipping a kind the controller does not use");
+        }
+    }
+}
+
+/// The whole cluster as the node's config model (every pod, netns
+/// included), with a map from each entry back to the resource it came from.
+pub(crate) fn to_local_config(snap: &Snapshot) -> (LocalConfig, Vec<String>, Vec<String>) {
+    let mut cfg = LocalConfig::default();
+    let mut namespaces = snap.namespaces.clone();
+    let mut pod_names = Vec::new();
+    let mut svc_names = Vec::new();
+    for p in &snap.pods {
+        let (Some(node), Some(ip)) = (&p.node, &p.ip) else {
+            continue; // not scheduled or no IP yet: not part of the data plane
+        };
+        namespaces
+            .entry(p.namespace.clone())
+            .or_insert_with(|| Namespace {
+                name: p.namespace.clone(),
+                labels: BTreeMap::new(),
+            });
+        cfg.workloads.push(WorkloadSpec {
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            service_account: Some(p.service_account.clone()),
+            node: node.clone(),
+            ip: ip.clone(),
+            netns: p.netns.clone(),
+            labels: p.labels.clone(),
+        });
+        pod_names.push(format!(
+            "{}: Pod {}/{}",
+            p.origin.file.display(),
+            p.namespace,
+            p.name
+        ));
+    }
+    for s in &snap.services {
+        if s.addresses.is_empty() {
+            continue; // headless: nothing to capture
+        }
+        namespaces
+            .entry(s.namespace.clone())
+            .or_insert_with(|| Namespace {
+                name: s.namespace.clone(),
+                labels: BTreeMap::new(),
+            });
+        cfg.services.push(service_spec(s));
+        svc_names.push(format!(
+            "{}: Service {}/{}",
+            s.origin.file.display(),
+            s.namespace,
+            s.name
+        ));
+    }
+    for (p, _) in &snap.policies {
+        let ns = p
+            .metadata()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        namespaces.entry(ns.clone()).or_insert_with(|| Namespace {
+            name: ns,
+            labels: BTreeMap::new(),
+        });
+        cfg.policies.push(p.clone());
+    }
+    cfg.namespaces = namespaces
+        .into_values()
+        .map(|n| NamespaceSpec {
+            name: n.name,
+            labels: n.labels,
+        })
+        .collect();
+    (cfg, pod_names, svc_names)
+}
+
+pub(crate) fn service_spec(s: &Service) -> ServiceSpec {
+    ServiceSpec {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        addresses: s.addresses.clone(),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| ServicePortSpec {
+                name: p.name.clone(),
+                port: p.port,
+                target_port: p.target_port,
+                protocol: p.protocol.clone(),
+            })
+            .collect(),
+        selector: s.selector.clone(),
+    }
+}
+
+/// Field names of the node's model, in Kubernetes terms.
+fn k8s_field(section: &str, field: &str) -> String {
+    let map: &[(&str, &str)] = match section {
+        "workloads" => &[
+            ("ip", "status.podIP"),
+            ("node", "spec.nodeName"),
+            ("serviceAccount", "spec.serviceAccountName"),
+            ("netns", "metadata.annotations[ambit.io/netns]"),
+            ("labels", "metadata.labels"),
+            ("name", "metadata.name"),
+            ("namespace", "metadata.namespace"),
+        ],
+        "services" => &[
+            ("addresses", "spec.clusterIPs"),
+            ("ports", "spec.ports"),
+            ("selector", "spec.selector"),
+            ("name", "metadata.name"),
+            ("namespace", "metadata.namespace"),
+        ],
+        "namespaces" => &[("labels", "metadata.labels"), ("name", "metadata.name")],
+        _ => &[],
+    };
+    for (from, to) in map {
+        if field == *from {
+            return to.to_string();
+        }
+        if let Some(rest) = field.strip_prefix(from) {
+            if rest.starts_with('[') || rest.starts_with('.') {
+                return format!("{to}{rest}");
+            }
+        }
+    }
+    field.to_string()
+}
+
+/// Meaning checks: the node's validator over the whole cluster, errors
+/// mapped back to files and resources.
+fn validate(snap: &Snapshot, problems: &mut Vec<String>) {
+    let (cfg, pods, svcs) = to_local_config(snap);
+    let Err(e) = ProxyState::new(&cfg) else {
+        return;
+    };
+    if e.problems().is_empty() {
+        problems.push(e.to_string());
+    }
+    for fe in e.problems() {
+        let (section, index) = parse_entry(&fe.entry);
+        let (what, field) = match (section.as_str(), index) {
+            ("workloads", Some(i)) => (pods.get(i).cloned(), k8s_field("workloads", &fe.field)),
+            ("services", Some(i)) => (svcs.get(i).cloned(), k8s_field("services", &fe.field)),
+            ("policies", Some(i)) => (
+                snap.policies.get(i).map(|(p, o)| {
+                    let m = p.metadata();
+                    format!(
+                        "{}: {} {}/{}",
+                        o.file.display(),
+                        p.kind(),
+                        m.namespace.as_deref().unwrap_or("default"),
+                        m.name
+                    )
+                }),
+                fe.field.clone(),
+            ),
+            ("namespaces", _) => (None, k8s_field("namespaces", &fe.field)),
+            _ => (None, fe.field.clone()),
+        };
+        let what = what.unwrap_or_else(|| fe.entry.clone());
+        if field.is_empty() {
+            problems.push(format!("{what}: {}", fe.reason));
+        } else {
+            problems.push(format!("{what}: field {field}: {}", fe.reason));
+        }
+    }
+}
+
+/// `workloads[3] (ns/name)` -> ("workloads", Some(3))
+fn parse_entry(entry: &str) -> (String, Option<usize>) {
+    let Some(open) = entry.find('[') else {
+        return (entry.to_string(), None);
+    };
+    let section = entry[..open].to_string();
+    let index = entry[open + 1..]
+        .split(']')
+        .next()
+        .and_then(|s| s.parse().ok());
+    (section, index)
+}
+
+/// Loads and validates the folder once.
+pub fn load(dir: &Path) -> Result<Snapshot, SourceError> {
+    parse_files(&read_folder(dir)?)
+}
+
+/// A folder watched for changes.
+pub struct FolderSource;
+
+/// What the folder source publishes.
+pub type SnapshotReceiver = watch::Receiver<Arc<Snapshot>>;
+/// Why the folder on disk is not in force (`None` when it is).
+pub type ErrorReceiver = watch::Receiver<Option<String>>;
+
+impl FolderSource {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+
+    /// Loads `dir` (which must be valid) and polls it every `interval` for
+    /// the life of the returned receivers; a change applies once two polls
+    /// agree on it (so within two or three intervals). Must run within a
+    /// Tokio runtime.
+    pub fn spawn(
+        dir: impl Into<PathBuf>,
+        interval: Duration,
+    ) -> Result<(SnapshotReceiver, ErrorReceiver), SourceError> {
+        let dir = dir.into();
+        let files = read_folder(&dir)?;
+        let mut snap = parse_files(&files)?;
+        snap.version = 1;
+        tracing::info!(folder = %dir.display(), pods = snap.pods.len(),
+            services = snap.services.len(), policies = snap.policies.len(), "config loaded");
+        let (tx, rx) = watch::channel(Arc::new(snap));
+        let (etx, erx) = watch::channel(None::<String>);
+        tokio::spawn(poll(dir, interval, hash_folder(&files), tx, etx));
+        Ok((rx, erx))
+    }
+}
+
+async fn poll(
+    dir: PathBuf,
+    interval: Duration,
+    initial: u64,
+    tx: watch::Sender<Arc<Snapshot>>,
+    etx: watch::Sender<Option<String>>,
+) {
+    let mut last = Some(initial);
+    // A change is applied once two polls in a row see the same content, so
+    // that a file caught half-written is never taken for the new config.
+    let mut pending: Option<u64> = None;
+    let mut version = 1u64;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        let d = dir.clone();
+        let files = match tokio::task::spawn_blocking(move || read_folder(&d)).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                if etx.borrow().as_deref() != Some(msg.as_str()) {
+                    tracing::error!("{msg}; keeping the last good config");
+                    etx.send_replace(Some(msg));
+                }
+                last = None;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let h = hash_folder(&files);
+        if last == Some(h) {
+            pending = None;
+            continue;
+        }
+        if pending != Some(h) {
+            pending = Some(h);
+            continue;
+        }
+        pending = None;
+        last = Some(h);
+        match parse_files(&files) {
+            Ok(mut snap) => {
+                version += 1;
+                snap.version = version;
+                tracing::info!(folder = %dir.display(), version, pods = snap.pods.len(),
+                    services = snap.services.len(), policies = snap.policies.len(), "config reloaded");
+                tx.send_replace(Arc::new(snap));
+                etx.send_replace(None);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!("config rejected, keeping the last good config:\n{msg}");
+                etx.send_replace(Some(msg));
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The xDS server.
+
+pub mod server;
+
+pub use server::XdsServer;

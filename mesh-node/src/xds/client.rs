@@ -1,0 +1,420 @@
+//! The node's xDS client: one incremental ADS stream to the controller,
+//! wildcard subscriptions to every Ambit type, ACK/NACK, reconnection with
+//! exponential backoff, and the last good configuration kept (and served)
+//! while the controller is away.
+//!
+//! Each response is checked on its own: the resources it carries are applied
+//! to a copy of what the node holds, and the whole is validated the way a
+//! config file is ([`ProxyState::new`]). A response that would make the
+//! config invalid is NACKed with the validator's message and the node keeps
+//! what it had. Responses that arrive together are published as one new
+//! state; nothing is published before every type has been received once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use mesh_proto::ambit::v1 as pb;
+use mesh_proto::envoy::config::core::v3::Node;
+use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use mesh_proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use mesh_proto::google::rpc;
+use mesh_proto::type_urls;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::convert;
+use crate::config::{LocalConfig, NamespaceSpec, Policy};
+use crate::state::ProxyState;
+
+/// How to reach the controller.
+#[derive(Clone, Debug)]
+pub struct XdsOptions {
+    /// `http://host:port` of the controller's gRPC server.
+    pub address: String,
+    /// This node's name (`node.id`).
+    pub node: String,
+    /// Bootstrap token, sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl XdsOptions {
+    pub fn new(address: impl Into<String>, node: impl Into<String>) -> Self {
+        XdsOptions {
+            address: address.into(),
+            node: node.into(),
+            token: None,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Observable client facts (tests, admin).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XdsStatus {
+    pub connected: bool,
+    /// Streams opened so far (1 + reconnections).
+    pub connections: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    /// Number of resources in each response received, in order (latest 64).
+    pub response_sizes: Vec<(String, usize, usize)>,
+}
+
+/// What the node holds: type URL -> name -> (version, message bytes).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) types: BTreeMap<String, BTreeMap<String, (String, Vec<u8>)>>,
+}
+
+impl Held {
+    /// Applies a response to a copy; the error names the bad resource.
+    fn apply(&self, resp: &DeltaDiscoveryResponse) -> Result<Held, String> {
+        let mut next = self.clone();
+        let entry = next.types.entry(resp.type_url.clone()).or_default();
+        for name in &resp.removed_resources {
+            entry.remove(name);
+        }
+        for r in &resp.resources {
+            let Some(any) = &r.resource else {
+                return Err(format!("resource {}: no body", r.name));
+            };
+            if any.type_url != resp.type_url {
+                return Err(format!(
+                    "resource {}: type {} in a response of type {}",
+                    r.name, any.type_url, resp.type_url
+                ));
+            }
+            entry.insert(r.name.clone(), (r.version.clone(), any.value.clone()));
+        }
+        Ok(next)
+    }
+
+    fn decode<M: Message + Default>(&self, ty: &str) -> Result<Vec<M>, String> {
+        let mut out = Vec::new();
+        for (name, (_, bytes)) in self.types.get(ty).into_iter().flatten() {
+            out.push(M::decode(bytes.as_slice()).map_err(|e| format!("resource {name}: {e}"))?);
+        }
+        Ok(out)
+    }
+
+    /// The node's config model of what is held.
+    pub(crate) fn to_local_config(&self) -> Result<LocalConfig, String> {
+        let mut cfg = LocalConfig::default();
+        if let Some(mesh) = self
+            .decode::<pb::MeshConfig>(type_urls::MESH_CONFIG)?
+            .into_iter()
+            .next()
+        {
+            if !mesh.trust_domain.is_empty() {
+                cfg.trust_domain = mesh.trust_domain;
+            }
+            if !mesh.root_namespace.is_empty() {
+                cfg.root_namespace = mesh.root_namespace;
+            }
+            if !mesh.cluster_domain.is_empty() {
+                cfg.cluster_domain = mesh.cluster_domain;
+            }
+        }
+        let mut namespaces: BTreeMap<String, NamespaceSpec> = self
+            .decode::<pb::Namespace>(type_urls::NAMESPACE)?
+            .iter()
+            .map(|n| (n.name.clone(), convert::namespace_from_proto(n)))
+            .collect();
+        cfg.workloads = self
+            .decode::<pb::Workload>(type_urls::WORKLOAD)?
+            .iter()
+            .map(convert::workload_from_proto)
+            .collect();
+        cfg.services = self
+            .decode::<pb::Service>(type_urls::SERVICE)?
+            .iter()
+            .map(convert::service_from_proto)
+            .collect();
+        for p in self.decode::<pb::PeerAuthentication>(type_urls::PEER_AUTHENTICATION)? {
+            cfg.policies.push(Policy::PeerAuthentication(
+                convert::peer_authentication_from_proto(&p),
+            ));
+        }
+        for p in self.decode::<pb::Authorization>(type_urls::AUTHORIZATION)? {
+            cfg.policies.push(Policy::AuthorizationPolicy(
+                convert::authorization_from_proto(&p),
+            ));
+        }
+        // Types arrive one response at a time: a namespace may be gone a
+        // moment before the workloads in it. A namespace we were not told
+        // about has no labels, i.e. is not in the mesh.
+        let referenced: BTreeSet<String> = cfg
+            .workloads
+            .iter()
+            .map(|w| w.namespace.clone())
+            .chain(cfg.services.iter().map(|s| s.namespace.clone()))
+            .chain(
+                cfg.policies
+                    .iter()
+                    .filter_map(|p| p.metadata().namespace.clone()),
+            )
+            .collect();
+        for ns in referenced {
+            namespaces.entry(ns.clone()).or_insert(NamespaceSpec {
+                name: ns,
+                labels: BTreeMap::new(),
+            });
+        }
+        cfg.namespaces = namespaces.into_values().collect();
+        Ok(cfg)
+    }
+
+    fn versions(&self, ty: &str) -> BTreeMap<String, String> {
+        self.types
+            .get(ty)
+            .into_iter()
+            .flatten()
+            .map(|(n, (v, _))| (n.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Sees every new good state.
+pub type StateReceiver = watch::Receiver<Arc<ProxyState>>;
+/// Why the controller's config is not (fully) in force (`None` when it is).
+pub type ErrorReceiver = watch::Receiver<Option<String>>;
+
+/// A running client. Dropping it does not stop the client (see [`spawn_xds`]).
+pub struct XdsClient {
+    pub state: StateReceiver,
+    pub errors: ErrorReceiver,
+    pub status: watch::Receiver<XdsStatus>,
+}
+
+impl XdsClient {
+    /// Starts the client; it runs until every state receiver is dropped.
+    /// The state is empty until the first full sync. Within a Tokio runtime.
+    pub fn start(opts: XdsOptions) -> XdsClient {
+        let (state_tx, state) = watch::channel(Arc::new(ProxyState::empty()));
+        let (error_tx, errors) = watch::channel(None::<String>);
+        let (status_tx, status) = watch::channel(XdsStatus::default());
+        tokio::spawn(run(opts, state_tx, error_tx, status_tx));
+        XdsClient {
+            state,
+            errors,
+            status,
+        }
+    }
+}
+
+/// Mirrors [`crate::config::ConfigWatcher::spawn`]: the state and error
+/// receivers of a client that runs for the life of the process (or until
+/// every state receiver is dropped).
+pub fn spawn_xds(opts: XdsOptions) -> (StateReceiver, ErrorReceiver) {
+    let c = XdsClient::start(opts);
+    (c.state, c.errors)
+}
+
+struct Shared {
+    held: Held,
+    /// Types received at least once (since start).
+    seen: BTreeSet<String>,
+    synced: bool,
+    /// type URL -> why its last response was refused (cleared by an ACK of that type).
+    nacks: BTreeMap<String, String>,
+}
+
+impl Shared {
+    fn report(&self, error_tx: &watch::Sender<Option<String>>, link: Option<String>) {
+        let mut parts: Vec<String> = link.into_iter().collect();
+        parts.extend(self.nacks.values().cloned());
+        error_tx.send_replace((!parts.is_empty()).then(|| parts.join("\n")));
+    }
+}
+
+async fn run(
+    opts: XdsOptions,
+    state_tx: watch::Sender<Arc<ProxyState>>,
+    error_tx: watch::Sender<Option<String>>,
+    status_tx: watch::Sender<XdsStatus>,
+) {
+    let mut shared = Shared {
+        held: Held::default(),
+        seen: BTreeSet::new(),
+        synced: false,
+        nacks: BTreeMap::new(),
+    };
+    let mut backoff = opts.initial_backoff;
+    loop {
+        if state_tx.is_closed() {
+            return;
+        }
+        status_tx.send_modify(|s| s.connections += 1);
+        let result = session(&opts, &mut shared, &state_tx, &error_tx, &status_tx).await;
+        status_tx.send_modify(|s| s.connected = false);
+        let (got_response, reason) = match result {
+            Ok(got) => (got, "the controller closed the stream".to_string()),
+            Err((got, e)) => (got, e),
+        };
+        if got_response {
+            backoff = opts.initial_backoff;
+        }
+        tracing::warn!(address = %opts.address, retry_in = ?backoff, "xDS: {reason}; keeping the last good config");
+        shared.report(
+            &error_tx,
+            Some(format!(
+                "xDS: {reason}; serving the last good config, retrying"
+            )),
+        );
+        // Jitter: up to a quarter of the delay, so that nodes do not reconnect in step.
+        let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(opts.max_backoff);
+    }
+}
+
+fn request(opts: &XdsOptions, ty: &str, held: &Held) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        node: Some(Node {
+            id: opts.node.clone(),
+            ..Default::default()
+        }),
+        type_url: ty.to_string(),
+        resource_names_subscribe: vec!["*".into()],
+        initial_resource_versions: held.versions(ty),
+        ..Default::default()
+    }
+}
+
+/// One stream. `Ok(true)`/`Err((true, _))`: at least one response arrived.
+async fn session(
+    opts: &XdsOptions,
+    shared: &mut Shared,
+    state_tx: &watch::Sender<Arc<ProxyState>>,
+    error_tx: &watch::Sender<Option<String>>,
+    status_tx: &watch::Sender<XdsStatus>,
+) -> Result<bool, (bool, String)> {
+    let endpoint = tonic::transport::Endpoint::from_shared(opts.address.clone())
+        .map_err(|e| (false, format!("bad address {}: {e}", opts.address)))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| (false, format!("connecting to {}: {e}", opts.address)))?;
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(32);
+    for ty in type_urls::ALL {
+        // Capacity 32 > the number of types: cannot fail.
+        let _ = tx.try_send(request(opts, ty, &shared.held));
+    }
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &opts.token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            (
+                false,
+                "the bootstrap token is not valid metadata".to_string(),
+            )
+        })?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    let mut stream = client
+        .delta_aggregated_resources(req)
+        .await
+        .map_err(|e| (false, format!("opening the stream: {}", e.message())))?
+        .into_inner();
+    status_tx.send_modify(|s| s.connected = true);
+    tracing::info!(address = %opts.address, node = %opts.node, "xDS stream open");
+    let mut got = false;
+    loop {
+        let first = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(got),
+            Err(e) => return Err((got, format!("stream: {}", e.message()))),
+        };
+        got = true;
+        // Take every response already here, then publish once.
+        let mut batch = vec![first];
+        while let Some(next) = stream.message().now_or_never() {
+            match next {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) => break,
+                Err(e) => return Err((got, format!("stream: {}", e.message()))),
+            }
+        }
+        let mut new_state = None;
+        for resp in batch {
+            status_tx.send_modify(|s| {
+                s.response_sizes.push((
+                    resp.type_url.clone(),
+                    resp.resources.len(),
+                    resp.removed_resources.len(),
+                ));
+                let n = s.response_sizes.len();
+                if n > 64 {
+                    s.response_sizes.drain(..n - 64);
+                }
+            });
+            let verdict = shared.held.apply(&resp).and_then(|next| {
+                let cfg = next.to_local_config()?;
+                ProxyState::new(&cfg)
+                    .map(|state| (next, state))
+                    .map_err(|e| e.to_string())
+            });
+            let reply = match verdict {
+                Ok((next, state)) => {
+                    shared.held = next;
+                    shared.seen.insert(resp.type_url.clone());
+                    shared.nacks.remove(&resp.type_url);
+                    new_state = Some(state);
+                    status_tx.send_modify(|s| s.acks += 1);
+                    DeltaDiscoveryRequest {
+                        type_url: resp.type_url.clone(),
+                        response_nonce: resp.nonce.clone(),
+                        ..Default::default()
+                    }
+                }
+                Err(message) => {
+                    let message = format!("{}: {message}", resp.type_url);
+                    tracing::error!(nonce = %resp.nonce, "xDS update rejected, keeping the last good config: {message}");
+                    shared.nacks.insert(resp.type_url.clone(), message.clone());
+                    status_tx.send_modify(|s| s.nacks += 1);
+                    DeltaDiscoveryRequest {
+                        type_url: resp.type_url.clone(),
+                        response_nonce: resp.nonce.clone(),
+                        error_detail: Some(rpc::Status {
+                            code: tonic::Code::InvalidArgument as i32,
+                            message,
+                            details: Vec::new(),
+                        }),
+                        ..Default::default()
+                    }
+                }
+            };
+            if tx.send(reply).await.is_err() {
+                return Err((got, "the request stream closed".into()));
+            }
+        }
+        if !shared.synced && type_urls::ALL.iter().all(|t| shared.seen.contains(*t)) {
+            shared.synced = true;
+            tracing::info!(node = %opts.node, "xDS: initial sync complete");
+        }
+        if let (true, Some(state)) = (shared.synced, new_state) {
+            for w in state.warnings() {
+                tracing::warn!("xDS config: {w}");
+            }
+            tracing::info!(
+                workloads = state.workloads().len(),
+                services = state.services().len(),
+                "xDS config applied"
+            );
+            state_tx.send_replace(Arc::new(state));
+        }
+        shared.report(error_tx, None);
+    }
+}

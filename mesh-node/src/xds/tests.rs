@@ -1,0 +1,196 @@
+//! The client against a scripted ADS server on loopback (the end-to-end
+//! tests with the real controller live in mesh-controller/tests/xds.rs).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use mesh_proto::ambit::v1 as pb;
+use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use mesh_proto::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use mesh_proto::type_urls;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::*;
+
+/// (type_url, nonce, NACK message) of every ACK/NACK seen.
+type Replies = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+
+/// Answers each subscription with an empty response, except workloads:
+/// first a valid one, then (after its ACK) one with a bad IP.
+#[derive(Default, Clone)]
+struct Scripted {
+    replies: Replies,
+}
+
+fn workload(ip: &str) -> Resource {
+    let w = pb::Workload {
+        name: "p".into(),
+        namespace: "demo".into(),
+        service_account: "sa".into(),
+        node: "node-a".into(),
+        ip: ip.into(),
+        ..Default::default()
+    };
+    Resource {
+        name: "demo/p".into(),
+        version: ip.into(),
+        resource: Some(mesh_proto::to_any(type_urls::WORKLOAD, &w)),
+        aliases: vec![],
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Scripted {
+    type DeltaAggregatedResourcesStream =
+        Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        if request.metadata().get("authorization").is_none() {
+            return Err(Status::unauthenticated("no token"));
+        }
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let replies = self.replies.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok(Some(req)) = inbound.message().await {
+                n += 1;
+                let nonce = format!("n{n}");
+                if !req.response_nonce.is_empty() {
+                    replies.lock().unwrap().push((
+                        req.type_url.clone(),
+                        req.response_nonce.clone(),
+                        req.error_detail.as_ref().map(|e| e.message.clone()),
+                    ));
+                    // After the first workload ACK, send a bad one.
+                    if req.type_url == type_urls::WORKLOAD && req.error_detail.is_none() {
+                        let _ = tx
+                            .send(Ok(DeltaDiscoveryResponse {
+                                type_url: req.type_url.clone(),
+                                resources: vec![workload("not-an-ip")],
+                                nonce,
+                                ..Default::default()
+                            }))
+                            .await;
+                    }
+                    continue;
+                }
+                let resources = if req.type_url == type_urls::WORKLOAD {
+                    vec![workload("10.0.0.1")]
+                } else if req.type_url == type_urls::NAMESPACE {
+                    let ns = pb::Namespace {
+                        name: "demo".into(),
+                        labels: [("istio.io/dataplane-mode".to_string(), "ambient".to_string())]
+                            .into(),
+                    };
+                    vec![Resource {
+                        name: "demo".into(),
+                        version: "1".into(),
+                        resource: Some(mesh_proto::to_any(type_urls::NAMESPACE, &ns)),
+                        aliases: vec![],
+                    }]
+                } else {
+                    vec![]
+                };
+                let _ = tx
+                    .send(Ok(DeltaDiscoveryResponse {
+                        type_url: req.type_url.clone(),
+                        resources,
+                        nonce,
+                        ..Default::default()
+                    }))
+                    .await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_client_acks_good_nacks_bad_and_keeps_the_last_good_state() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Scripted::default();
+    let replies = server.replies.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(server))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut opts = XdsOptions::new(format!("http://{addr}"), "node-a");
+    opts.token = Some("t".into());
+    let client = XdsClient::start(opts);
+    let mut state = client.state.clone();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while state.borrow_and_update().workloads().is_empty() {
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("synced");
+    // The NACK of the bad workload arrives with the validator's message.
+    let nack = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let found = replies
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|(_, _, e)| e.clone());
+            if let Some(m) = found {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a NACK");
+    assert!(nack.contains("demo/p"), "{nack}");
+    assert!(nack.contains("ip"), "{nack}");
+    // Every type was ACKed once.
+    let acks = replies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, e)| e.is_none())
+        .count();
+    assert_eq!(acks, type_urls::ALL.len());
+    // The good state stays; the error is reported.
+    let s = client.state.borrow().clone();
+    assert_eq!(s.workloads()[0].ip.to_string(), "10.0.0.1");
+    assert!(client
+        .errors
+        .borrow()
+        .as_deref()
+        .unwrap_or("")
+        .contains("ip"));
+    assert_eq!(client.status.borrow().nacks, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_client_retries_with_backoff_while_the_controller_is_away() {
+    // Nothing listens on this port.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let mut opts = XdsOptions::new(format!("http://{addr}"), "node-a");
+    opts.initial_backoff = Duration::from_millis(20);
+    opts.max_backoff = Duration::from_millis(80);
+    let client = XdsClient::start(opts);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let attempts = client.status.borrow().connections;
+    // Backoff 20, 40, 80, 80... (+ jitter): several tries, but not a busy loop.
+    assert!((3..=20).contains(&attempts), "{attempts}");
+    assert!(client.errors.borrow().is_some());
+    assert!(client.state.borrow().workloads().is_empty());
+}
