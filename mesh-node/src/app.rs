@@ -19,10 +19,27 @@ use crate::identity::CertStore;
 use crate::inpod::PodEnrolments;
 use crate::proxy::Metrics;
 use crate::state::ProxyState;
+use crate::xds::{spawn_ca, spawn_xds, CaOptions, XdsOptions};
+
+/// Where the node's config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A local file, watched: the debugging mode (certificates named in it).
+    File(PathBuf),
+    /// The controller: delta xDS for config, its CA for certificates.
+    Controller {
+        /// `http://host:port` of the controller's gRPC server.
+        address: String,
+        /// This node's bootstrap token (proves which node is asking).
+        token: Option<String>,
+        /// Trust roots to install (the bootstrap folder's root-cert.pem).
+        roots_pem: Option<Vec<u8>>,
+    },
+}
 
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
-    pub config: PathBuf,
+    pub source: ConfigSource,
     pub node: String,
     /// The node's cgroup2 directory: the kernel programs attach here.
     pub cgroup: PathBuf,
@@ -81,6 +98,26 @@ pub fn apply_certificates(certs: &CertStore, state: &ProxyState) {
     }
 }
 
+/// Waits (bounded) until the CA has issued the certificates of this node's
+/// enrolled pods, so that the first connections after readiness do not fail
+/// for want of a certificate. Past the bound the node starts anyway and the
+/// CA client keeps trying.
+async fn wait_for_certificates(certs: &CertStore, state: &ProxyState, node: &str) {
+    let wanted: Vec<_> = state
+        .local_workloads(node)
+        .filter(|w| state.is_ambient(w))
+        .map(|w| state.identity_of(w))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while wanted.iter().any(|id| certs.get(id).is_none()) {
+        if tokio::time::Instant::now() > deadline {
+            warn!("starting without all certificates; the CA client keeps asking");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn run(opts: NodeOptions) -> Result<(), NodeError> {
     join_own_cgroup(&opts.cgroup)?;
     let mut programs = MeshPrograms::load(&opts.cgroup)?;
@@ -106,13 +143,42 @@ async fn serve(
     programs: Arc<Mutex<MeshPrograms>>,
     metrics: Arc<Metrics>,
 ) -> Result<(), NodeError> {
-    let (state_rx, errors_rx) =
-        ConfigWatcher::spawn(&opts.config).map_err(|e| NodeError::Config {
-            path: opts.config.clone(),
-            message: e.to_string(),
-        })?;
     let certs = Arc::new(CertStore::new());
-    apply_certificates(&certs, &state_rx.borrow());
+    let (state_rx, errors_rx) = match &opts.source {
+        ConfigSource::File(path) => {
+            let (state_rx, errors_rx) =
+                ConfigWatcher::spawn(path).map_err(|e| NodeError::Config {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            apply_certificates(&certs, &state_rx.borrow());
+            (state_rx, errors_rx)
+        }
+        ConfigSource::Controller {
+            address,
+            token,
+            roots_pem,
+        } => {
+            let mut x = XdsOptions::new(address.clone(), opts.node.clone());
+            x.token = token.clone();
+            let (mut state_rx, errors_rx) = spawn_xds(x);
+            let mut c = CaOptions::new(address.clone(), opts.node.clone());
+            c.token = token.clone();
+            c.roots_pem = roots_pem.clone();
+            spawn_ca(c, certs.clone(), state_rx.clone());
+            // Serve only once the first complete config has arrived; until
+            // then the node would enrol nothing and refuse everything.
+            info!(controller = %address, "waiting for the first config from the controller");
+            if state_rx.changed().await.is_err() {
+                return Err(NodeError::Config {
+                    path: PathBuf::from(address),
+                    message: "the xDS client stopped before the first config".into(),
+                });
+            }
+            wait_for_certificates(&certs, &state_rx.borrow().clone(), &opts.node).await;
+            (state_rx, errors_rx)
+        }
+    };
 
     let (ready_tx, ready_rx) = watch::channel(false);
     admin::spawn(opts.admin, metrics.clone(), ready_rx, errors_rx);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mesh_node::app::{self, NodeOptions};
+use mesh_node::app::{self, ConfigSource, NodeOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -13,9 +13,24 @@ use mesh_node::app::{self, NodeOptions};
     args_override_self = true
 )]
 struct Args {
-    /// The local config file (workloads, services, policies, certificates); watched.
+    /// The local config file (workloads, services, policies, certificates);
+    /// watched. The debugging mode: use either this or --xds-address.
+    #[arg(
+        long,
+        required_unless_present = "xds_address",
+        conflicts_with = "xds_address"
+    )]
+    config: Option<PathBuf>,
+    /// The controller's gRPC address (`http://host:port`): config over delta
+    /// xDS, certificates from its CA.
     #[arg(long)]
-    config: PathBuf,
+    xds_address: Option<String>,
+    /// File holding this node's bootstrap token (with --xds-address).
+    #[arg(long, requires = "xds_address")]
+    bootstrap_token: Option<PathBuf>,
+    /// Trust roots to install (PEM), e.g. the bootstrap folder's root-cert.pem.
+    #[arg(long, requires = "xds_address")]
+    xds_roots: Option<PathBuf>,
     /// This node's name: pods whose `node` matches are enrolled here.
     #[arg(long)]
     node: String,
@@ -48,8 +63,28 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .init();
     let args = Args::parse();
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+    let source = match (args.config, args.xds_address) {
+        (Some(path), _) => ConfigSource::File(path),
+        (None, Some(address)) => {
+            let token = match args.bootstrap_token.as_ref().map(read).transpose() {
+                Ok(t) => t.map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+                Err(e) => return fail(&e),
+            };
+            let roots_pem = match args.xds_roots.as_ref().map(read).transpose() {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            ConfigSource::Controller {
+                address,
+                token,
+                roots_pem,
+            }
+        }
+        (None, None) => return fail("either --config or --xds-address is needed"),
+    };
     let opts = NodeOptions {
-        config: args.config,
+        source,
         node: args.node,
         cgroup: args.cgroup,
         admin: args.admin,
@@ -59,10 +94,12 @@ fn main() -> ExitCode {
     };
     match app::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("mesh-node failed: {e}");
-            eprintln!("mesh-node: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e.to_string()),
     }
+}
+
+fn fail(message: &str) -> ExitCode {
+    tracing::error!("mesh-node failed: {message}");
+    eprintln!("mesh-node: {message}");
+    ExitCode::FAILURE
 }

@@ -8,6 +8,9 @@
 //!  service server.demo 10.96.0.10:80 -> :8080 on app=server
 //!  demo: PeerAuthentication STRICT; only sa client may call app=server
 //! ```
+//!
+//! mesh-controller reads the same as Kubernetes-shaped YAML from a folder,
+//! signs the pods' certificates and pushes config to both nodes over xDS.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -80,6 +83,8 @@ pub fn bring_up(step: &dyn Fn(&str)) -> Result<LocalMesh> {
         selector: BTreeMap::from([("app".to_string(), "server".to_string())]),
     });
     mesh.set_policies_yaml(POLICIES)?;
+    step("starting mesh-controller (the folder of YAML, the CA, delta xDS)");
+    mesh.use_controller()?;
     step("starting mesh-node on node-a and node-b (loading eBPF, enrolling pods)");
     mesh.start_node("node-a", &[])?;
     mesh.start_node("node-b", &[])?;

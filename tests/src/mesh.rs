@@ -13,6 +13,7 @@ use mesh_node::identity::{Identity, LocalCa};
 use serde_json::{json, Value};
 
 use crate::probe::SendReport;
+use crate::sys::ip_in;
 use crate::testbed::{Pod, PodSpec, Testbed};
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
@@ -66,7 +67,14 @@ pub struct LocalMesh {
     nodes: BTreeMap<String, usize>,
     /// Extra top-level config written verbatim (e.g. to break the file on purpose).
     pub raw_override: Option<String>,
+    /// Set by `use_controller`: config goes through mesh-controller.
+    controller: Option<usize>,
 }
+
+/// Where mesh-controller listens in controller mode: an address on the wire
+/// bridge, reachable from every node's netns.
+pub const CONTROLLER_IP: &str = "192.168.77.254";
+pub const CONTROLLER_PORT: u16 = 15010;
 
 impl LocalMesh {
     /// A testbed with these nodes (no mesh-node started yet).
@@ -88,6 +96,7 @@ impl LocalMesh {
             policies: Vec::new(),
             nodes: BTreeMap::new(),
             raw_override: None,
+            controller: None,
         })
     }
 
@@ -230,8 +239,116 @@ impl LocalMesh {
         })
     }
 
-    /// Writes the config file atomically (the watcher never sees half a file).
+    /// Writes what the nodes should know: the controller's folder in
+    /// controller mode, else mesh-node's own config file.
     pub fn write_config(&self) -> Result<()> {
+        if self.controller.is_some() {
+            return self.write_folder();
+        }
+        self.write_file()
+    }
+
+    /// The controller's folder: Kubernetes-shaped Namespaces, Pods (the netns
+    /// path in an annotation, as a CNI would hand it over), Services, and the
+    /// Istio resources as written.
+    pub fn folder(&self) -> PathBuf {
+        self.dir.join("k8s")
+    }
+
+    fn write_folder(&self) -> Result<()> {
+        let mut docs: Vec<Value> = Vec::new();
+        for (n, ambient) in &self.namespaces {
+            let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}});
+            if *ambient {
+                ns["metadata"]["labels"] = json!({AMBIENT_LABEL: "ambient"});
+            }
+            docs.push(ns);
+        }
+        for p in self.tb.pods() {
+            docs.push(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels,
+                    "annotations": {"ambit.io/netns": p.netns_path().display().to_string()}},
+                "spec": {"nodeName": p.node, "serviceAccountName": p.service_account},
+                "status": {"podIP": p.ip.to_string()},
+            }));
+        }
+        for s in &self.services {
+            docs.push(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": s.name, "namespace": s.namespace},
+                "spec": {"clusterIP": s.vip.to_string(), "selector": s.selector,
+                    "ports": [{"name": "tcp", "port": s.port, "targetPort": s.target_port, "protocol": "TCP"}]},
+            }));
+        }
+        docs.extend(self.policies.iter().cloned());
+        let mut text = String::new();
+        for d in &docs {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(d)?);
+        }
+        if let Some(raw) = &self.raw_override {
+            text = raw.clone();
+        }
+        let dir = self.folder();
+        std::fs::create_dir_all(&dir)?;
+        let tmp = self.dir.join(".mesh-k8s.yaml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, dir.join("mesh.yaml"))?;
+        Ok(())
+    }
+
+    /// Runs mesh-controller (folder source, CA, xDS) on the wire; nodes
+    /// started afterwards get their config and certificates from it.
+    pub fn use_controller(&mut self) -> Result<()> {
+        ip_in(
+            &self.tb.wire_netns,
+            &["addr", "add", &format!("{CONTROLLER_IP}/24"), "dev", "br0"],
+        )?;
+        self.controller = Some(usize::MAX);
+        self.write_folder()?;
+        self.start_controller()
+    }
+
+    /// Starts (or restarts) the controller process.
+    pub fn start_controller(&mut self) -> Result<()> {
+        let mut cmd = Command::new(binary("mesh-controller")?);
+        cmd.arg("--folder")
+            .arg(self.folder())
+            .args(["--listen", &format!("{CONTROLLER_IP}:{CONTROLLER_PORT}")])
+            .args(["--status-listen", &format!("{CONTROLLER_IP}:15014")])
+            .arg("--ca-dir")
+            .arg(self.dir.join("ca"))
+            .arg("--bootstrap-dir")
+            .arg(self.dir.join("bootstrap"))
+            .env(
+                "RUST_LOG",
+                std::env::var("AMBIT_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        let wire = self.tb.wire_netns.clone();
+        let idx = self.tb.spawn("mesh-controller", cmd, Some(&wire), None)?;
+        self.tb.with_proc(idx, |p| {
+            p.wait_for_line("mesh-controller serving", Duration::from_secs(20))
+        })??;
+        self.controller = Some(idx);
+        Ok(())
+    }
+
+    /// Kills the controller (SIGKILL, as a crash would).
+    pub fn kill_controller(&mut self) -> Result<()> {
+        let idx = self.controller.context("no controller")?;
+        self.tb.with_proc(idx, |p| p.kill())
+    }
+
+    /// Lines the controller has logged.
+    pub fn controller_log(&self) -> Result<Vec<String>> {
+        let idx = self.controller.context("no controller")?;
+        self.tb.with_proc(idx, |p| p.lines())
+    }
+
+    /// Writes mesh-node's own config file atomically (the watcher never
+    /// sees half a file).
+    fn write_file(&self) -> Result<()> {
         let text = match &self.raw_override {
             Some(raw) => raw.clone(),
             None => serde_yaml::to_string(&self.config_value())?,
@@ -247,9 +364,20 @@ impl LocalMesh {
         self.write_config()?;
         let n = self.tb.node(node)?.clone();
         let mut cmd = Command::new(binary("mesh-node")?);
-        cmd.arg("--config")
-            .arg(self.config_path())
-            .args(["--node", node, "--cgroup"])
+        if self.controller.is_some() {
+            let boot = self.dir.join("bootstrap");
+            cmd.args([
+                "--xds-address",
+                &format!("http://{CONTROLLER_IP}:{CONTROLLER_PORT}"),
+            ])
+            .arg("--bootstrap-token")
+            .arg(boot.join(format!("{node}.token")))
+            .arg("--xds-roots")
+            .arg(boot.join("root-cert.pem"));
+        } else {
+            cmd.arg("--config").arg(self.config_path());
+        }
+        cmd.args(["--node", node, "--cgroup"])
             .arg(&n.cgroup)
             .args(extra_args)
             // Extra flags for every mesh-node, e.g. AMBIT_NODE_ARGS=--fast-path.

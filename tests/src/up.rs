@@ -41,8 +41,8 @@ pub fn run(once: bool) -> Result<()> {
     }
     if !once {
         println!(
-            "config: {}  (edit it: mesh-node applies changes within a second)",
-            mesh.config_path().display()
+            "config: {}/  (edit the YAML: mesh-controller pushes changes to the nodes within a second)",
+            mesh.folder().display()
         );
         println!(
             "pods: {}",
