@@ -1,0 +1,102 @@
+//! The waypoint's whole configuration, compiled from mesh-api resources.
+
+use std::fmt;
+
+use mesh_api::{ParsedDocument, Resource};
+
+use crate::policy::Policies;
+use crate::routes::RouteTable;
+
+/// Something in a resource the waypoint could not apply (the rest of the
+/// resource still applies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// `Kind namespace/name`.
+    pub resource: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl Issue {
+    pub fn new(resource: &str, path: &str, message: impl Into<String>) -> Self {
+        Issue {
+            resource: resource.to_string(),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: field {}: {}",
+            self.resource, self.path, self.message
+        )
+    }
+}
+
+/// Routes and destination policies.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub routes: RouteTable,
+    pub policies: Policies,
+}
+
+fn res_name(r: &Resource) -> String {
+    format!(
+        "{:?} {}/{}",
+        r.kind(),
+        r.namespace(),
+        r.name().unwrap_or("<unnamed>")
+    )
+}
+
+impl Config {
+    /// Compiles VirtualServices, DestinationRules and HTTPRoutes (other
+    /// kinds are not the waypoint's and are ignored), in order.
+    pub fn from_resources<'a>(
+        resources: impl IntoIterator<Item = &'a Resource>,
+    ) -> (Self, Vec<Issue>) {
+        let mut c = Config::default();
+        let mut issues = Vec::new();
+        for r in resources {
+            let name = res_name(r);
+            match r {
+                Resource::VirtualService(o) => {
+                    c.routes.add_virtual_service(&name, &o.spec, &mut issues)
+                }
+                Resource::HttpRoute(o) => c.routes.add_http_route(&name, &o.spec, &mut issues),
+                Resource::DestinationRule(o) => c.policies.add(&name, &o.spec, &mut issues),
+                _ => {}
+            }
+        }
+        (c, issues)
+    }
+
+    /// Like [`Config::from_resources`] over parsed documents; documents
+    /// with errors are refused whole (reported with their diagnostics).
+    pub fn from_documents(docs: &[ParsedDocument]) -> (Self, Vec<Issue>) {
+        let mut refused = Vec::new();
+        let good = docs.iter().filter_map(|d| {
+            let r = d.resource.as_ref()?;
+            if d.is_valid() {
+                Some(r)
+            } else {
+                for diag in d.diagnostics.iter().filter(|x| x.is_error()) {
+                    refused.push(Issue::new(&res_name(r), "", diag.to_string()));
+                }
+                None
+            }
+        });
+        let (c, mut issues) = Self::from_resources(good.collect::<Vec<_>>());
+        refused.append(&mut issues);
+        (c, refused)
+    }
+
+    /// Parses YAML text (multi-document) and compiles it.
+    pub fn from_yaml(text: &str, source: &str) -> (Self, Vec<Issue>) {
+        Self::from_documents(&mesh_api::parse_documents(text, source))
+    }
+}

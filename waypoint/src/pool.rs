@@ -1,0 +1,388 @@
+//! Upstream connections of one destination and its circuit breakers
+//! (`connectionPool`), with Envoy's semantics for HTTP/1.1 upstreams:
+//!
+//! * `tcp.maxConnections`: connections open at once, across endpoints.
+//! * `http.http1MaxPendingRequests`: requests waiting for a connection
+//!   when every connection is busy and no more may open.
+//! * `http.http2MaxRequests`: requests in flight at once (Envoy applies
+//!   `max_requests` whatever the protocol).
+//! * `http.maxRequestsPerConnection`: a connection is closed after that
+//!   many requests (0: unlimited).
+//! * `tcp.connectTimeout` (default 10 s) bounds connection set-up.
+//!
+//! A request over a limit is refused at once; the proxy answers it `503`
+//! with `x-envoy-overloaded: true`. Each connection carries one request at
+//! a time and goes back to the idle list when its response body has been
+//! read to the end.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use mesh_api::networking::ConnectionPoolSettings;
+use mesh_api::util::parse_duration;
+use tokio::sync::Notify;
+
+use crate::body::OnEnd;
+use crate::connector::Connector;
+use crate::discovery::Endpoint;
+
+pub type Sender = http1::SendRequest<Full<Bytes>>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    pub max_connections: usize,
+    pub max_pending: usize,
+    pub max_requests: usize,
+    /// 0: unlimited.
+    pub max_requests_per_connection: u32,
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    /// Istio's defaults: no limits (2^32 - 1), connect timeout 10 s.
+    fn default() -> Self {
+        PoolLimits {
+            max_connections: u32::MAX as usize,
+            max_pending: u32::MAX as usize,
+            max_requests: u32::MAX as usize,
+            max_requests_per_connection: 0,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PoolLimits {
+    pub fn from_istio(cp: &ConnectionPoolSettings) -> Result<Self, String> {
+        let mut l = PoolLimits::default();
+        let lim = |v: Option<i64>, d: usize| match v {
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(d),
+            _ => d,
+        };
+        if let Some(t) = &cp.tcp {
+            l.max_connections = lim(t.max_connections, l.max_connections);
+            if let Some(ct) = &t.connect_timeout {
+                l.connect_timeout = parse_duration(ct)?;
+            }
+        }
+        if let Some(h) = &cp.http {
+            l.max_pending = lim(h.http1_max_pending_requests, l.max_pending);
+            l.max_requests = lim(h.http2_max_requests, l.max_requests);
+            l.max_requests_per_connection =
+                u32::try_from(h.max_requests_per_connection.unwrap_or(0).max(0)).unwrap_or(0);
+        }
+        Ok(l)
+    }
+}
+
+/// Why no connection was leased.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("overflow: {0} limit reached")]
+    Overflow(&'static str),
+    #[error("connect failure: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timeout")]
+    ConnectTimeout,
+}
+
+struct Idle {
+    sender: Sender,
+    used: u32,
+}
+
+#[derive(Default)]
+struct State {
+    idle: HashMap<SocketAddr, Vec<Idle>>,
+    connections: usize,
+    pending: usize,
+    active: usize,
+    active_by_host: HashMap<SocketAddr, usize>,
+}
+
+/// Counters, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub connections: usize,
+    pub pending: usize,
+    pub active: usize,
+    pub idle: usize,
+}
+
+pub struct Pool {
+    pub limits: PoolLimits,
+    connector: Arc<dyn Connector>,
+    state: Mutex<State>,
+    released: Notify,
+}
+
+/// A connection leased for one request. Dropped: the connection goes back
+/// (if `reusable`) or is closed, and the request stops counting as active.
+pub struct Lease {
+    pool: Arc<Pool>,
+    addr: SocketAddr,
+    sender: Option<Sender>,
+    used: u32,
+    /// Set when the response was read to the end and the connection may
+    /// carry another request.
+    pub reusable: bool,
+}
+
+impl Lease {
+    pub fn sender(&mut self) -> Option<&mut Sender> {
+        self.sender.as_mut()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl OnEnd for Lease {
+    fn finish(&mut self, complete: bool) {
+        self.reusable = complete;
+        // Dropping the lease happens with the body; releasing early lets the
+        // next request in as soon as the response has ended.
+        self.release();
+    }
+}
+
+impl Lease {
+    fn release(&mut self) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        {
+            let mut st = pool.lock();
+            st.active = st.active.saturating_sub(1);
+            if let Some(n) = st.active_by_host.get_mut(&self.addr) {
+                *n = n.saturating_sub(1);
+            }
+            let limit = pool.limits.max_requests_per_connection;
+            let keep = self.reusable && !sender.is_closed() && (limit == 0 || self.used < limit);
+            if keep {
+                st.idle.entry(self.addr).or_default().push(Idle {
+                    sender,
+                    used: self.used,
+                });
+            } else {
+                st.connections = st.connections.saturating_sub(1);
+            }
+        }
+        pool.released.notify_waiters();
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+enum Step {
+    Use(Idle),
+    Connect,
+    Wait,
+}
+
+impl Pool {
+    pub fn new(limits: PoolLimits, connector: Arc<dyn Connector>) -> Arc<Self> {
+        Arc::new(Pool {
+            limits,
+            connector,
+            state: Mutex::new(State::default()),
+            released: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        PoolStats {
+            connections: st.connections,
+            pending: st.pending,
+            active: st.active,
+            idle: st.idle.values().map(Vec::len).sum(),
+        }
+    }
+
+    /// Requests in flight to `addr`.
+    pub fn active_to(&self, addr: SocketAddr) -> usize {
+        self.lock().active_by_host.get(&addr).copied().unwrap_or(0)
+    }
+
+    /// Leases a connection to `ep`, opening one or waiting as the limits
+    /// allow.
+    pub async fn acquire(self: &Arc<Self>, ep: &Endpoint) -> Result<Lease, PoolError> {
+        {
+            let mut st = self.lock();
+            if st.active >= self.limits.max_requests {
+                return Err(PoolError::Overflow("max requests"));
+            }
+            st.active += 1;
+            *st.active_by_host.entry(ep.addr).or_default() += 1;
+        }
+        // From here the request counts as active; undo on failure.
+        let mut admitted = Admitted {
+            pool: self,
+            addr: ep.addr,
+            pending: false,
+            armed: true,
+        };
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            let step = {
+                let mut st = self.lock();
+                let mut found = None;
+                let mut dead = 0;
+                if let Some(list) = st.idle.get_mut(&ep.addr) {
+                    while let Some(i) = list.pop() {
+                        if i.sender.is_closed() {
+                            dead += 1;
+                            continue;
+                        }
+                        found = Some(i);
+                        break;
+                    }
+                }
+                st.connections = st.connections.saturating_sub(dead);
+                match found {
+                    Some(i) => Step::Use(i),
+                    None => {
+                        if st.connections < self.limits.max_connections {
+                            st.connections += 1;
+                            Step::Connect
+                        } else if let Some(victim) = st
+                            .idle
+                            .iter_mut()
+                            .find(|(a, l)| **a != ep.addr && !l.is_empty())
+                            .and_then(|(_, l)| l.pop())
+                        {
+                            // Close an idle connection to another endpoint
+                            // and open one to this one in its place.
+                            drop(victim);
+                            Step::Connect
+                        } else {
+                            if !admitted.pending {
+                                if st.pending >= self.limits.max_pending {
+                                    return Err(PoolError::Overflow("pending requests"));
+                                }
+                                st.pending += 1;
+                                admitted.pending = true;
+                            }
+                            notified.as_mut().enable();
+                            Step::Wait
+                        }
+                    }
+                }
+            };
+            match step {
+                Step::Use(mut idle) => {
+                    if idle.sender.ready().await.is_ok() {
+                        admitted.armed = false;
+                        return Ok(self.lease(ep.addr, idle.sender, idle.used + 1, &mut admitted));
+                    }
+                    // A dead idle connection: forget it and try again.
+                    {
+                        let mut st = self.lock();
+                        st.connections = st.connections.saturating_sub(1);
+                    }
+                }
+                Step::Connect => {
+                    let opened =
+                        tokio::time::timeout(self.limits.connect_timeout, self.open(ep)).await;
+                    match opened {
+                        Ok(Ok(sender)) => {
+                            admitted.armed = false;
+                            return Ok(self.lease(ep.addr, sender, 1, &mut admitted));
+                        }
+                        Ok(Err(e)) => {
+                            {
+                                let mut st = self.lock();
+                                st.connections = st.connections.saturating_sub(1);
+                            }
+                            self.released.notify_waiters();
+                            return Err(PoolError::Connect(e));
+                        }
+                        Err(_) => {
+                            {
+                                let mut st = self.lock();
+                                st.connections = st.connections.saturating_sub(1);
+                            }
+                            self.released.notify_waiters();
+                            return Err(PoolError::ConnectTimeout);
+                        }
+                    }
+                }
+                Step::Wait => notified.await,
+            }
+        }
+    }
+
+    fn lease(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        sender: Sender,
+        used: u32,
+        a: &mut Admitted<'_>,
+    ) -> Lease {
+        if a.pending {
+            let mut st = self.lock();
+            st.pending = st.pending.saturating_sub(1);
+            a.pending = false;
+        }
+        Lease {
+            pool: self.clone(),
+            addr,
+            sender: Some(sender),
+            used,
+            reusable: false,
+        }
+    }
+
+    async fn open(&self, ep: &Endpoint) -> std::io::Result<Sender> {
+        let io = self.connector.connect(ep).await?;
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Undoes the admission of a request that got no connection.
+struct Admitted<'a> {
+    pool: &'a Pool,
+    addr: SocketAddr,
+    pending: bool,
+    armed: bool,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut st = self.pool.lock();
+        if self.pending {
+            st.pending = st.pending.saturating_sub(1);
+        }
+        if self.armed {
+            st.active = st.active.saturating_sub(1);
+            if let Some(n) = st.active_by_host.get_mut(&self.addr) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}

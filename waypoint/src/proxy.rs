@@ -1,0 +1,686 @@
+//! The HTTP proxy: a hyper server (HTTP/1.1 and HTTP/2, negotiated per
+//! connection) that applies the route table and forwards to an endpoint
+//! of the chosen destination.
+//!
+//! Per request: host → route (first match; a host without routes goes to
+//! itself, a host whose routes all miss gets `404`) → fault (delay, then
+//! abort) → redirect / direct response, or: request body buffered (so
+//! tries and mirrors can replay it; over [`Options::max_request_body`]
+//! answers `413`) → rewrite and request header operations → mirrors
+//! spawned → weighted destination → tries under the route timeout, each
+//! picking an endpoint (balancer, minus ejected endpoints, preferring
+//! endpoints not tried yet for this request as Istio's
+//! `previous_hosts` predicate does), leasing a connection from the pool
+//! and waiting for the response head under `perTryTimeout` → response
+//! header operations.
+//!
+//! The route timeout and `perTryTimeout` bound the time to the response
+//! head; the response body then streams through unbounded.
+//!
+//! Local replies follow Envoy's: `404` no route, `503 no healthy
+//! upstream`, `503` with `x-envoy-overloaded: true` on circuit-breaker
+//! overflow, `503 upstream connect error or disconnect/reset before
+//! headers`, `504 upstream request timeout`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rand::Rng;
+use tokio::net::TcpListener;
+
+use crate::balancer::{Balancer, Candidate, HashInput};
+use crate::body::{full, local_reply, GuardedBody, ProxyBody};
+use crate::config::Config;
+use crate::connector::{Connector, Io};
+use crate::discovery::{Discovery, Endpoint, Labels};
+use crate::fault::AbortWith;
+use crate::headers::HeaderRules;
+use crate::mirror::shadow_authority;
+use crate::outlier::OutlierDetector;
+use crate::policy::{ClusterSpec, ResolveError};
+use crate::pool::{Pool, PoolError};
+use crate::resilience::{Outcome, RetryPolicy};
+use crate::routes::{split_host_port, Action, DestinationRef, RequestInfo, Route};
+
+/// Tunables that are not Istio config.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Largest request body buffered for retries and mirrors.
+    pub max_request_body: usize,
+    /// How long a mirrored request may take before it is abandoned.
+    pub mirror_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_request_body: 8 << 20,
+            mirror_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One destination (host, subset, port) with its live state.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub pool: Arc<Pool>,
+    pub balancer: Balancer,
+    pub outlier: Option<OutlierDetector>,
+}
+
+/// The caller of a downstream connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub labels: Labels,
+}
+
+/// The waypoint: configuration, discovery, connector and per-destination
+/// state.
+pub struct Waypoint {
+    config: RwLock<Arc<Config>>,
+    discovery: Arc<dyn Discovery>,
+    connector: Arc<dyn Connector>,
+    clusters: Mutex<HashMap<DestinationRef, Arc<Cluster>>>,
+    pub options: Options,
+}
+
+/// A request ready to be sent upstream, replayable.
+#[derive(Clone)]
+struct Upstream {
+    method: Method,
+    path_and_query: String,
+    authority: String,
+    headers: HeaderMap,
+    body: Bytes,
+    source_ip: IpAddr,
+}
+
+impl Upstream {
+    fn build(&self) -> Result<Request<Full<Bytes>>, http::Error> {
+        let mut r = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path_and_query.as_str())
+            .body(Full::new(self.body.clone()))?;
+        *r.headers_mut() = self.headers.clone();
+        let host = HeaderValue::from_str(&self.authority).map_err(http::Error::from)?;
+        r.headers_mut().insert(header::HOST, host);
+        Ok(r)
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.path_and_query.split_once('?').map(|(_, q)| q)
+    }
+}
+
+/// Headers that belong to one connection, never forwarded.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::CONTENT_LENGTH,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_length: bool) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        if keep_length && *n == header::CONTENT_LENGTH {
+            continue;
+        }
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+fn overloaded() -> Response<ProxyBody> {
+    let mut r = local_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    );
+    r.headers_mut()
+        .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    r
+}
+
+fn timeout_reply() -> Response<ProxyBody> {
+    local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+}
+
+fn abort_reply(a: AbortWith) -> Response<ProxyBody> {
+    match a {
+        AbortWith::Http(code) => local_reply(code, "fault filter abort"),
+        AbortWith::Grpc(code) => {
+            let mut r = Response::new(full(Bytes::new()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            r.headers_mut()
+                .insert("grpc-status", HeaderValue::from(code));
+            r.headers_mut().insert(
+                "grpc-message",
+                HeaderValue::from_static("fault filter abort"),
+            );
+            r
+        }
+    }
+}
+
+/// Is this hyper error an HTTP/2 REFUSED_STREAM?
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            return h.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// How one try ended.
+enum Try {
+    /// Nothing to retry: answer with this (no endpoint, unknown subset).
+    Final(Response<ProxyBody>),
+    Done {
+        addr: Option<SocketAddr>,
+        outcome: Outcome,
+        response: Response<ProxyBody>,
+    },
+}
+
+fn request_id() -> String {
+    let mut rng = rand::thread_rng();
+    let a: u64 = rng.gen();
+    let b: u64 = rng.gen();
+    format!("{a:016x}{b:016x}")
+}
+
+impl Waypoint {
+    pub fn new(
+        config: Config,
+        discovery: Arc<dyn Discovery>,
+        connector: Arc<dyn Connector>,
+    ) -> Arc<Self> {
+        Arc::new(Waypoint {
+            config: RwLock::new(Arc::new(config)),
+            discovery,
+            connector,
+            clusters: Mutex::new(HashMap::new()),
+            options: Options::default(),
+        })
+    }
+
+    pub fn with_options(
+        config: Config,
+        discovery: Arc<dyn Discovery>,
+        connector: Arc<dyn Connector>,
+        options: Options,
+    ) -> Arc<Self> {
+        Arc::new(Waypoint {
+            config: RwLock::new(Arc::new(config)),
+            discovery,
+            connector,
+            clusters: Mutex::new(HashMap::new()),
+            options,
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps the configuration; requests in flight finish under the old
+    /// one. A destination whose policy did not change keeps its pool and
+    /// outlier state.
+    pub fn set_config(&self, c: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+    }
+
+    /// The live state of a destination under the current config.
+    pub fn cluster(&self, d: &DestinationRef) -> Result<Arc<Cluster>, ResolveError> {
+        let spec = self.config().policies.resolve(d)?;
+        let mut map = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(d) {
+            if c.spec == spec {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(Cluster {
+            pool: Pool::new(spec.policy.pool.clone(), self.connector.clone()),
+            balancer: Balancer::new(spec.policy.lb.clone()),
+            outlier: spec.policy.outlier.clone().map(OutlierDetector::new),
+            spec,
+        });
+        map.insert(d.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((s, peer)) => {
+                    let _ = s.set_nodelay(true);
+                    let me = self.clone();
+                    tokio::spawn(me.serve_connection(s, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Serves one downstream connection (a TCP stream, or an HBONE tunnel
+    /// stream once terminated) from `peer`.
+    pub async fn serve_connection<I: Io>(self: Arc<Self>, io: I, peer: SocketAddr) {
+        let peer = Arc::new(Peer {
+            addr: peer,
+            labels: self.discovery.source_labels(peer.ip()),
+        });
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let me = self.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(me.handle(req, &peer).await) }
+        });
+        if let Err(e) = auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(io), svc)
+            .await
+        {
+            tracing::debug!(error = %e, "downstream connection ended");
+        }
+    }
+
+    /// Handles one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: &Peer,
+    ) -> Response<ProxyBody> {
+        let cfg = self.config();
+        let (parts, body) = req.into_parts();
+        let authority = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+        let Some(authority) = authority else {
+            return local_reply(StatusCode::BAD_REQUEST, "missing host");
+        };
+        let (host, port) = split_host_port(&authority);
+        let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().map(str::to_string);
+        let info = RequestInfo {
+            method: &parts.method,
+            path: &path,
+            query: query.as_deref(),
+            scheme: &scheme,
+            authority: &authority,
+            port,
+            headers: &parts.headers,
+            source_labels: &peer.labels,
+        };
+        let default_route;
+        let (route, matched): (&Route, _) = match cfg.routes.host_routes(&authority) {
+            None => {
+                default_route = Route::default_for(host);
+                (&default_route, None)
+            }
+            Some(hr) => match hr
+                .routes
+                .iter()
+                .find_map(|r| r.matching(&info).map(|m| (r, m)))
+            {
+                Some(found) => found,
+                None => return local_reply(StatusCode::NOT_FOUND, "route not found"),
+            },
+        };
+
+        if let Some(f) = &route.fault {
+            let d = f.decide(&mut rand::thread_rng());
+            if let Some(delay) = d.delay {
+                tokio::time::sleep(delay).await;
+            }
+            if let Some(a) = d.abort {
+                let mut r = abort_reply(a);
+                route.headers.response.apply(r.headers_mut());
+                return r;
+            }
+        }
+
+        let dest = match &route.action {
+            Action::Redirect(rd) => {
+                let mut r = local_reply(rd.code, "");
+                match HeaderValue::from_str(&rd.location(&info, matched)) {
+                    Ok(v) => {
+                        r.headers_mut().insert(header::LOCATION, v);
+                    }
+                    Err(_) => {
+                        return local_reply(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect")
+                    }
+                }
+                route.headers.response.apply(r.headers_mut());
+                return r;
+            }
+            Action::Direct { status, body } => {
+                let mut r = local_reply(*status, "");
+                *r.body_mut() = full(body.clone());
+                route.headers.response.apply(r.headers_mut());
+                return r;
+            }
+            Action::Forward(_) => match route.pick_destination(&mut rand::thread_rng()) {
+                Some(d) => d,
+                None => return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            },
+        };
+        let rules: HeaderRules = route.headers.merged(&dest.headers);
+
+        let body = match Limited::new(body, self.options.max_request_body)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return local_reply(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                }
+                return local_reply(StatusCode::BAD_REQUEST, "request body could not be read");
+            }
+        };
+
+        let mut new_path = path.clone();
+        let mut new_authority = authority.clone();
+        if let Some(rw) = &route.rewrite {
+            if let Some(p) = &rw.path {
+                new_path = p.apply(&path, matched);
+            }
+            if let Some(a) = &rw.authority {
+                new_authority = a.clone();
+            }
+        }
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers, false);
+        headers.remove(header::HOST);
+        if !headers.contains_key("x-request-id") {
+            if let Ok(v) = HeaderValue::from_str(&request_id()) {
+                headers.insert("x-request-id", v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&scheme) {
+            headers.insert("x-forwarded-proto", v);
+        }
+        rules.request.apply(&mut headers);
+        let up = Upstream {
+            method: parts.method.clone(),
+            path_and_query: match &query {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            },
+            authority: new_authority,
+            headers,
+            body,
+            source_ip: peer.addr.ip(),
+        };
+
+        for m in &route.mirrors {
+            if m.sample(&mut rand::thread_rng()) {
+                let mut copy = up.clone();
+                copy.authority = shadow_authority(&up.authority);
+                self.spawn_mirror(m.destination.clone(), copy);
+            }
+        }
+
+        let fwd = self.forward(&dest.destination, &route.retry, &up);
+        let mut resp = match route.timeout {
+            Some(t) => match tokio::time::timeout(t, fwd).await {
+                Ok(r) => r,
+                Err(_) => timeout_reply(),
+            },
+            None => fwd.await,
+        };
+        rules.response.apply(resp.headers_mut());
+        resp
+    }
+
+    fn spawn_mirror(self: &Arc<Self>, dest: DestinationRef, up: Upstream) {
+        let me = self.clone();
+        let limit = self.options.mirror_timeout;
+        tokio::spawn(async move {
+            let work = async {
+                let r = me.forward(&dest, &RetryPolicy::none(), &up).await;
+                // Read the body so the connection can be reused.
+                let _ = r.into_body().collect().await;
+            };
+            if tokio::time::timeout(limit, work).await.is_err() {
+                tracing::debug!(host = %dest.host, "mirrored request abandoned");
+            }
+        });
+    }
+
+    /// Tries `dest` under `retry`.
+    async fn forward(
+        &self,
+        dest: &DestinationRef,
+        retry: &RetryPolicy,
+        up: &Upstream,
+    ) -> Response<ProxyBody> {
+        let cluster = match self.cluster(dest) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "destination not resolved");
+                return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+            }
+        };
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut retries = 0;
+        loop {
+            match self
+                .try_once(&cluster, dest, up, &tried, retry.per_try_timeout)
+                .await
+            {
+                Try::Final(r) => return r,
+                Try::Done {
+                    addr,
+                    outcome,
+                    response,
+                } => {
+                    if let Some(a) = addr {
+                        tried.push(a);
+                    }
+                    if retries < retry.attempts && retry.on.retriable(&outcome) {
+                        retries += 1;
+                        drop(response);
+                        tokio::time::sleep(retry.backoff(retries)).await;
+                        continue;
+                    }
+                    return response;
+                }
+            }
+        }
+    }
+
+    async fn try_once(
+        &self,
+        cluster: &Arc<Cluster>,
+        dest: &DestinationRef,
+        up: &Upstream,
+        tried: &[SocketAddr],
+        per_try: Option<Duration>,
+    ) -> Try {
+        let endpoints: Vec<Endpoint> = self
+            .discovery
+            .endpoints(&dest.host, dest.port)
+            .into_iter()
+            .filter(|e| e.matches(&cluster.spec.selector))
+            .collect();
+        let addrs: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+        let usable = match &cluster.outlier {
+            Some(o) => o.filter(&addrs),
+            None => addrs.clone(),
+        };
+        let fresh: Vec<SocketAddr> = usable
+            .iter()
+            .copied()
+            .filter(|a| !tried.contains(a))
+            .collect();
+        let pool_of = if fresh.is_empty() { &usable } else { &fresh };
+        let candidates: Vec<Candidate> = pool_of
+            .iter()
+            .map(|a| Candidate {
+                addr: *a,
+                active: cluster.pool.active_to(*a),
+            })
+            .collect();
+        let input = HashInput {
+            headers: &up.headers,
+            query: up.query(),
+            source_ip: up.source_ip,
+        };
+        let Some(i) = cluster.balancer.pick(&candidates, &input) else {
+            return Try::Final(local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream",
+            ));
+        };
+        let addr = candidates[i].addr;
+        let Some(ep) = endpoints.iter().find(|e| e.addr == addr) else {
+            return Try::Final(local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream",
+            ));
+        };
+        let attempt = self.attempt(cluster, ep, up);
+        let (outcome, response) = match per_try {
+            Some(t) => match tokio::time::timeout(t, attempt).await {
+                Ok(r) => r,
+                Err(_) => (Outcome::PerTryTimeout, timeout_reply()),
+            },
+            None => attempt.await,
+        };
+        if let Some(o) = &cluster.outlier {
+            o.record(addr, &outcome, endpoints.len());
+        }
+        Try::Done {
+            addr: Some(addr),
+            outcome,
+            response,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        cluster: &Arc<Cluster>,
+        ep: &Endpoint,
+        up: &Upstream,
+    ) -> (Outcome, Response<ProxyBody>) {
+        // A pooled connection the upstream closed while idle fails before
+        // the request is written; hyper hands the request back and it is
+        // sent once more on another connection (not a retry: nothing was
+        // sent).
+        let mut resent = false;
+        loop {
+            let mut lease = match cluster.pool.acquire(ep).await {
+                Ok(l) => l,
+                Err(PoolError::Overflow(_)) => return (Outcome::Overflow, overloaded()),
+                Err(e) => {
+                    tracing::debug!(endpoint = %ep.addr, error = %e, "upstream connect failed");
+                    return (
+                        Outcome::ConnectFailure,
+                        local_reply(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                        ),
+                    );
+                }
+            };
+            let Ok(req) = up.build() else {
+                return (
+                    Outcome::Response {
+                        status: StatusCode::BAD_REQUEST,
+                        grpc_status: None,
+                    },
+                    local_reply(StatusCode::BAD_REQUEST, "request cannot be forwarded"),
+                );
+            };
+            let Some(sender) = lease.sender() else {
+                return (
+                    Outcome::Reset,
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, "no connection"),
+                );
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let grpc_status = resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    let outcome = Outcome::Response {
+                        status: resp.status(),
+                        grpc_status,
+                    };
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers, true);
+                    let body = GuardedBody::new(body, lease)
+                        .map_err(|e| -> crate::body::BoxError { Box::new(e) })
+                        .boxed_unsync();
+                    return (outcome, Response::from_parts(parts, body));
+                }
+                Err(mut e) => {
+                    if e.take_message().is_some() && !resent {
+                        resent = true;
+                        drop(lease);
+                        continue;
+                    }
+                    let outcome = if refused_stream(e.error()) {
+                        Outcome::RefusedStream
+                    } else {
+                        Outcome::Reset
+                    };
+                    tracing::debug!(endpoint = %ep.addr, error = %e.error(), "upstream request failed");
+                    return (
+                        outcome,
+                        local_reply(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
