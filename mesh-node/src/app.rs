@@ -181,7 +181,15 @@ async fn serve(
     };
 
     let (ready_tx, ready_rx) = watch::channel(false);
-    admin::spawn(opts.admin, metrics.clone(), ready_rx, errors_rx);
+    admin::spawn(
+        opts.admin,
+        metrics.clone(),
+        ready_rx,
+        errors_rx,
+        opts.node.clone(),
+        state_rx.clone(),
+        certs.clone(),
+    );
 
     let mut pods = PodEnrolments::new(
         &opts.node,

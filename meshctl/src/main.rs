@@ -1,10 +1,14 @@
 //! `meshctl`: Ambit's operator CLI.
 //!
-//! Subcommands live in their own modules and return an [`ExitCode`]; the
-//! ones that talk to the control plane (`proxy-status`, `proxy-config`)
-//! will be added next to `analyze` when the xDS server exists.
+//! Subcommands live in their own modules and return an [`ExitCode`]:
+//! `analyze` (offline), `proxy-status` (the controller's sync status) and
+//! `proxy-config` (what one node holds).
 
 mod analyze;
+mod http;
+mod proxy_config;
+mod proxy_status;
+mod table;
 
 use std::process::ExitCode;
 
@@ -14,7 +18,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_OK: u8 = 0;
 /// Exit status: the config has errors.
 pub const EXIT_FINDINGS: u8 = 1;
-/// Exit status: usage or I/O problem (clap also exits 2 on usage errors).
+/// Exit status: usage or I/O problem, including an unreachable controller or
+/// node (clap also exits 2 on usage errors).
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser, Debug)]
@@ -37,11 +42,26 @@ enum Command {
     /// Exit status: 0 when there is no error (warnings allowed), 1 when
     /// there are errors, 2 on usage or I/O problems.
     Analyze(analyze::AnalyzeArgs),
+    /// Each xDS client of the controller (nodes): connected, the version it
+    /// last ACKed per resource type, and its last NACK, from the
+    /// controller's /debug/syncz.
+    ///
+    /// Exit status: 0 when the controller answered, 2 when it is
+    /// unreachable or answered something else.
+    ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// What one node holds (workloads, services, policies, certificates
+    /// and their expiry), from its admin server's /config_dump.
+    ///
+    /// Exit status: 0 when the node answered, 2 when it is unreachable or
+    /// answered something else.
+    ProxyConfig(proxy_config::ProxyConfigArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::ProxyStatus(args) => proxy_status::run(&args),
+        Command::ProxyConfig(args) => proxy_config::run(&args),
     }
 }
