@@ -347,3 +347,119 @@ impl IstioCertificateService for CaService {
         }))
     }
 }
+
+/// The metadata key by which a node names itself in Kubernetes mode.
+pub const NODE_METADATA: &str = "ambit-node";
+/// The TokenReview `extra` key naming the pod a bound token belongs to.
+const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+
+/// Kubernetes-mode node authentication: a node presents mesh-node's
+/// projected service-account token (`authorization: Bearer <token>`) and
+/// its node name ([`NODE_METADATA`]). The token is verified by a
+/// TokenReview against the API server; it must belong to one of the
+/// service accounts mesh-node runs as and be bound to a pod, and that pod
+/// must be scheduled on the node named.
+pub struct KubeNodeAuthenticator {
+    client: kube::Client,
+    /// (namespace, service account) mesh-node may run as.
+    node_accounts: Vec<(String, String)>,
+    /// Audiences the token must carry (empty: the API server's own).
+    audiences: Vec<String>,
+}
+
+impl std::fmt::Debug for KubeNodeAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeNodeAuthenticator")
+            .field("node_accounts", &self.node_accounts)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeNodeAuthenticator {
+    pub fn new(
+        client: kube::Client,
+        node_accounts: Vec<(String, String)>,
+        audiences: Vec<String>,
+    ) -> Self {
+        KubeNodeAuthenticator {
+            client,
+            node_accounts,
+            audiences,
+        }
+    }
+
+    /// The authenticated node of a request (its metadata).
+    // tonic's handlers return `Status`; boxing it here would only be unboxed.
+    #[allow(clippy::result_large_err)]
+    pub async fn authenticate(&self, md: &tonic::metadata::MetadataMap) -> Result<String, Status> {
+        let token = md
+            .get(crate::bootstrap::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
+            .ok_or_else(|| Status::unauthenticated("missing service-account token"))?;
+        let node = md
+            .get(NODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::unauthenticated(format!("missing {NODE_METADATA} metadata")))?;
+        self.node_of(&token, node).await
+    }
+
+    /// Verifies `token` (TokenReview) and that the pod it is bound to runs
+    /// on `node`; returns `node`.
+    #[allow(clippy::result_large_err)]
+    pub async fn node_of(&self, token: &str, node: &str) -> Result<String, Status> {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        use k8s_openapi::api::core::v1::Pod;
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..Default::default()
+        };
+        let reviewed = kube::Api::<TokenReview>::all(self.client.clone())
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| Status::unavailable(format!("TokenReview: {e}")))?;
+        let status = reviewed.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Err(Status::unauthenticated(format!(
+                "token not authenticated: {}",
+                status.error.unwrap_or_default()
+            )));
+        }
+        let user = status.user.unwrap_or_default();
+        let username = user.username.unwrap_or_default();
+        let account = username
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|r| r.split_once(':'))
+            .map(|(ns, sa)| (ns.to_string(), sa.to_string()));
+        let Some((ns, sa)) = account.filter(|a| self.node_accounts.contains(a)) else {
+            return Err(Status::permission_denied(format!(
+                "{username} is not a mesh-node service account"
+            )));
+        };
+        let pod_name = user
+            .extra
+            .unwrap_or_default()
+            .get(POD_NAME_EXTRA)
+            .and_then(|v| v.first().cloned())
+            .ok_or_else(|| {
+                Status::permission_denied("the token is not bound to a pod (use a projected token)")
+            })?;
+        let pod = kube::Api::<Pod>::namespaced(self.client.clone(), &ns)
+            .get_opt(&pod_name)
+            .await
+            .map_err(|e| Status::unavailable(format!("reading pod {ns}/{pod_name}: {e}")))?
+            .ok_or_else(|| Status::permission_denied(format!("pod {ns}/{pod_name} is gone")))?;
+        let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+        if on != node {
+            tracing::warn!(%node, pod = %format!("{ns}/{pod_name}"), %sa, pod_node = %on, "node claim refused");
+            return Err(Status::permission_denied(format!(
+                "pod {ns}/{pod_name} runs on {on:?}, not on {node}"
+            )));
+        }
+        Ok(node.to_string())
+    }
+}

@@ -1,8 +1,9 @@
-//! Ambit's controller: reads the cluster's config (a folder of YAML today),
+//! Ambit's controller: reads the cluster's config (the Kubernetes API or a
+//! folder of YAML),
 //! translates it into per-node xDS resources, serves them over incremental
 //! ADS, and signs SPIFFE certificates for the nodes' pods.
 //!
-//! * [`source`]: config sources ([`source::folder`]).
+//! * [`source`]: config sources ([`source::kube`], [`source::folder`]).
 //! * [`translate`]: snapshot -> per-node resources.
 //! * [`xds`]: the delta ADS server.
 //! * [`ca`]: the certificate authority and its gRPC service.
@@ -30,13 +31,17 @@ use tokio::task::JoinHandle;
 use crate::bootstrap::Tokens;
 use crate::ca::{CaService, CertificateAuthority};
 use crate::source::folder::FolderSource;
+use crate::source::kube::{KubeConfigSource, KubeSource};
 use crate::status::StatusRegistry;
 use crate::translate::MeshSettings;
 use crate::xds::XdsServer;
 
 #[derive(Clone, Debug)]
 pub struct ControllerOptions {
+    /// The folder source's folder (unused when `kube` is set).
     pub folder: PathBuf,
+    /// Read the config from the Kubernetes API instead of `folder`.
+    pub kube: Option<KubeConfigSource>,
     /// gRPC: xDS and the CA.
     pub listen: SocketAddr,
     /// HTTP: `/debug/syncz`, `/debug/config_error`, `/healthz/ready`.
@@ -53,12 +58,23 @@ impl ControllerOptions {
     pub fn new(folder: impl Into<PathBuf>) -> Self {
         ControllerOptions {
             folder: folder.into(),
+            kube: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 15010)),
             status_listen: SocketAddr::from(([127, 0, 0, 1], 15014)),
             ca_dir: None,
             trust_domain: "cluster.local".into(),
             bootstrap_dir: None,
             poll_interval: FolderSource::DEFAULT_INTERVAL,
+        }
+    }
+
+    /// Options for the Kubernetes source (`poll_interval` is then the
+    /// debounce of watch events).
+    pub fn kube(source: KubeConfigSource) -> Self {
+        ControllerOptions {
+            kube: Some(source),
+            poll_interval: KubeSource::DEFAULT_DEBOUNCE,
+            ..ControllerOptions::new(PathBuf::new())
         }
     }
 }
@@ -83,10 +99,17 @@ impl Drop for Controller {
 }
 
 impl Controller {
-    /// Loads the folder (which must be valid), the CA, issues bootstrap
-    /// tokens, binds and serves. Within a Tokio runtime.
+    /// Loads the folder (which must be valid) or the cluster's objects
+    /// (their initial lists), the CA, issues bootstrap tokens, binds and
+    /// serves. Within a Tokio runtime.
     pub async fn start(opts: ControllerOptions) -> anyhow::Result<Controller> {
-        let (snapshots, errors) = FolderSource::spawn(&opts.folder, opts.poll_interval)?;
+        let (snapshots, errors) = match &opts.kube {
+            None => FolderSource::spawn(&opts.folder, opts.poll_interval)?,
+            Some(k) => {
+                let client = source::kube::client(k).await?;
+                KubeSource::spawn(client, opts.poll_interval).await?
+            }
+        };
         let ca = Arc::new(CertificateAuthority::load_or_create(
             opts.ca_dir.as_deref(),
             &opts.trust_domain,

@@ -1,21 +1,28 @@
-//! `mesh-controller --folder <dir> --listen 127.0.0.1:15010 --ca-dir <dir>
-//! --trust-domain cluster.local --bootstrap-dir <dir>`
+//! `mesh-controller [--folder <dir> | --kubeconfig <file>] --listen
+//! 127.0.0.1:15010 --ca-dir <dir> --trust-domain cluster.local
+//! --bootstrap-dir <dir>`; with neither --folder nor --kubeconfig, the
+//! in-cluster config (the pod's service account).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use mesh_controller::source::kube::KubeConfigSource;
 use mesh_controller::{Controller, ControllerOptions};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "mesh-controller",
-    about = "Ambit's controller: folder source, delta xDS, CA"
+    about = "Ambit's controller: Kubernetes or folder source, delta xDS, CA"
 )]
 struct Args {
     /// Folder of Kubernetes/Istio YAML (watched).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    folder: Option<PathBuf>,
+    /// Watch the Kubernetes API server of this kubeconfig (current
+    /// context). Without it and without --folder: in-cluster config.
     #[arg(long)]
-    folder: PathBuf,
+    kubeconfig: Option<PathBuf>,
     /// gRPC address of xDS and the CA.
     #[arg(long, default_value = "127.0.0.1:15010")]
     listen: SocketAddr,
@@ -43,7 +50,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let mut opts = ControllerOptions::new(&args.folder);
+        let mut opts = match (args.folder, args.kubeconfig) {
+            (Some(folder), _) => ControllerOptions::new(folder),
+            (None, Some(kc)) => ControllerOptions::kube(KubeConfigSource::Kubeconfig(kc)),
+            (None, None) => ControllerOptions::kube(KubeConfigSource::InCluster),
+        };
         opts.listen = args.listen;
         opts.status_listen = args.status_listen;
         opts.ca_dir = args.ca_dir;

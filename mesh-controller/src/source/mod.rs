@@ -1,7 +1,8 @@
-//! Config sources. Today: a folder of YAML ([`folder`]). A Kubernetes source
-//! (kube-rs watches) will publish the same [`Snapshot`].
+//! Config sources: a folder of YAML ([`folder`]) and the Kubernetes API
+//! ([`kube`], kube-rs watches); both publish the same [`Snapshot`].
 
 pub mod folder;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -65,6 +66,10 @@ pub struct Snapshot {
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
     pub policies: Vec<(Policy, Origin)>,
+    /// Kubernetes source: the ready endpoint addresses of each Service
+    /// (`ns/name`) from its EndpointSlices. Empty for the folder source.
+    /// Not used by translation yet (nodes select endpoints by selector).
+    pub endpoints: BTreeMap<String, Vec<String>>,
 }
 
 impl Snapshot {

@@ -1,0 +1,978 @@
+//! The Kubernetes source: kube-rs watches (reflectors) on the API server,
+//! turned into the same [`Snapshot`] the folder source publishes, so that
+//! translation and xDS do not know where the config came from.
+//!
+//! Watched: Namespaces (`istio.io/dataplane-mode=ambient` opts in,
+//! `istio.io/use-waypoint` is kept with the labels), Pods (`spec.nodeName`,
+//! `spec.serviceAccountName`, `status.podIP`, labels, the `ambit.io/netns`
+//! annotation in local mode), Services, EndpointSlices
+//! (`discovery.k8s.io/v1`), and the Istio resources `security.istio.io/v1`
+//! PeerAuthentication and AuthorizationPolicy (enforced by the nodes) and
+//! `networking.istio.io/v1` VirtualService and DestinationRule (L7: checked
+//! and reported; they take effect through a waypoint, the nodes do not act
+//! on them).
+//!
+//! Every event wakes one builder, which waits [`KubeSource::DEFAULT_DEBOUNCE`]
+//! so that a burst (a rollout, a `kubectl apply -f dir/`) becomes one
+//! snapshot. Validation is per object: the API server hands over objects one
+//! by one, so a bad object is refused alone (named with its kind, namespace,
+//! name and field on the `config_errors` channel and in the log) and the
+//! rest keeps serving. Policies go through the node's own parser and the
+//! whole view through the node's validator (`mesh_node::state::ProxyState`),
+//! exactly as in the folder source.
+//!
+//! EndpointSlices: the ready addresses of each Service are recorded in
+//! [`Snapshot::endpoints`], and a pod without `status.podIP` takes its
+//! address from an EndpointSlice endpoint whose `targetRef` names it (an API
+//! server without kubelets, or a CNI that reports late). Endpoint changes
+//! therefore publish a new snapshot; which pods serve a Service is still
+//! decided by the node from the Service's selector over the pods (each
+//! scale-up or scale-down is a pod event and reaches the nodes).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace as KNamespace, Pod as KPod, Service as KService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource, ResourceExt};
+use mesh_node::state::ProxyState;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+
+use super::folder::{to_local_config, ErrorReceiver, SnapshotReceiver, NETNS_ANNOTATION};
+use super::{Namespace, Origin, Pod, Service, ServicePort, Snapshot};
+
+/// The label naming a namespace's (or service's) waypoint; kept with the
+/// namespace's labels.
+pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
+/// The label an EndpointSlice carries to name its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// How to reach the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeConfigSource {
+    /// A kubeconfig file (its current context).
+    Kubeconfig(PathBuf),
+    /// The pod's service account (`KUBERNETES_SERVICE_HOST`, the mounted token).
+    InCluster,
+}
+
+/// A client for `source`.
+pub async fn client(source: &KubeConfigSource) -> anyhow::Result<Client> {
+    let config = match source {
+        KubeConfigSource::Kubeconfig(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?
+        }
+        KubeConfigSource::InCluster => kube::Config::incluster().map_err(|e| {
+            anyhow::anyhow!("in-cluster config (no --folder or --kubeconfig given): {e}")
+        })?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// An Istio kind the source watches.
+#[derive(Clone, Copy, Debug)]
+pub struct IstioKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    /// Enforced by mesh-node (L4); else L7, checked and reported only.
+    pub node: bool,
+}
+
+impl IstioKind {
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
+}
+
+/// The Istio kinds watched, at the version read (the API server converts
+/// from whatever version the operator wrote).
+pub const ISTIO_KINDS: &[IstioKind] = &[
+    IstioKind {
+        group: "security.istio.io",
+        version: "v1",
+        kind: "PeerAuthentication",
+        plural: "peerauthentications",
+        node: true,
+    },
+    IstioKind {
+        group: "security.istio.io",
+        version: "v1",
+        kind: "AuthorizationPolicy",
+        plural: "authorizationpolicies",
+        node: true,
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "VirtualService",
+        plural: "virtualservices",
+        node: false,
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "DestinationRule",
+        plural: "destinationrules",
+        node: false,
+    },
+];
+
+/// Every watched object at one instant (the builder's input).
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    pub namespaces: Vec<Arc<KNamespace>>,
+    pub pods: Vec<Arc<KPod>>,
+    pub services: Vec<Arc<KService>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// Istio resources with their kind.
+    pub istio: Vec<(IstioKind, Arc<DynamicObject>)>,
+}
+
+/// What one build produced.
+#[derive(Clone, Debug, Default)]
+pub struct Built {
+    /// The valid objects (the refused ones left out); `version` unset.
+    pub snapshot: Snapshot,
+    /// One line per refused object: `Kind ns/name: field f: reason`.
+    pub problems: Vec<String>,
+    /// L7 resources accepted: `Kind ns/name` -> resourceVersion.
+    pub accepted_l7: BTreeMap<String, String>,
+    /// A problem no single object could be blamed for: the whole view is
+    /// refused and the last good snapshot keeps serving.
+    pub fatal: bool,
+}
+
+fn ns_name<K: Resource>(o: &K) -> (String, String) {
+    (
+        o.meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        o.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+/// Where an object came from, in the shape of the folder's origins: its
+/// API path, document 0.
+fn origin(kind: &str, ns: &str, name: &str) -> Origin {
+    Origin {
+        file: PathBuf::from(format!("kubernetes:{kind}/{ns}/{name}")),
+        doc: 0,
+    }
+}
+
+fn problem(what: &str, field: &str, reason: &str) -> String {
+    if field.is_empty() {
+        format!("{what}: {reason}")
+    } else {
+        format!("{what}: field {field}: {reason}")
+    }
+}
+
+/// Pod addresses from EndpointSlices (`targetRef` kind Pod): (ns, pod) -> IP;
+/// and each Service's ready addresses: `ns/service` -> IPs.
+#[allow(clippy::type_complexity)]
+fn slice_addresses(
+    slices: &[Arc<EndpointSlice>],
+) -> (
+    HashMap<(String, String), String>,
+    BTreeMap<String, Vec<String>>,
+) {
+    let mut by_pod = HashMap::new();
+    let mut by_service: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in slices {
+        let (ns, _) = ns_name(s.as_ref());
+        let service = s.labels().get(SERVICE_NAME_LABEL).cloned();
+        if let Some(svc) = &service {
+            by_service.entry(format!("{ns}/{svc}")).or_default();
+        }
+        for ep in s.endpoints.iter().flatten() {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if let Some(t) = &ep.target_ref {
+                if t.kind.as_deref() == Some("Pod") {
+                    if let (Some(name), Some(addr)) = (&t.name, ep.addresses.first()) {
+                        let pns = t.namespace.clone().unwrap_or_else(|| ns.clone());
+                        by_pod.insert((pns, name.clone()), addr.clone());
+                    }
+                }
+            }
+            if let (Some(svc), true) = (&service, ready) {
+                by_service
+                    .entry(format!("{ns}/{svc}"))
+                    .or_default()
+                    .extend(ep.addresses.iter().cloned());
+            }
+        }
+    }
+    (
+        by_pod,
+        by_service
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect(),
+    )
+}
+
+fn convert_pod(p: &KPod, slice_ips: &HashMap<(String, String), String>) -> Option<Pod> {
+    let (ns, name) = ns_name(p);
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded") | Some("Failed")) {
+        return None; // finished: neither an endpoint nor an identity on its node
+    }
+    let spec = p.spec.as_ref();
+    let ip = p
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .filter(|s| !s.is_empty())
+        .or_else(|| slice_ips.get(&(ns.clone(), name.clone())).cloned());
+    Some(Pod {
+        origin: origin("Pod", &ns, &name),
+        labels: p.labels().clone(),
+        netns: p.annotations().get(NETNS_ANNOTATION).cloned(),
+        node: spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
+        service_account: spec
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        ip,
+        namespace: ns,
+        name,
+    })
+}
+
+fn convert_service(s: &KService, problems: &mut Vec<String>) -> Option<Service> {
+    let (ns, name) = ns_name(s);
+    let what = format!("Service {ns}/{name}");
+    let spec = s.spec.clone().unwrap_or_default();
+    let mut addresses = spec.cluster_ips.clone().unwrap_or_default();
+    if let Some(ip) = spec.cluster_ip.clone().filter(|ip| !ip.is_empty()) {
+        if !addresses.contains(&ip) {
+            addresses.insert(0, ip);
+        }
+    }
+    addresses.retain(|a| a != "None");
+    let mut ports = Vec::new();
+    let mut ok = true;
+    for (i, p) in spec.ports.unwrap_or_default().into_iter().enumerate() {
+        let target_port = match p.target_port {
+            None => None,
+            Some(IntOrString::Int(n)) => Some(i64::from(n)),
+            Some(IntOrString::String(s)) => match s.parse::<i64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    problems.push(problem(
+                        &what,
+                        &format!("spec.ports[{i}].targetPort"),
+                        &format!("named target ports ({s:?}) are not supported; use the container port number"),
+                    ));
+                    ok = false;
+                    None
+                }
+            },
+        };
+        ports.push(ServicePort {
+            name: p.name,
+            port: i64::from(p.port),
+            target_port,
+            protocol: p.protocol,
+        });
+    }
+    ok.then(|| Service {
+        origin: origin("Service", &ns, &name),
+        addresses,
+        ports,
+        selector: spec.selector.unwrap_or_default(),
+        namespace: ns,
+        name,
+    })
+}
+
+/// The object as an operator would have written it: apiVersion, kind,
+/// name/namespace/labels/annotations and the spec (no status, no
+/// server-managed metadata).
+fn as_written(kind: &IstioKind, o: &DynamicObject) -> serde_json::Value {
+    let (ns, name) = ns_name(o);
+    let mut meta = json!({"name": name, "namespace": ns});
+    if !o.labels().is_empty() {
+        meta["labels"] = json!(o.labels());
+    }
+    if !o.annotations().is_empty() {
+        meta["annotations"] = json!(o.annotations());
+    }
+    let mut doc = json!({
+        "apiVersion": format!("{}/{}", kind.group, kind.version),
+        "kind": kind.kind,
+        "metadata": meta,
+    });
+    if let Some(spec) = o.data.get("spec") {
+        doc["spec"] = spec.clone();
+    }
+    doc
+}
+
+fn convert_istio(
+    kind: &IstioKind,
+    o: &DynamicObject,
+    snap: &mut Snapshot,
+    accepted_l7: &mut BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) {
+    let (ns, name) = ns_name(o);
+    let what = format!("{} {ns}/{name}", kind.kind);
+    let text = match serde_yaml::to_string(&as_written(kind, o)) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(problem(&what, "", &e.to_string()));
+            return;
+        }
+    };
+    if kind.node {
+        match mesh_node::config::parse_policies(&text) {
+            Ok(list) => {
+                for p in list {
+                    snap.policies.push((p, origin(kind.kind, &ns, &name)));
+                }
+            }
+            Err(e) => {
+                if e.problems().is_empty() {
+                    problems.push(problem(&what, "", &e.to_string()));
+                }
+                for fe in e.problems() {
+                    problems.push(problem(&what, &fe.field, &fe.reason));
+                }
+            }
+        }
+        return;
+    }
+    let docs = mesh_api::parse_documents(&text, &what);
+    let errors: Vec<String> = docs
+        .iter()
+        .flat_map(|d| d.diagnostics.iter())
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    if errors.is_empty() {
+        accepted_l7.insert(what, o.resource_version().unwrap_or_default());
+    } else {
+        problems.extend(errors);
+    }
+}
+
+/// `workloads[3] (ns/name)` -> ("workloads", Some(3))
+fn parse_entry(entry: &str) -> (&str, Option<usize>) {
+    let Some(open) = entry.find('[') else {
+        return (entry, None);
+    };
+    let index = entry[open + 1..]
+        .split(']')
+        .next()
+        .and_then(|s| s.parse().ok());
+    (&entry[..open], index)
+}
+
+fn remove_indexes<T>(v: &mut Vec<T>, bad: &BTreeSet<usize>) {
+    let mut i = 0usize;
+    v.retain(|_| {
+        let keep = !bad.contains(&i);
+        i += 1;
+        keep
+    });
+}
+
+/// The node's validator over the whole view. Entries it refuses are
+/// removed (with a problem naming them) and the rest validated again;
+/// returns false when a problem cannot be pinned on one object.
+fn validate_and_prune(snap: &mut Snapshot, problems: &mut Vec<String>) -> bool {
+    for _ in 0..16 {
+        let (cfg, _, _) = to_local_config(snap);
+        let Err(e) = ProxyState::new(&cfg) else {
+            return true;
+        };
+        if e.problems().is_empty() {
+            problems.push(e.to_string());
+            return false;
+        }
+        // Indexes into the node's lists, as to_local_config builds them.
+        let workloads: Vec<usize> = (0..snap.pods.len())
+            .filter(|i| snap.pods[*i].node.is_some() && snap.pods[*i].ip.is_some())
+            .collect();
+        let services: Vec<usize> = (0..snap.services.len())
+            .filter(|i| !snap.services[*i].addresses.is_empty())
+            .collect();
+        let (mut bad_pods, mut bad_svcs, mut bad_pols) =
+            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for fe in e.problems() {
+            let (section, index) = parse_entry(&fe.entry);
+            let section_field = |map: &[(&str, &str)]| {
+                for (from, to) in map {
+                    if fe.field == *from {
+                        return to.to_string();
+                    }
+                    if let Some(rest) = fe.field.strip_prefix(from) {
+                        if rest.starts_with('[') || rest.starts_with('.') {
+                            return format!("{to}{rest}");
+                        }
+                    }
+                }
+                fe.field.clone()
+            };
+            match (section, index) {
+                ("workloads", Some(i)) if i < workloads.len() => {
+                    let p = &snap.pods[workloads[i]];
+                    let field = section_field(&[
+                        ("ip", "status.podIP"),
+                        ("node", "spec.nodeName"),
+                        ("serviceAccount", "spec.serviceAccountName"),
+                        ("netns", "metadata.annotations[ambit.io/netns]"),
+                        ("labels", "metadata.labels"),
+                        ("name", "metadata.name"),
+                        ("namespace", "metadata.namespace"),
+                    ]);
+                    problems.push(problem(
+                        &format!("Pod {}/{}", p.namespace, p.name),
+                        &field,
+                        &fe.reason,
+                    ));
+                    bad_pods.insert(workloads[i]);
+                }
+                ("services", Some(i)) if i < services.len() => {
+                    let s = &snap.services[services[i]];
+                    let field = section_field(&[
+                        ("addresses", "spec.clusterIPs"),
+                        ("ports", "spec.ports"),
+                        ("selector", "spec.selector"),
+                        ("name", "metadata.name"),
+                        ("namespace", "metadata.namespace"),
+                    ]);
+                    problems.push(problem(
+                        &format!("Service {}/{}", s.namespace, s.name),
+                        &field,
+                        &fe.reason,
+                    ));
+                    bad_svcs.insert(services[i]);
+                }
+                ("policies", Some(i)) if i < snap.policies.len() => {
+                    let (p, _) = &snap.policies[i];
+                    let m = p.metadata();
+                    problems.push(problem(
+                        &format!(
+                            "{} {}/{}",
+                            p.kind(),
+                            m.namespace.as_deref().unwrap_or("default"),
+                            m.name
+                        ),
+                        &fe.field,
+                        &fe.reason,
+                    ));
+                    bad_pols.insert(i);
+                }
+                _ => {
+                    problems.push(problem(&fe.entry, &fe.field, &fe.reason));
+                    return false;
+                }
+            }
+        }
+        remove_indexes(&mut snap.pods, &bad_pods);
+        remove_indexes(&mut snap.services, &bad_svcs);
+        remove_indexes(&mut snap.policies, &bad_pols);
+    }
+    problems.push("the view did not validate after removing the refused objects".into());
+    false
+}
+
+/// Builds the snapshot of `objs`: each object converted and checked on its
+/// own, then the whole through the node's validator. Pure (unit-testable).
+pub fn build(objs: &Objects) -> Built {
+    let mut out = Built::default();
+    let snap = &mut out.snapshot;
+    for n in &objs.namespaces {
+        let name = n.name_any();
+        snap.namespaces.insert(
+            name.clone(),
+            Namespace {
+                name,
+                labels: n.labels().clone(),
+            },
+        );
+    }
+    let (slice_ips, endpoints) = slice_addresses(&objs.endpoint_slices);
+    snap.endpoints = endpoints;
+    let mut pods: Vec<Pod> = objs
+        .pods
+        .iter()
+        .filter_map(|p| convert_pod(p, &slice_ips))
+        .collect();
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    snap.pods = pods;
+    let mut services: Vec<Service> = objs
+        .services
+        .iter()
+        .filter_map(|s| convert_service(s, &mut out.problems))
+        .collect();
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    snap.services = services;
+    let mut istio: Vec<&(IstioKind, Arc<DynamicObject>)> = objs.istio.iter().collect();
+    istio.sort_by_key(|(k, o)| (k.kind, ns_name(o.as_ref())));
+    for (kind, o) in istio {
+        convert_istio(kind, o, snap, &mut out.accepted_l7, &mut out.problems);
+    }
+    out.fatal = !validate_and_prune(snap, &mut out.problems);
+    out
+}
+
+/// Whether two snapshots hold the same config (versions aside).
+fn same_config(a: &Snapshot, b: &Snapshot) -> bool {
+    a.namespaces == b.namespaces
+        && a.pods == b.pods
+        && a.services == b.services
+        && a.endpoints == b.endpoints
+        && format!("{:?}", a.policies) == format!("{:?}", b.policies)
+}
+
+/// The watches' stores.
+struct Stores {
+    namespaces: Store<KNamespace>,
+    pods: Store<KPod>,
+    services: Store<KService>,
+    slices: Store<EndpointSlice>,
+    istio: Vec<(IstioKind, Store<DynamicObject>)>,
+}
+
+impl Stores {
+    fn objects(&self) -> Objects {
+        Objects {
+            namespaces: self.namespaces.state(),
+            pods: self.pods.state(),
+            services: self.services.state(),
+            endpoint_slices: self.slices.state(),
+            istio: self
+                .istio
+                .iter()
+                .flat_map(|(k, s)| s.state().into_iter().map(move |o| (*k, o)))
+                .collect(),
+        }
+    }
+
+    /// Waits until every watch has listed once, at most `timeout`; returns
+    /// the kinds that have not.
+    async fn wait_ready(&self, timeout: Duration) -> Vec<String> {
+        let mut pending: Vec<(String, futures::future::BoxFuture<'_, bool>)> = vec![
+            ("Namespace".into(), ready(&self.namespaces)),
+            ("Pod".into(), ready(&self.pods)),
+            ("Service".into(), ready(&self.services)),
+            ("EndpointSlice".into(), ready(&self.slices)),
+        ];
+        for (k, s) in &self.istio {
+            pending.push((format!("{}/{}", k.group, k.kind), ready(s)));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut missing = Vec::new();
+        for (what, fut) in pending {
+            match tokio::time::timeout_at(deadline, fut).await {
+                Ok(true) => {}
+                _ => missing.push(what),
+            }
+        }
+        missing
+    }
+}
+
+fn ready<K>(s: &Store<K>) -> futures::future::BoxFuture<'_, bool>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    Box::pin(async move { s.wait_until_ready().await.is_ok() })
+}
+
+/// Starts a reflector on `api`; each change (after the initial list)
+/// notifies the builder. Stops when `stop`'s sender is dropped.
+fn reflect<K>(
+    api: Api<K>,
+    dyntype: K::DynamicType,
+    what: String,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<()>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync + 'static,
+{
+    let writer = Writer::new(dyntype);
+    let reader = writer.as_reader();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                ev = stream.next() => match ev {
+                    None => return,
+                    Some(Ok(Event::Init | Event::InitApply(_))) => {}
+                    Some(Ok(_)) => {
+                        if failing {
+                            tracing::info!(kind = %what, "watch recovered");
+                            failing = false;
+                        }
+                        notify.notify_one();
+                    }
+                    Some(Err(e)) => {
+                        if !failing {
+                            tracing::warn!(kind = %what, error = %e, "watch failed; retrying with backoff");
+                            failing = true;
+                        }
+                    }
+                },
+            }
+        }
+    });
+    reader
+}
+
+/// Like [`reflect`] for a dynamic type (its `DynamicType` has no default).
+fn reflect_dynamic(
+    api: Api<DynamicObject>,
+    ar: ApiResource,
+    what: String,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<()>,
+) -> Store<DynamicObject> {
+    let writer = Writer::new(ar);
+    let reader = writer.as_reader();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                ev = stream.next() => match ev {
+                    None => return,
+                    Some(Ok(Event::Init | Event::InitApply(_))) => {}
+                    Some(Ok(_)) => {
+                        if failing {
+                            tracing::info!(kind = %what, "watch recovered");
+                            failing = false;
+                        }
+                        notify.notify_one();
+                    }
+                    Some(Err(e)) => {
+                        if !failing {
+                            tracing::warn!(kind = %what, error = %e, "watch failed; retrying with backoff");
+                            failing = true;
+                        }
+                    }
+                },
+            }
+        }
+    });
+    reader
+}
+
+/// The Kubernetes source.
+pub struct KubeSource;
+
+impl KubeSource {
+    /// Events closer than this are applied together.
+    pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+    /// How long the first snapshot waits for every watch's initial list.
+    pub const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
+
+    /// Starts the watches, waits for their initial lists (at most
+    /// [`Self::SYNC_TIMEOUT`]; a kind that is not served, e.g. a missing
+    /// CRD, is logged and joins when it appears), publishes version 1 and
+    /// then a new version for each burst of changes, for the life of the
+    /// returned receivers. Within a Tokio runtime.
+    pub async fn spawn(
+        client: Client,
+        debounce: Duration,
+    ) -> anyhow::Result<(SnapshotReceiver, ErrorReceiver)> {
+        let notify = Arc::new(Notify::new());
+        let (stop_tx, stop) = watch::channel(());
+        let stores = Stores {
+            namespaces: reflect(
+                Api::all(client.clone()),
+                (),
+                "Namespace".into(),
+                notify.clone(),
+                stop.clone(),
+            ),
+            pods: reflect(
+                Api::all(client.clone()),
+                (),
+                "Pod".into(),
+                notify.clone(),
+                stop.clone(),
+            ),
+            services: reflect(
+                Api::all(client.clone()),
+                (),
+                "Service".into(),
+                notify.clone(),
+                stop.clone(),
+            ),
+            slices: reflect(
+                Api::all(client.clone()),
+                (),
+                "EndpointSlice".into(),
+                notify.clone(),
+                stop.clone(),
+            ),
+            istio: ISTIO_KINDS
+                .iter()
+                .map(|k| {
+                    let ar = k.api_resource();
+                    let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+                    let store = reflect_dynamic(
+                        api,
+                        ar,
+                        format!("{}/{}", k.group, k.kind),
+                        notify.clone(),
+                        stop.clone(),
+                    );
+                    (*k, store)
+                })
+                .collect(),
+        };
+        let missing = stores.wait_ready(Self::SYNC_TIMEOUT).await;
+        if !missing.is_empty() {
+            tracing::error!(kinds = ?missing, "not listed within {:?} (CRD missing? RBAC?); going on without them", Self::SYNC_TIMEOUT);
+        }
+        let mut builder = Builder::default();
+        let built = build(&stores.objects());
+        let first = builder.first(built);
+        tracing::info!(
+            pods = first.0.pods.len(),
+            services = first.0.services.len(),
+            policies = first.0.policies.len(),
+            "config loaded from the Kubernetes API"
+        );
+        let (tx, rx) = watch::channel(Arc::new(first.0));
+        let (etx, erx) = watch::channel(first.1);
+        // Events during the initial list were already folded in.
+        tokio::spawn(async move {
+            let _stop = stop_tx; // dropped with this task: the watches end
+            loop {
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = tx.closed() => return,
+                }
+                tokio::time::sleep(debounce).await;
+                let built = build(&stores.objects());
+                builder.next(built, &tx, &etx);
+            }
+        });
+        Ok((rx, erx))
+    }
+}
+
+/// Publication state: versions, and what was logged already.
+#[derive(Default)]
+struct Builder {
+    version: u64,
+    problems: Vec<String>,
+    accepted_l7: BTreeMap<String, String>,
+}
+
+impl Builder {
+    fn report(&mut self, built: &Built) -> Option<String> {
+        for p in &built.problems {
+            if !self.problems.contains(p) {
+                tracing::error!("refused, the rest keeps serving: {p}");
+            }
+        }
+        for p in &self.problems {
+            if !built.problems.contains(p) {
+                tracing::info!("no longer refused: {p}");
+            }
+        }
+        for (what, rv) in &built.accepted_l7 {
+            match self.accepted_l7.get(what) {
+                Some(old) if old == rv => {}
+                Some(_) => {
+                    tracing::info!(resource = %what, "L7 resource changed, accepted (applies through a waypoint; nodes do not act on it)")
+                }
+                None => {
+                    tracing::info!(resource = %what, "L7 resource accepted (applies through a waypoint; nodes do not act on it)")
+                }
+            }
+        }
+        for what in self.accepted_l7.keys() {
+            if !built.accepted_l7.contains_key(what) {
+                tracing::info!(resource = %what, "L7 resource removed");
+            }
+        }
+        self.problems = built.problems.clone();
+        self.accepted_l7 = built.accepted_l7.clone();
+        (!built.problems.is_empty()).then(|| built.problems.join("\n"))
+    }
+
+    fn first(&mut self, built: Built) -> (Snapshot, Option<String>) {
+        let errors = self.report(&built);
+        self.version = 1;
+        let mut snap = if built.fatal {
+            tracing::error!("the cluster's config is refused as a whole; serving an empty config until it is fixed");
+            Snapshot::default()
+        } else {
+            built.snapshot
+        };
+        snap.version = 1;
+        (snap, errors)
+    }
+
+    fn next(
+        &mut self,
+        built: Built,
+        tx: &watch::Sender<Arc<Snapshot>>,
+        etx: &watch::Sender<Option<String>>,
+    ) {
+        let errors = self.report(&built);
+        if *etx.borrow() != errors {
+            etx.send_replace(errors);
+        }
+        if built.fatal {
+            tracing::error!("config refused as a whole, keeping the last good config");
+            return;
+        }
+        if same_config(&tx.borrow(), &built.snapshot) {
+            return;
+        }
+        self.version += 1;
+        let mut snap = built.snapshot;
+        snap.version = self.version;
+        tracing::info!(
+            version = self.version,
+            pods = snap.pods.len(),
+            services = snap.services.len(),
+            policies = snap.policies.len(),
+            "config updated from the Kubernetes API"
+        );
+        tx.send_replace(Arc::new(snap));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn ap(name: &str, spec: serde_json::Value) -> (IstioKind, Arc<DynamicObject>) {
+        let kind = ISTIO_KINDS[1];
+        let mut o = DynamicObject::new(name, &kind.api_resource()).within("demo");
+        o.data = json!({ "spec": spec });
+        (kind, Arc::new(o))
+    }
+
+    fn pod(name: &str, ip: Option<&str>) -> Arc<KPod> {
+        let mut p = KPod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("demo".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            node_name: Some("node-a".into()),
+            service_account_name: Some("sa".into()),
+            ..Default::default()
+        });
+        p.status = ip.map(|ip| k8s_openapi::api::core::v1::PodStatus {
+            pod_ip: Some(ip.into()),
+            ..Default::default()
+        });
+        Arc::new(p)
+    }
+
+    #[test]
+    fn bad_policy_refused_alone() {
+        let objs = Objects {
+            pods: vec![pod("a", Some("10.0.0.1"))],
+            istio: vec![
+                ap("good", json!({"action": "DENY", "rules": [{}]})),
+                ap("bad", json!({"action": "DENYY", "rules": [{}]})),
+            ],
+            ..Default::default()
+        };
+        let b = build(&objs);
+        assert!(!b.fatal);
+        assert_eq!(b.snapshot.policies.len(), 1, "{:?}", b.problems);
+        assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
+        assert!(
+            b.problems[0].starts_with("AuthorizationPolicy demo/bad: field spec.action"),
+            "{:?}",
+            b.problems
+        );
+    }
+
+    #[test]
+    fn bad_pod_ip_refused_alone() {
+        let objs = Objects {
+            pods: vec![pod("a", Some("10.0.0.1")), pod("b", Some("10.0.0.300"))],
+            ..Default::default()
+        };
+        let b = build(&objs);
+        assert!(!b.fatal, "{:?}", b.problems);
+        assert_eq!(b.snapshot.pods.len(), 1);
+        assert!(
+            b.problems[0].contains("Pod demo/b") && b.problems[0].contains("status.podIP"),
+            "{:?}",
+            b.problems
+        );
+    }
+
+    #[test]
+    fn pod_ip_from_endpoint_slice() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "srv-1", "namespace": "demo",
+                "labels": {SERVICE_NAME_LABEL: "srv"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.7"], "targetRef": {"kind": "Pod", "name": "a"}},
+                {"addresses": ["10.0.0.8"], "conditions": {"ready": false}},
+            ],
+        }))
+        .expect("slice");
+        let objs = Objects {
+            pods: vec![pod("a", None)],
+            endpoint_slices: vec![Arc::new(slice)],
+            ..Default::default()
+        };
+        let b = build(&objs);
+        assert_eq!(b.snapshot.pods[0].ip.as_deref(), Some("10.0.0.7"));
+        assert_eq!(
+            b.snapshot.endpoints.get("demo/srv"),
+            Some(&vec!["10.0.0.7".to_string()])
+        );
+    }
+}
