@@ -179,10 +179,34 @@ fn main() -> Result<()> {
             require_root("cargo xtask bench")?;
             setup_with_progress()?;
             build_release()?;
+            // The data path (mesh vs direct) and the controller at scale, one file.
+            let target = workspace_root().join("target");
+            let datapath = target.join("bench-datapath.md");
+            let controller = target.join("bench-controller.md");
             let secs = secs.to_string();
-            let out = workspace_root().join("BENCHMARKS.md");
-            let out = out.to_string_lossy();
-            local(&["bench", "--secs", &secs, "--out", &out])
+            local(&[
+                "bench",
+                "--secs",
+                &secs,
+                "--out",
+                &datapath.to_string_lossy(),
+            ])?;
+            let status = Command::new(target.join("release/xds-bench"))
+                .arg("--out")
+                .arg(&controller)
+                .status()
+                .context("running xds-bench")?;
+            if !status.success() {
+                bail!("xds-bench failed ({status})");
+            }
+            let doc = format!(
+                "{}\n{}",
+                std::fs::read_to_string(&datapath)?,
+                std::fs::read_to_string(&controller)?
+            );
+            std::fs::write(workspace_root().join("BENCHMARKS.md"), doc)?;
+            println!("written to BENCHMARKS.md");
+            Ok(())
         }
         Task::KubeApiserver => {
             require_root("cargo xtask kube-apiserver")?;
