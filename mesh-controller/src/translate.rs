@@ -12,7 +12,8 @@
 //! Each resource is versioned by a hash of its encoded bytes, so an
 //! unchanged resource keeps its version across snapshots and restarts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
 use mesh_node::config::{NamespaceSpec, Policy, WorkloadSpec};
 use mesh_node::state::DATAPLANE_MODE_LABEL;
@@ -62,16 +63,6 @@ fn fnv64(bytes: &[u8]) -> u64 {
     h
 }
 
-fn versioned(type_url: &str, bytes: Vec<u8>) -> Versioned {
-    Versioned {
-        version: format!("{:016x}", fnv64(&bytes)),
-        resource: prost_types::Any {
-            type_url: type_url.to_string(),
-            value: bytes,
-        },
-    }
-}
-
 fn is_ambient(pod: &Pod, snap: &Snapshot) -> bool {
     match pod.labels.get(DATAPLANE_MODE_LABEL).map(String::as_str) {
         Some("ambient") => true,
@@ -103,108 +94,339 @@ fn workload_spec(p: &Pod) -> Option<WorkloadSpec> {
     })
 }
 
-/// The resources node `node` should hold.
-pub fn for_node(snap: &Snapshot, node: &str, mesh: &MeshSettings) -> NodeResources {
-    let mut out = NodeResources::new();
-    let mut namespaces: BTreeSet<String> = BTreeSet::new();
-    namespaces.insert(mesh.root_namespace.clone());
+/// One encoded resource, shared by every node (and every connection) that
+/// holds it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Hash of `bytes`, as sent.
+    pub version: Arc<str>,
+    /// The encoded message (the `value` of its `Any`).
+    pub bytes: Vec<u8>,
+}
 
-    let mesh_cfg = pb::MeshConfig {
-        trust_domain: mesh.trust_domain.clone(),
-        root_namespace: mesh.root_namespace.clone(),
-        cluster_domain: mesh.cluster_domain.clone(),
+/// Resource name -> resource, sorted by name.
+pub type EntryMap = BTreeMap<Arc<str>, Arc<Entry>>;
+
+/// A node's resources of one type, sorted by name.
+pub type EntryList<'a> = Vec<(&'a Arc<str>, &'a Arc<Entry>)>;
+
+/// What only one node holds.
+#[derive(Debug, Default)]
+struct NodeView {
+    /// Its own pods, with their netns path.
+    workloads: EntryMap,
+    peer_auth: EntryMap,
+    authz: EntryMap,
+    /// Namespaces it needs beyond [`Translated::shared_ns`].
+    namespaces: BTreeSet<Arc<str>>,
+}
+
+/// One snapshot translated once for every node: the resources common to all
+/// nodes are encoded once and shared, and each node only adds an index of
+/// what is its own (its pods with netns, the policies that select them).
+#[derive(Debug, Default)]
+pub struct Translated {
+    mesh: EntryMap,
+    /// Pods of ambient namespaces (or opted in), without netns.
+    workloads: EntryMap,
+    services: EntryMap,
+    /// Root-namespace policies without a selector: sent to every node.
+    peer_auth: EntryMap,
+    authz: EntryMap,
+    /// Every namespace any node may be sent.
+    namespaces: EntryMap,
+    /// The namespaces every node is sent.
+    shared_ns: BTreeSet<Arc<str>>,
+    nodes: HashMap<String, NodeView>,
+}
+
+/// A new entry, or the entry of a previous translation when unchanged (so
+/// names and versions stay the same `Arc`s across snapshots).
+fn intern(prev: Option<&EntryMap>, name: &str, bytes: Vec<u8>) -> (Arc<str>, Arc<Entry>) {
+    let version = format!("{:016x}", fnv64(&bytes));
+    match prev.and_then(|m| m.get_key_value(name)) {
+        Some((k, e)) if *e.version == *version => (k.clone(), e.clone()),
+        Some((k, _)) => (
+            k.clone(),
+            Arc::new(Entry {
+                version: version.into(),
+                bytes,
+            }),
+        ),
+        None => (
+            name.into(),
+            Arc::new(Entry {
+                version: version.into(),
+                bytes,
+            }),
+        ),
+    }
+}
+
+/// Two sorted maps as one sorted list, `over` winning on equal names.
+fn merge<'a>(base: &'a EntryMap, over: Option<&'a EntryMap>) -> EntryList<'a> {
+    let Some(over) = over.filter(|o| !o.is_empty()) else {
+        return base.iter().collect();
     };
-    out.entry(type_urls::MESH_CONFIG).or_default().insert(
-        "mesh".into(),
-        versioned(type_urls::MESH_CONFIG, mesh_cfg.encode_to_vec()),
-    );
-
-    // Workloads.
-    let local: Vec<&Pod> = snap
-        .pods
-        .iter()
-        .filter(|p| p.node.as_deref() == Some(node) && p.ip.is_some())
-        .collect();
-    let workloads = out.entry(type_urls::WORKLOAD).or_default();
-    for p in &snap.pods {
-        let Some(spec) = workload_spec(p) else {
-            continue;
-        };
-        let mine = spec.node == node;
-        if !mine && !is_ambient(p, snap) {
-            continue;
+    let mut out = Vec::with_capacity(base.len() + over.len());
+    let mut a = base.iter().peekable();
+    let mut b = over.iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.0.cmp(y.0) {
+                std::cmp::Ordering::Less => out.extend(a.next()),
+                std::cmp::Ordering::Greater => out.extend(b.next()),
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    out.extend(b.next());
+                }
+            },
+            (Some(_), None) => out.extend(a.next()),
+            (None, Some(_)) => out.extend(b.next()),
+            (None, None) => break,
         }
-        namespaces.insert(p.namespace.clone());
-        let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, mine);
-        workloads.insert(
-            format!("{}/{}", p.namespace, p.name),
-            versioned(type_urls::WORKLOAD, msg.encode_to_vec()),
-        );
-    }
-
-    // Services of ambient namespaces.
-    let services = out.entry(type_urls::SERVICE).or_default();
-    for s in &snap.services {
-        if s.addresses.is_empty() || !namespace_is_ambient(&s.namespace, snap) {
-            continue;
-        }
-        namespaces.insert(s.namespace.clone());
-        let msg = convert::service_to_proto(&service_spec(s));
-        services.insert(
-            format!("{}/{}", s.namespace, s.name),
-            versioned(type_urls::SERVICE, msg.encode_to_vec()),
-        );
-    }
-
-    // Policies that may select a local pod.
-    let local_ns: BTreeSet<&str> = local.iter().map(|p| p.namespace.as_str()).collect();
-    for (policy, _) in &snap.policies {
-        let m = policy.metadata();
-        let ns = m.namespace.as_deref().unwrap_or("default");
-        let root = ns == mesh.root_namespace;
-        if !root && !local_ns.contains(ns) {
-            continue;
-        }
-        let selector = match policy {
-            Policy::PeerAuthentication(p) => p.spec.selector.as_ref(),
-            Policy::AuthorizationPolicy(p) => p.spec.selector.as_ref(),
-        }
-        .map(|s| &s.match_labels);
-        let applies = local
-            .iter()
-            .any(|p| (root || p.namespace == ns) && selects(selector, &p.labels));
-        // Root-namespace policies without a selector are mesh-wide: always sent.
-        if !(applies || (root && selector.is_none())) {
-            continue;
-        }
-        namespaces.insert(ns.to_string());
-        let any = convert::policy_to_any(policy);
-        let ty = match policy {
-            Policy::PeerAuthentication(_) => type_urls::PEER_AUTHENTICATION,
-            Policy::AuthorizationPolicy(_) => type_urls::AUTHORIZATION,
-        };
-        out.entry(ty)
-            .or_default()
-            .insert(format!("{ns}/{}", m.name), versioned(ty, any.value));
-    }
-
-    let nss = out.entry(type_urls::NAMESPACE).or_default();
-    for name in namespaces {
-        let labels = snap
-            .namespaces
-            .get(&name)
-            .map(|n| n.labels.clone())
-            .unwrap_or_default();
-        let msg = convert::namespace_to_proto(&NamespaceSpec {
-            name: name.clone(),
-            labels,
-        });
-        nss.insert(name, versioned(type_urls::NAMESPACE, msg.encode_to_vec()));
-    }
-    for ty in type_urls::ALL {
-        out.entry(*ty).or_default();
     }
     out
+}
+
+fn ns_arc(names: &mut BTreeSet<Arc<str>>, ns: &str) -> Arc<str> {
+    if let Some(a) = names.get(ns) {
+        return a.clone();
+    }
+    let a: Arc<str> = ns.into();
+    names.insert(a.clone());
+    a
+}
+
+impl Translated {
+    /// Translates `snap` for every node, reusing the unchanged entries of
+    /// `prev`.
+    pub fn new(snap: &Snapshot, mesh: &MeshSettings, prev: Option<&Translated>) -> Translated {
+        let mut t = Translated::default();
+        let mut all_ns: BTreeSet<Arc<str>> = BTreeSet::new();
+        let root = ns_arc(&mut all_ns, &mesh.root_namespace);
+        t.shared_ns.insert(root.clone());
+
+        let mesh_cfg = pb::MeshConfig {
+            trust_domain: mesh.trust_domain.clone(),
+            root_namespace: mesh.root_namespace.clone(),
+            cluster_domain: mesh.cluster_domain.clone(),
+        };
+        let (k, e) = intern(prev.map(|p| &p.mesh), "mesh", mesh_cfg.encode_to_vec());
+        t.mesh.insert(k, e);
+
+        // Workloads: every node's own pods (with netns), and the pods every
+        // node sees (without).
+        for p in &snap.pods {
+            let Some(spec) = workload_spec(p) else {
+                continue;
+            };
+            let name = format!("{}/{}", p.namespace, p.name);
+            let ns = ns_arc(&mut all_ns, &p.namespace);
+            let prev_view = prev.and_then(|t| t.nodes.get(&spec.node));
+            let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, true);
+            let (k, e) = intern(prev_view.map(|v| &v.workloads), &name, msg.encode_to_vec());
+            let view = t.nodes.entry(spec.node.clone()).or_default();
+            view.workloads.insert(k, e);
+            view.namespaces.insert(ns.clone());
+            if is_ambient(p, snap) {
+                t.shared_ns.insert(ns);
+                let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, false);
+                let (k, e) = intern(prev.map(|p| &p.workloads), &name, msg.encode_to_vec());
+                t.workloads.insert(k, e);
+            }
+        }
+
+        // Services of ambient namespaces.
+        for s in &snap.services {
+            if s.addresses.is_empty() || !namespace_is_ambient(&s.namespace, snap) {
+                continue;
+            }
+            t.shared_ns.insert(ns_arc(&mut all_ns, &s.namespace));
+            let msg = convert::service_to_proto(&service_spec(s));
+            let (k, e) = intern(
+                prev.map(|p| &p.services),
+                &format!("{}/{}", s.namespace, s.name),
+                msg.encode_to_vec(),
+            );
+            t.services.insert(k, e);
+        }
+
+        // Policies: those that may select a pod of a node go to that node.
+        // Local pods by namespace: (node, labels).
+        type Local<'a> = Vec<(&'a str, &'a BTreeMap<String, String>)>;
+        let mut local_by_ns: HashMap<&str, Local<'_>> = HashMap::new();
+        let mut local_all: Local<'_> = Vec::new();
+        for p in &snap.pods {
+            if let (Some(node), Some(_)) = (p.node.as_deref(), &p.ip) {
+                local_by_ns
+                    .entry(p.namespace.as_str())
+                    .or_default()
+                    .push((node, &p.labels));
+                local_all.push((node, &p.labels));
+            }
+        }
+        for (policy, _) in &snap.policies {
+            let m = policy.metadata();
+            let ns = m.namespace.as_deref().unwrap_or("default");
+            let root_policy = ns == mesh.root_namespace;
+            let selector = match policy {
+                Policy::PeerAuthentication(p) => p.spec.selector.as_ref(),
+                Policy::AuthorizationPolicy(p) => p.spec.selector.as_ref(),
+            }
+            .map(|s| &s.match_labels);
+            let peer_auth = matches!(policy, Policy::PeerAuthentication(_));
+            let name = format!("{ns}/{}", m.name);
+            let bytes = convert::policy_to_any(policy).value;
+            let ns_a = ns_arc(&mut all_ns, ns);
+            if root_policy && selector.is_none() {
+                // Mesh-wide: always sent.
+                let (map, prev_map) = if peer_auth {
+                    (&mut t.peer_auth, prev.map(|p| &p.peer_auth))
+                } else {
+                    (&mut t.authz, prev.map(|p| &p.authz))
+                };
+                let (k, e) = intern(prev_map, &name, bytes);
+                map.insert(k, e);
+                continue;
+            }
+            let candidates: &[(&str, &BTreeMap<String, String>)] = if root_policy {
+                &local_all
+            } else {
+                local_by_ns.get(ns).map(Vec::as_slice).unwrap_or(&[])
+            };
+            let mut nodes: BTreeSet<&str> = BTreeSet::new();
+            for (node, labels) in candidates {
+                if !nodes.contains(node) && selects(selector, labels) {
+                    nodes.insert(node);
+                }
+            }
+            if nodes.is_empty() {
+                continue;
+            }
+            // Encoded once: the entry is shared by the nodes it applies to.
+            let prev_entry = prev.and_then(|p| {
+                nodes.iter().find_map(|n| {
+                    let v = p.nodes.get(*n)?;
+                    if peer_auth {
+                        Some(&v.peer_auth)
+                    } else {
+                        Some(&v.authz)
+                    }
+                })
+            });
+            let (k, e) = intern(prev_entry, &name, bytes);
+            for node in nodes {
+                let view = t.nodes.entry(node.to_string()).or_default();
+                view.namespaces.insert(ns_a.clone());
+                let map = if peer_auth {
+                    &mut view.peer_auth
+                } else {
+                    &mut view.authz
+                };
+                map.insert(k.clone(), e.clone());
+            }
+        }
+
+        // Namespaces: every one a node may need, encoded once.
+        for name in snap.namespaces.keys() {
+            ns_arc(&mut all_ns, name);
+        }
+        for name in all_ns {
+            let labels = snap
+                .namespaces
+                .get(&*name)
+                .map(|n| n.labels.clone())
+                .unwrap_or_default();
+            let msg = convert::namespace_to_proto(&NamespaceSpec {
+                name: name.to_string(),
+                labels,
+            });
+            let (_, e) = intern(prev.map(|p| &p.namespaces), &name, msg.encode_to_vec());
+            t.namespaces.insert(name, e);
+        }
+        // A node's extra namespaces: only those not sent to every node.
+        for view in t.nodes.values_mut() {
+            view.namespaces.retain(|n| !t.shared_ns.contains(n));
+        }
+        t
+    }
+
+    /// The resources of type `ty` node `node` should hold, sorted by name.
+    pub fn entries<'a>(&'a self, node: &str, ty: &str) -> EntryList<'a> {
+        let view = self.nodes.get(node);
+        match ty {
+            type_urls::MESH_CONFIG => self.mesh.iter().collect(),
+            type_urls::WORKLOAD => merge(&self.workloads, view.map(|v| &v.workloads)),
+            type_urls::SERVICE => self.services.iter().collect(),
+            type_urls::PEER_AUTHENTICATION => merge(&self.peer_auth, view.map(|v| &v.peer_auth)),
+            type_urls::AUTHORIZATION => merge(&self.authz, view.map(|v| &v.authz)),
+            type_urls::NAMESPACE => {
+                let mut names: Vec<&Arc<str>> = self.shared_ns.iter().collect();
+                if let Some(v) = view.filter(|v| !v.namespaces.is_empty()) {
+                    names.extend(v.namespaces.iter());
+                    names.sort();
+                }
+                names
+                    .into_iter()
+                    .filter_map(|n| self.namespaces.get_key_value(&**n))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The resources node `node` should hold.
+pub fn for_node(snap: &Snapshot, node: &str, mesh: &MeshSettings) -> NodeResources {
+    let t = Translated::new(snap, mesh, None);
+    let mut out = NodeResources::new();
+    for ty in type_urls::ALL {
+        let map = out.entry(*ty).or_default();
+        for (name, e) in t.entries(node, ty) {
+            map.insert(
+                name.to_string(),
+                Versioned {
+                    version: e.version.to_string(),
+                    resource: prost_types::Any {
+                        type_url: ty.to_string(),
+                        value: e.bytes.clone(),
+                    },
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The translation of the latest snapshot, shared by every connection: the
+/// first connection to see a new snapshot translates it, the others reuse it.
+pub struct TranslateCache {
+    mesh: MeshSettings,
+    current: Mutex<Option<(Weak<Snapshot>, Arc<Translated>)>>,
+}
+
+impl TranslateCache {
+    pub fn new(mesh: MeshSettings) -> Self {
+        TranslateCache {
+            mesh,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// `snap` translated (once per snapshot).
+    pub fn get(&self, snap: &Arc<Snapshot>) -> Arc<Translated> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((weak, t)) = cur.as_ref() {
+            if weak.upgrade().is_some_and(|s| Arc::ptr_eq(&s, snap)) {
+                return t.clone();
+            }
+        }
+        let prev = cur.take().map(|(_, t)| t);
+        let t = Arc::new(Translated::new(snap, &self.mesh, prev.as_deref()));
+        *cur = Some((Arc::downgrade(snap), t.clone()));
+        t
+    }
 }
 
 /// The identities (`ns`, `sa`) of the pods scheduled on `node`.

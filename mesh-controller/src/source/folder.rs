@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mesh_node::config::{LocalConfig, NamespaceSpec, ServicePortSpec, ServiceSpec, WorkloadSpec};
 use mesh_node::state::ProxyState;
@@ -184,35 +184,55 @@ fn read_folder(dir: &Path) -> Result<Vec<(PathBuf, String)>, SourceError> {
     Ok(out)
 }
 
-fn hash_folder(files: &[(PathBuf, String)]) -> u64 {
-    let mut h = DefaultHasher::new();
-    files.hash(&mut h);
-    h.finish()
-}
-
 /// Parses and validates the files of a folder into a snapshot.
 pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Snapshot, SourceError> {
+    let parts: Vec<FilePart> = files.iter().map(|(p, t)| parse_file(p, t)).collect();
+    assemble(parts.iter())
+}
+
+/// What one file contributes (parsed, not yet validated as a whole).
+#[derive(Default)]
+struct FilePart {
+    snap: Snapshot,
+    problems: Vec<String>,
+}
+
+fn parse_file(path: &Path, text: &str) -> FilePart {
+    let mut part = FilePart::default();
+    let file = path.display().to_string();
+    for (doc_index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = match serde_yaml::Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                part.problems
+                    .push(format!("{file}: document {doc_index}: not YAML: {e}"));
+                break; // the rest of the file cannot be read reliably
+            }
+        };
+        if value.is_null() {
+            continue; // empty document (`---` at the end)
+        }
+        let origin = Origin {
+            file: path.to_path_buf(),
+            doc: doc_index,
+        };
+        parse_document(value, &origin, &mut part.snap, &mut part.problems);
+    }
+    part
+}
+
+/// The files' parts, in order, as one validated snapshot.
+fn assemble<'a>(parts: impl Iterator<Item = &'a FilePart>) -> Result<Snapshot, SourceError> {
     let mut problems = Vec::new();
     let mut snap = Snapshot::default();
-    for (path, text) in files {
-        let file = path.display().to_string();
-        for (doc_index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = match serde_yaml::Value::deserialize(doc) {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.push(format!("{file}: document {doc_index}: not YAML: {e}"));
-                    break; // the rest of the file cannot be read reliably
-                }
-            };
-            if value.is_null() {
-                continue; // empty document (`---` at the end)
-            }
-            let origin = Origin {
-                file: path.clone(),
-                doc: doc_index,
-            };
-            parse_document(value, &origin, &mut snap, &mut problems);
+    for part in parts {
+        problems.extend(part.problems.iter().cloned());
+        for (k, v) in &part.snap.namespaces {
+            snap.namespaces.insert(k.clone(), v.clone());
         }
+        snap.pods.extend(part.snap.pods.iter().cloned());
+        snap.services.extend(part.snap.services.iter().cloned());
+        snap.policies.extend(part.snap.policies.iter().cloned());
     }
     if problems.is_empty() {
         validate(&snap, &mut problems);
@@ -548,63 +568,186 @@ pub type ErrorReceiver = watch::Receiver<Option<String>>;
 
 impl FolderSource {
     pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+    /// Once a poll sees a change, the delay to the poll that confirms it.
+    pub const CONFIRM_DELAY: Duration = Duration::from_millis(25);
 
     /// Loads `dir` (which must be valid) and polls it every `interval` for
-    /// the life of the returned receivers; a change applies once two polls
-    /// agree on it (so within two or three intervals). Must run within a
-    /// Tokio runtime.
+    /// the life of the returned receivers. A poll that sees a change polls
+    /// again after [`Self::CONFIRM_DELAY`] (or `interval` if shorter); the
+    /// change applies once two polls in a row see the same content, so a
+    /// file caught half-written is never taken for the new config. Must run
+    /// within a Tokio runtime.
     pub fn spawn(
         dir: impl Into<PathBuf>,
         interval: Duration,
     ) -> Result<(SnapshotReceiver, ErrorReceiver), SourceError> {
         let dir = dir.into();
-        let files = read_folder(&dir)?;
-        let mut snap = parse_files(&files)?;
+        let mut cache = FolderCache::default();
+        let initial = cache.scan(&dir)?;
+        let mut snap = cache.parse()?;
         snap.version = 1;
         tracing::info!(folder = %dir.display(), pods = snap.pods.len(),
             services = snap.services.len(), policies = snap.policies.len(), "config loaded");
         let (tx, rx) = watch::channel(Arc::new(snap));
         let (etx, erx) = watch::channel(None::<String>);
-        tokio::spawn(poll(dir, interval, hash_folder(&files), tx, etx));
+        tokio::spawn(poll(dir, interval, cache, initial, tx, etx));
         Ok((rx, erx))
     }
+}
+
+/// A file as last read.
+struct CachedFile {
+    len: u64,
+    mtime: Option<SystemTime>,
+    /// When the read started.
+    read_at: SystemTime,
+    hash: u64,
+    text: String,
+    parsed: Option<FilePart>,
+}
+
+/// The folder's files as last read, so that a poll re-reads (and a reload
+/// re-parses) only the files that changed.
+#[derive(Default)]
+struct FolderCache {
+    files: BTreeMap<PathBuf, CachedFile>,
+}
+
+/// A file whose mtime is older than its read by this much cannot have been
+/// rewritten since without its mtime changing (mtimes have a coarse clock).
+const MTIME_SETTLED: Duration = Duration::from_secs(1);
+
+impl FolderCache {
+    /// Lists and stats the folder, reads the files that changed (or may
+    /// have), and returns the hash of the folder's content.
+    fn scan(&mut self, dir: &Path) -> Result<u64, SourceError> {
+        let mut files = BTreeMap::new();
+        for p in yaml_files(dir)? {
+            let io = |source| SourceError::Io {
+                path: p.clone(),
+                source,
+            };
+            let meta = std::fs::metadata(&p).map_err(io)?;
+            let (len, mtime) = (meta.len(), meta.modified().ok());
+            if let Some(c) = self.files.remove(&p) {
+                let settled = mtime.is_some_and(|m| {
+                    c.read_at
+                        .duration_since(m)
+                        .is_ok_and(|d| d >= MTIME_SETTLED)
+                });
+                if settled && c.len == len && c.mtime == mtime {
+                    files.insert(p, c);
+                    continue;
+                }
+                let read_at = SystemTime::now();
+                let text = std::fs::read_to_string(&p).map_err(io)?;
+                let hash = hash_text(&text);
+                let parsed = if hash == c.hash && text == c.text {
+                    c.parsed
+                } else {
+                    None
+                };
+                files.insert(
+                    p,
+                    CachedFile {
+                        len,
+                        mtime,
+                        read_at,
+                        hash,
+                        text,
+                        parsed,
+                    },
+                );
+                continue;
+            }
+            let read_at = SystemTime::now();
+            let text = std::fs::read_to_string(&p).map_err(io)?;
+            files.insert(
+                p,
+                CachedFile {
+                    len,
+                    mtime,
+                    read_at,
+                    hash: hash_text(&text),
+                    text,
+                    parsed: None,
+                },
+            );
+        }
+        self.files = files;
+        let mut h = DefaultHasher::new();
+        for (p, c) in &self.files {
+            p.hash(&mut h);
+            c.hash.hash(&mut h);
+        }
+        Ok(h.finish())
+    }
+
+    /// Parses the files not parsed yet and validates the whole.
+    fn parse(&mut self) -> Result<Snapshot, SourceError> {
+        for (p, c) in self.files.iter_mut() {
+            if c.parsed.is_none() {
+                c.parsed = Some(parse_file(p, &c.text));
+            }
+        }
+        assemble(self.files.values().filter_map(|c| c.parsed.as_ref()))
+    }
+}
+
+fn hash_text(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 async fn poll(
     dir: PathBuf,
     interval: Duration,
+    cache: FolderCache,
     initial: u64,
     tx: watch::Sender<Arc<Snapshot>>,
     etx: watch::Sender<Option<String>>,
 ) {
+    let mut cache = Some(cache);
     let mut last = Some(initial);
     // A change is applied once two polls in a row see the same content, so
     // that a file caught half-written is never taken for the new config.
     let mut pending: Option<u64> = None;
     let mut version = 1u64;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    let confirm = FolderSource::CONFIRM_DELAY.min(interval);
     loop {
-        ticker.tick().await;
+        let delay = if pending.is_some() { confirm } else { interval };
+        tokio::time::sleep(delay).await;
         if tx.is_closed() {
             return;
         }
+        let Some(mut c) = cache.take() else {
+            return;
+        };
         let d = dir.clone();
-        let files = match tokio::task::spawn_blocking(move || read_folder(&d)).await {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
+        let Ok((c, scanned)) = tokio::task::spawn_blocking(move || {
+            let r = c.scan(&d);
+            (c, r)
+        })
+        .await
+        else {
+            cache = Some(FolderCache::default());
+            continue;
+        };
+        cache = Some(c);
+        let h = match scanned {
+            Ok(h) => h,
+            Err(e) => {
                 let msg = e.to_string();
                 if etx.borrow().as_deref() != Some(msg.as_str()) {
                     tracing::error!("{msg}; keeping the last good config");
                     etx.send_replace(Some(msg));
                 }
                 last = None;
+                pending = None;
                 continue;
             }
-            Err(_) => continue,
         };
-        let h = hash_folder(&files);
         if last == Some(h) {
             pending = None;
             continue;
@@ -615,7 +758,26 @@ async fn poll(
         }
         pending = None;
         last = Some(h);
-        match parse_files(&files) {
+        let Some(mut c) = cache.take() else {
+            return;
+        };
+        let (c, parsed) = match tokio::task::spawn_blocking(move || {
+            let r = c.parse();
+            (c, r)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                last = None;
+                (
+                    FolderCache::default(),
+                    Err(SourceError::Invalid(Vec::new())),
+                )
+            }
+        };
+        cache = Some(c);
+        match parsed {
             Ok(mut snap) => {
                 version += 1;
                 snap.version = version;
@@ -624,6 +786,7 @@ async fn poll(
                 tx.send_replace(Arc::new(snap));
                 etx.send_replace(None);
             }
+            Err(SourceError::Invalid(p)) if p.is_empty() => {}
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!("config rejected, keeping the last good config:\n{msg}");

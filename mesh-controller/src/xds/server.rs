@@ -10,7 +10,7 @@
 //! it gets only the difference. ACKs and NACKs (with `error_detail`) are
 //! recorded in the [`StatusRegistry`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,13 +28,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::bootstrap::Tokens;
 use crate::source::Snapshot;
 use crate::status::{Nack, StatusRegistry};
-use crate::translate::{self, MeshSettings, NodeResources};
+use crate::translate::{MeshSettings, TranslateCache, Translated};
 
 pub struct XdsServer {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     tokens: Arc<Tokens>,
     status: Arc<StatusRegistry>,
-    mesh: MeshSettings,
+    cache: Arc<TranslateCache>,
     connections: AtomicU64,
 }
 
@@ -49,7 +49,7 @@ impl XdsServer {
             snapshots,
             tokens,
             status,
-            mesh,
+            cache: Arc::new(TranslateCache::new(mesh)),
             connections: AtomicU64::new(0),
         }
     }
@@ -81,7 +81,7 @@ impl AggregatedDiscoveryService for XdsServer {
             nonce: 0,
             snapshots: self.snapshots.clone(),
             status: self.status.clone(),
-            mesh: self.mesh.clone(),
+            cache: self.cache.clone(),
             tx,
         };
         tokio::spawn(conn.run(inbound));
@@ -93,8 +93,9 @@ impl AggregatedDiscoveryService for XdsServer {
 struct Subscription {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// name -> version the client holds (as far as we know).
-    sent: BTreeMap<String, String>,
+    /// name -> version the client holds (as far as we know); the `Arc`s
+    /// are those of the shared translation.
+    sent: HashMap<Arc<str>, Arc<str>>,
     /// nonce -> snapshot version, responses not yet (N)ACKed.
     pending: BTreeMap<String, String>,
 }
@@ -108,7 +109,7 @@ struct Connection {
     nonce: u64,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     status: Arc<StatusRegistry>,
-    mesh: MeshSettings,
+    cache: Arc<TranslateCache>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 }
 
@@ -120,7 +121,6 @@ enum Flow {
 impl Connection {
     async fn run(mut self, mut inbound: Streaming<DeltaDiscoveryRequest>) {
         let mut snapshots = self.snapshots.clone();
-        let mut resources: Option<(u64, NodeResources)> = None;
         loop {
             tokio::select! {
                 msg = inbound.message() => {
@@ -132,7 +132,7 @@ impl Connection {
                             break;
                         }
                     };
-                    if let Flow::Stop = self.on_request(req, &mut resources).await {
+                    if let Flow::Stop = self.on_request(req).await {
                         break;
                     }
                 }
@@ -141,15 +141,16 @@ impl Connection {
                         break;
                     }
                     let snap = snapshots.borrow_and_update().clone();
-                    let Some(node) = self.node.clone() else { continue };
-                    let res = translate::for_node(&snap, &node, &self.mesh);
+                    if self.node.is_none() {
+                        continue;
+                    }
+                    let res = self.cache.get(&snap);
                     let types: Vec<String> = self.subs.keys().cloned().collect();
                     for ty in order(&types) {
                         if let Flow::Stop = self.push(&ty, &res, snap.version, false).await {
                             break;
                         }
                     }
-                    resources = Some((snap.version, res));
                 }
             }
         }
@@ -164,11 +165,7 @@ impl Connection {
         Flow::Stop
     }
 
-    async fn on_request(
-        &mut self,
-        req: DeltaDiscoveryRequest,
-        resources: &mut Option<(u64, NodeResources)>,
-    ) -> Flow {
+    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Flow {
         if self.node.is_none() {
             let id = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
             let id = match (&self.token_node, id.is_empty()) {
@@ -241,7 +238,11 @@ impl Connection {
         let mut changed = first;
         if first {
             sub.wildcard = req.resource_names_subscribe.is_empty();
-            sub.sent = req.initial_resource_versions.clone();
+            sub.sent = req
+                .initial_resource_versions
+                .iter()
+                .map(|(n, v)| (Arc::from(n.as_str()), Arc::from(v.as_str())))
+                .collect();
         }
         for name in &req.resource_names_subscribe {
             changed = true;
@@ -250,7 +251,7 @@ impl Connection {
             } else {
                 sub.names.insert(name.clone());
                 // The client asked: it gets the resource even if it had it.
-                sub.sent.remove(name);
+                sub.sent.remove(name.as_str());
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -259,62 +260,64 @@ impl Connection {
                 sub.wildcard = false;
             } else {
                 sub.names.remove(name);
-                sub.sent.remove(name);
+                sub.sent.remove(name.as_str());
             }
         }
         if !changed {
             return Flow::Continue;
         }
         let snap = self.snapshots.borrow().clone();
-        if resources.as_ref().map(|(v, _)| *v) != Some(snap.version) {
-            *resources = Some((snap.version, translate::for_node(&snap, &node, &self.mesh)));
-        }
-        let Some((version, res)) = resources.as_ref() else {
-            return Flow::Stop;
-        };
-        let res = res.clone();
-        self.push(&ty, &res, *version, first).await
+        let res = self.cache.get(&snap);
+        self.push(&ty, &res, snap.version, first).await
     }
 
     /// Sends what changed of `ty` (always something when `always`).
-    async fn push(&mut self, ty: &str, res: &NodeResources, version: u64, always: bool) -> Flow {
+    async fn push(&mut self, ty: &str, res: &Translated, version: u64, always: bool) -> Flow {
         let Some(node) = self.node.clone() else {
             return Flow::Stop;
         };
         let Some(sub) = self.subs.get_mut(ty) else {
             return Flow::Continue;
         };
-        let empty = BTreeMap::new();
-        let current = res.get(ty).unwrap_or(&empty);
-        let wanted: BTreeMap<&String, _> = current
-            .iter()
-            .filter(|(name, _)| sub.wildcard || sub.names.contains(*name))
-            .collect();
-        let mut resources = Vec::new();
-        for (name, v) in &wanted {
-            if sub.sent.get(*name) != Some(&v.version) {
-                resources.push(Resource {
-                    name: (*name).clone(),
-                    version: v.version.clone(),
-                    resource: Some(v.resource.clone()),
-                    aliases: Vec::new(),
-                });
+        let mut wanted = res.entries(&node, ty);
+        if !sub.wildcard {
+            wanted.retain(|(name, _)| sub.names.contains(&***name));
+        }
+        let mut changed = Vec::new();
+        for (name, e) in &wanted {
+            match sub.sent.get_mut(&***name) {
+                Some(v) if Arc::ptr_eq(v, &e.version) => {}
+                // Same version from elsewhere (the client's initial
+                // versions): hold the shared string instead.
+                Some(v) if **v == *e.version => *v = e.version.clone(),
+                _ => changed.push((*name, *e)),
             }
         }
-        let removed: Vec<String> = sub
+        let mut removed: Vec<String> = sub
             .sent
             .keys()
-            .filter(|n| !wanted.contains_key(n))
-            .cloned()
+            .filter(|n| wanted.binary_search_by(|(w, _)| (***w).cmp(&***n)).is_err())
+            .map(|n| n.to_string())
             .collect();
-        if resources.is_empty() && removed.is_empty() && !always {
+        removed.sort();
+        if changed.is_empty() && removed.is_empty() && !always {
             return Flow::Continue;
         }
-        for r in &resources {
-            sub.sent.insert(r.name.clone(), r.version.clone());
+        let mut resources = Vec::with_capacity(changed.len());
+        for (name, e) in changed {
+            sub.sent.insert(name.clone(), e.version.clone());
+            resources.push(Resource {
+                name: name.to_string(),
+                version: e.version.to_string(),
+                resource: Some(prost_types::Any {
+                    type_url: ty.to_string(),
+                    value: e.bytes.clone(),
+                }),
+                aliases: Vec::new(),
+            });
         }
         for n in &removed {
-            sub.sent.remove(n);
+            sub.sent.remove(n.as_str());
         }
         self.nonce += 1;
         let nonce = format!("{}-{}", self.id, self.nonce);
