@@ -62,6 +62,8 @@ pub struct LocalMesh {
     pub dir: PathBuf,
     pub ca: LocalCa,
     namespaces: BTreeMap<String, bool>,
+    /// Extra namespace labels (file mode), e.g. `istio.io/use-waypoint`.
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     services: Vec<Service>,
     policies: Vec<Value>,
     nodes: BTreeMap<String, usize>,
@@ -92,6 +94,7 @@ impl LocalMesh {
             dir,
             ca,
             namespaces: BTreeMap::new(),
+            namespace_labels: BTreeMap::new(),
             services: Vec::new(),
             policies: Vec::new(),
             nodes: BTreeMap::new(),
@@ -132,6 +135,17 @@ impl LocalMesh {
     /// A namespace; `ambient` = labelled istio.io/dataplane-mode=ambient.
     pub fn namespace(&mut self, name: &str, ambient: bool) -> &mut Self {
         self.namespaces.insert(name.to_string(), ambient);
+        self
+    }
+
+    /// An extra label on a namespace (written in file mode), e.g.
+    /// `istio.io/use-waypoint: waypoint`.
+    pub fn namespace_label(&mut self, name: &str, key: &str, value: &str) -> &mut Self {
+        self.namespaces.entry(name.to_string()).or_insert(false);
+        self.namespace_labels
+            .entry(name.to_string())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
         self
     }
 
@@ -177,10 +191,14 @@ impl LocalMesh {
             .namespaces
             .iter()
             .map(|(n, ambient)| {
+                let mut labels = self.namespace_labels.get(n).cloned().unwrap_or_default();
                 if *ambient {
-                    json!({"name": n, "labels": {AMBIENT_LABEL: "ambient"}})
-                } else {
+                    labels.insert(AMBIENT_LABEL.to_string(), "ambient".to_string());
+                }
+                if labels.is_empty() {
                     json!({"name": n})
+                } else {
+                    json!({"name": n, "labels": labels})
                 }
             })
             .collect();

@@ -67,6 +67,50 @@ async fn handle(
     let _ = app.set_nodelay(true);
     let tracker = ConnectionTracker::new(ctx.metrics.clone());
     let state = ctx.state();
+    // A service whose namespace uses a waypoint: the tunnel goes to the
+    // waypoint, asking for the service VIP:port; the waypoint picks the
+    // endpoint. The waypoint itself is never sent to its own waypoint.
+    let waypoint = state.service_by_vip(orig).and_then(|svc| {
+        state
+            .waypoint_for(svc)
+            .filter(|wp| wp.ip != ctx.ip)
+            .map(|wp| (svc.hostname.clone(), wp))
+    });
+    if let Some((service_host, wp)) = waypoint {
+        let identity = state.identity_of(&wp);
+        let req = ConnectRequest {
+            dst_identity: identity.clone(),
+            hbone_addr: SocketAddr::new(wp.ip, mesh_common::HBONE_PORT),
+            target: orig,
+            forwarded_for: SocketAddr::new(ctx.ip, peer.port()),
+            service_host: Some(service_host.clone()),
+            baggage: Some(baggage(ctx)),
+            traceparent: None,
+        };
+        let mut tunnel = ctx
+            .hbone
+            .connect(req)
+            .await
+            .map_err(|source| OutboundError::Hbone {
+                target: orig,
+                source,
+            })?;
+        debug!(pod = %ctx.name, dst = %orig, waypoint = %wp.key(), "outbound via waypoint");
+        let (sent, received) = relay(&mut app, &mut tunnel)
+            .await
+            .map_err(OutboundError::Relay)?;
+        tracker.bytes(sent, received);
+        info!(
+            src.identity = %ctx.identity,
+            dst.identity = %identity,
+            dst.addr = %orig,
+            dst.service = %service_host,
+            waypoint = %wp.key(),
+            sent, received,
+            "outbound connection complete (HBONE via waypoint)"
+        );
+        return Ok(());
+    }
     let upstream = state.resolve(orig);
     match upstream {
         Some(up) if state.is_ambient(&up.workload) => {

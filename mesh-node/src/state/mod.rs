@@ -16,6 +16,13 @@ use crate::rbac::{AuthzPolicy, PeerAuthnPolicy};
 /// The namespace label that enrols a namespace (or a pod) in the mesh.
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 
+/// The namespace label that sends the traffic for its services through a
+/// waypoint: the value is the waypoint workload's name, in that namespace.
+pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
+
+/// The value of [`USE_WAYPOINT_LABEL`] that opts out of any waypoint.
+pub const NO_WAYPOINT: &str = "none";
+
 /// A pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
@@ -271,6 +278,22 @@ impl ProxyState {
         })
     }
 
+    /// The waypoint that serves `service`: its namespace is labelled
+    /// `istio.io/use-waypoint: <name>` and a workload of that name exists
+    /// in the same namespace. `None` when there is no such label, the label
+    /// is `none`, or the waypoint workload is unknown.
+    pub fn waypoint_for(&self, service: &Service) -> Option<Arc<Workload>> {
+        let name = self
+            .namespaces
+            .get(&service.namespace)?
+            .labels
+            .get(USE_WAYPOINT_LABEL)?;
+        if name.is_empty() || name == NO_WAYPOINT {
+            return None;
+        }
+        self.workload(&service.namespace, name).cloned()
+    }
+
     pub fn certificates(&self) -> Option<&CertificatePaths> {
         self.certificates.as_ref()
     }
@@ -286,3 +309,57 @@ impl ProxyState {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod waypoint_tests {
+    use super::*;
+
+    const CFG: &str = r#"
+namespaces:
+- name: bookinfo
+  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}
+- name: plain
+  labels: {istio.io/dataplane-mode: ambient}
+- name: missing
+  labels: {istio.io/use-waypoint: nobody}
+- name: off
+  labels: {istio.io/use-waypoint: none}
+workloads:
+- {name: waypoint, namespace: bookinfo, serviceAccount: waypoint, node: node-a, ip: 10.10.1.5}
+- {name: reviews-v1, namespace: bookinfo, serviceAccount: reviews, node: node-b, ip: 10.10.2.2, labels: {app: reviews}}
+- {name: waypoint, namespace: off, node: node-b, ip: 10.10.2.9, labels: {app: reviews}}
+- {name: srv, namespace: plain, node: node-b, ip: 10.10.2.3, labels: {app: reviews}}
+services:
+- {name: reviews, namespace: bookinfo, addresses: [10.96.0.20], ports: [{port: 9080}], selector: {app: reviews}}
+- {name: reviews, namespace: plain, addresses: [10.96.0.21], ports: [{port: 9080}], selector: {app: reviews}}
+- {name: reviews, namespace: missing, addresses: [10.96.0.22], ports: [{port: 9080}], selector: {app: reviews}}
+- {name: reviews, namespace: off, addresses: [10.96.0.23], ports: [{port: 9080}], selector: {app: reviews}}
+"#;
+
+    fn svc(state: &ProxyState, vip: &str) -> Arc<Service> {
+        let dst: SocketAddr = vip.parse().expect("addr");
+        state.service_by_vip(dst).expect("service").clone()
+    }
+
+    #[test]
+    fn namespace_label_selects_the_waypoint_workload() {
+        let state = crate::config::parse_state(CFG).unwrap_or_else(|e| panic!("{e}"));
+        let wp = state
+            .waypoint_for(&svc(&state, "10.96.0.20:9080"))
+            .expect("waypoint");
+        assert_eq!(wp.key(), "bookinfo/waypoint");
+        assert_eq!(
+            state.identity_of(&wp).to_string(),
+            "spiffe://cluster.local/ns/bookinfo/sa/waypoint"
+        );
+        assert!(state
+            .waypoint_for(&svc(&state, "10.96.0.21:9080"))
+            .is_none());
+        assert!(state
+            .waypoint_for(&svc(&state, "10.96.0.22:9080"))
+            .is_none());
+        assert!(state
+            .waypoint_for(&svc(&state, "10.96.0.23:9080"))
+            .is_none());
+    }
+}

@@ -24,6 +24,14 @@ enum Cmd {
         #[arg(long)]
         sink: bool,
     },
+    /// A minimal HTTP/1.1 server: answers a request `200` with its name,
+    /// the path and the `end-user` header, then closes the connection.
+    Http {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        port: u16,
+    },
     /// Send a payload and check the echo; prints a JSON report.
     Send {
         #[arg(long)]
@@ -84,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             };
             return probe::serve(&name, port, mode);
         }
+        Cmd::Http { name, port } => return http_serve(&name, port),
         Cmd::Send {
             to,
             bytes,
@@ -111,4 +120,54 @@ fn main() -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+fn http_serve(name: &str, port: u16) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(("0.0.0.0", port))?;
+    println!("listening on {port} (http)");
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let name = name.to_string();
+        std::thread::spawn(move || http_answer(conn, &name));
+    }
+    Ok(())
+}
+
+/// Reads one request, answers it, closes the connection.
+fn http_answer(conn: std::net::TcpStream, name: &str) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut out = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(());
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let (mut len, mut user) = (0u64, String::from("-"));
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            return Ok(());
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().unwrap_or(0),
+                "end-user" => user = v.trim().to_string(),
+                _ => {}
+            }
+        }
+    }
+    std::io::copy(&mut (&mut r).take(len), &mut std::io::sink())?;
+    let body = format!("{name} path={path} end-user={user}\n");
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    out.flush()?;
+    out.shutdown(std::net::Shutdown::Write)
 }

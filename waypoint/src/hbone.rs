@@ -1,0 +1,443 @@
+//! The waypoint on the mesh: HBONE in (terminate the tunnels that node
+//! proxies open to the waypoint's `:15008`, then serve HTTP inside them)
+//! and HBONE out ([`HboneConnector`] reaches the chosen endpoint through its
+//! node proxy, with the waypoint's identity). [`MeshDiscovery`] is the
+//! waypoint's view of the mesh built from mesh-node's local config: service
+//! hosts, their endpoints with labels and identities.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HOST;
+use http::uri::{Authority, Uri};
+use http::{HeaderValue, Request};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use mesh_node::hbone::{
+    serve_connection, ConnectRequest, HboneClient, InboundTunnel, SocketFactory, HBONE_PORT,
+};
+use mesh_node::identity::{CertStore, Identity};
+use mesh_node::state::ProxyState;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::connector::{BoxIo, ConnectFuture, Connector};
+use crate::discovery::{Discovery, Endpoint, Labels};
+use crate::proxy::{Peer, Waypoint};
+
+// ------------------------------------------------------------ discovery --
+
+/// One service as the waypoint sees it.
+#[derive(Clone, Debug)]
+struct MeshService {
+    /// service port -> target port
+    ports: Vec<(u16, u16)>,
+    /// (ip, labels) of the endpoints
+    endpoints: Vec<(IpAddr, Labels)>,
+}
+
+/// Service hosts, endpoints, workload labels and identities, from a
+/// validated mesh-node state.
+#[derive(Debug, Default)]
+pub struct MeshDiscovery {
+    /// host name (FQDN, `name.namespace`, `name` when unambiguous) -> service
+    hosts: HashMap<String, Arc<MeshService>>,
+    /// VIP:port -> FQDN
+    vips: HashMap<SocketAddr, String>,
+    workloads: HashMap<IpAddr, (Labels, Identity)>,
+}
+
+impl MeshDiscovery {
+    pub fn from_state(state: &ProxyState) -> Self {
+        let mut d = MeshDiscovery::default();
+        for w in state.workloads() {
+            d.workloads
+                .insert(w.ip, (w.labels.clone(), state.identity_of(w)));
+        }
+        let mut short: HashMap<String, usize> = HashMap::new();
+        for s in state.services() {
+            *short.entry(s.name.clone()).or_default() += 1;
+        }
+        for s in state.services() {
+            let svc = Arc::new(MeshService {
+                ports: s.ports.iter().map(|p| (p.port, p.target_port)).collect(),
+                endpoints: s
+                    .endpoints()
+                    .iter()
+                    .map(|w| (w.ip, w.labels.clone()))
+                    .collect(),
+            });
+            for ip in &s.addresses {
+                for p in &s.ports {
+                    d.vips
+                        .insert(SocketAddr::new(*ip, p.port), s.hostname.clone());
+                }
+            }
+            d.hosts.insert(s.hostname.clone(), svc.clone());
+            d.hosts
+                .insert(format!("{}.{}", s.name, s.namespace), svc.clone());
+            d.hosts
+                .insert(format!("{}.{}.svc", s.name, s.namespace), svc.clone());
+            if short.get(&s.name) == Some(&1) {
+                d.hosts.insert(s.name.clone(), svc);
+            }
+        }
+        d
+    }
+
+    /// The FQDN of the service whose VIP:port is `vip`.
+    pub fn service_host(&self, vip: SocketAddr) -> Option<&str> {
+        self.vips.get(&vip).map(String::as_str)
+    }
+
+    /// The SPIFFE identity of the workload at `ip`.
+    pub fn identity(&self, ip: IpAddr) -> Option<Identity> {
+        self.workloads.get(&ip).map(|(_, id)| id.clone())
+    }
+}
+
+impl Discovery for MeshDiscovery {
+    fn endpoints(&self, host: &str, port: Option<u16>) -> Vec<Endpoint> {
+        let Some(svc) = self.hosts.get(&host.to_ascii_lowercase()) else {
+            return Vec::new();
+        };
+        let target = match port {
+            Some(p) => svc
+                .ports
+                .iter()
+                .find(|(sp, _)| *sp == p)
+                .map(|(_, tp)| *tp)
+                .unwrap_or(p),
+            None => match svc.ports.first() {
+                Some((_, tp)) => *tp,
+                None => return Vec::new(),
+            },
+        };
+        svc.endpoints
+            .iter()
+            .map(|(ip, labels)| Endpoint {
+                addr: SocketAddr::new(*ip, target),
+                labels: labels.clone(),
+            })
+            .collect()
+    }
+
+    fn source_labels(&self, ip: IpAddr) -> Labels {
+        self.workloads
+            .get(&ip)
+            .map(|(l, _)| l.clone())
+            .unwrap_or_default()
+    }
+}
+
+// ------------------------------------------------------------- sockets --
+
+/// Sockets marked with [`mesh_common::MESH_MARK`], so that the kernel
+/// programs never capture the waypoint's own connections even when its
+/// netns is enrolled. Without `CAP_NET_ADMIN` the mark cannot be set and
+/// the socket is used unmarked (logged once).
+#[derive(Debug, Default)]
+pub struct MarkedSocketFactory {
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl SocketFactory for MarkedSocketFactory {
+    fn tcp_socket(&self, dst: SocketAddr) -> io::Result<TcpSocket> {
+        let s = if dst.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        let mark: libc::c_uint = mesh_common::MESH_MARK;
+        // SAFETY: a valid fd and a pointer to a live c_uint of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&mark as *const libc::c_uint).cast(),
+                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            warn!(error = %io::Error::last_os_error(), "cannot set SO_MARK on upstream sockets; they may be captured");
+        }
+        Ok(s)
+    }
+}
+
+// ----------------------------------------------------------- connector --
+
+/// Reaches an endpoint over HBONE: TLS to `endpoint ip:15008` expecting the
+/// endpoint workload's identity, `CONNECT endpoint ip:port`. An endpoint
+/// whose identity is unknown (not a mesh workload) gets plain TCP.
+pub struct HboneConnector {
+    client: HboneClient,
+    discovery: Arc<MeshDiscovery>,
+    sockets: Arc<dyn SocketFactory>,
+    /// The waypoint's own address, sent as `forwarded: for=`.
+    local: SocketAddr,
+}
+
+impl HboneConnector {
+    pub fn new(
+        certs: Arc<CertStore>,
+        identity: Identity,
+        discovery: Arc<MeshDiscovery>,
+        sockets: Arc<dyn SocketFactory>,
+        local: SocketAddr,
+    ) -> Self {
+        HboneConnector {
+            client: HboneClient::new(certs, identity, sockets.clone()),
+            discovery,
+            sockets,
+            local,
+        }
+    }
+}
+
+impl Connector for HboneConnector {
+    fn connect<'a>(&'a self, endpoint: &'a Endpoint) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            let Some(identity) = self.discovery.identity(endpoint.addr.ip()) else {
+                let s = self
+                    .sockets
+                    .tcp_socket(endpoint.addr)?
+                    .connect(endpoint.addr)
+                    .await?;
+                s.set_nodelay(true)?;
+                return Ok(Box::new(s) as BoxIo);
+            };
+            let req = ConnectRequest {
+                dst_identity: identity.clone(),
+                hbone_addr: SocketAddr::new(endpoint.addr.ip(), HBONE_PORT),
+                target: endpoint.addr,
+                forwarded_for: self.local,
+                service_host: None,
+                baggage: None,
+                traceparent: None,
+            };
+            let stream = self
+                .client
+                .connect(req)
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e))?;
+            debug!(dst = %endpoint.addr, %identity, "upstream via HBONE");
+            Ok(Box::new(stream) as BoxIo)
+        })
+    }
+}
+
+// -------------------------------------------------------------- server --
+
+/// Accepts HBONE connections on `listener` until `drain` turns true: every
+/// tunnel is accepted and its stream served as HTTP by `waypoint`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    waypoint: Arc<Waypoint>,
+    discovery: Arc<MeshDiscovery>,
+    drain: watch::Receiver<bool>,
+) {
+    let mut stop = drain.clone();
+    loop {
+        tokio::select! {
+            _ = drained(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    let tls = tls.clone();
+                    let drain = drain.clone();
+                    let waypoint = waypoint.clone();
+                    let discovery = discovery.clone();
+                    tokio::spawn(async move {
+                        let on_tunnel = move |t: InboundTunnel| {
+                            tokio::spawn(tunnel(t, remote, waypoint.clone(), discovery.clone()));
+                        };
+                        if let Err(e) = serve_connection(tcp, tls, drain, on_tunnel).await {
+                            debug!(%remote, error = %e, "HBONE connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "HBONE accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn drained(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|d| *d).await.map(|_| ());
+}
+
+/// `for="ip:port"` (the first `for=` of a `forwarded` header).
+fn forwarded_for(forwarded: &str) -> Option<SocketAddr> {
+    forwarded.split([';', ',']).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        if !k.eq_ignore_ascii_case("for") {
+            return None;
+        }
+        let v = v.trim_matches('"');
+        v.parse::<SocketAddr>()
+            .ok()
+            .or_else(|| v.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0)))
+    })
+}
+
+/// The identity of the caller of one tunnel, for logs and (later) L7 authz.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub identity: Identity,
+    pub addr: SocketAddr,
+    /// The tunnel's `:authority`: the service VIP:port asked for.
+    pub target: SocketAddr,
+}
+
+async fn tunnel(
+    t: InboundTunnel,
+    remote: SocketAddr,
+    waypoint: Arc<Waypoint>,
+    discovery: Arc<MeshDiscovery>,
+) {
+    let addr = t
+        .forwarded
+        .as_deref()
+        .and_then(forwarded_for)
+        .unwrap_or(remote);
+    let caller = Caller {
+        identity: t.peer.clone(),
+        addr,
+        target: t.target,
+    };
+    let service = discovery.service_host(t.target).map(str::to_string);
+    info!(
+        caller.identity = %caller.identity,
+        caller.addr = %caller.addr,
+        target = %caller.target,
+        service = service.as_deref().unwrap_or("-"),
+        "HBONE tunnel accepted"
+    );
+    let stream = match t.accept() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "HBONE tunnel accept failed");
+            return;
+        }
+    };
+    let peer = Arc::new(Peer {
+        addr,
+        labels: discovery.source_labels(addr.ip()),
+    });
+    let target = caller.target;
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        let waypoint = waypoint.clone();
+        let peer = peer.clone();
+        if let Some(host) = &service {
+            name_the_service(&mut req, host, target);
+        }
+        async move { Ok::<_, Infallible>(waypoint.handle(req, &peer).await) }
+    });
+    if let Err(e) = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc)
+        .await
+    {
+        debug!(error = %e, "tunnelled HTTP connection ended");
+    }
+}
+
+/// A request to the service's VIP (`Host: 10.96.0.20:9080`, or no host)
+/// is routed as the service's host name, as Istio's waypoint routes by the
+/// service the tunnel was opened for.
+fn name_the_service(req: &mut Request<Incoming>, host: &str, target: SocketAddr) {
+    let current = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+    let is_ip = match &current {
+        None => true,
+        Some(a) => {
+            let h = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
+            h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok()
+        }
+    };
+    if !is_ip {
+        return;
+    }
+    let new = format!("{host}:{}", target.port());
+    let Ok(authority) = new.parse::<Authority>() else {
+        return;
+    };
+    if req.uri().authority().is_some() {
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = Some(authority);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&new) {
+        req.headers_mut().insert(HOST, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_parses() {
+        assert_eq!(
+            forwarded_for(r#"for="10.0.0.1:5555";host=reviews.bookinfo.svc.cluster.local"#),
+            Some("10.0.0.1:5555".parse().expect("addr"))
+        );
+        assert_eq!(forwarded_for("host=x"), None);
+    }
+
+    const CFG: &str = r#"
+namespaces:
+- name: bookinfo
+  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}
+workloads:
+- {name: waypoint, namespace: bookinfo, serviceAccount: waypoint, node: a, ip: 10.10.1.5}
+- {name: r1, namespace: bookinfo, serviceAccount: reviews, node: a, ip: 10.10.1.6, labels: {app: reviews, version: v1}}
+- {name: r2, namespace: bookinfo, serviceAccount: reviews, node: b, ip: 10.10.2.6, labels: {app: reviews, version: v2}}
+services:
+- {name: reviews, namespace: bookinfo, addresses: [10.96.0.20], ports: [{port: 9080, targetPort: 9081}], selector: {app: reviews}}
+"#;
+
+    #[test]
+    fn discovery_from_local_config() {
+        let state = mesh_node::config::parse_state(CFG).unwrap_or_else(|e| panic!("{e}"));
+        let d = MeshDiscovery::from_state(&state);
+        let eps = d.endpoints("reviews.bookinfo.svc.cluster.local", Some(9080));
+        let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.10.1.6:9081", "10.10.2.6:9081"]);
+        assert_eq!(eps[1].labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(d.endpoints("reviews", None).len(), 2);
+        assert_eq!(d.endpoints("reviews.bookinfo", Some(9080)).len(), 2);
+        assert!(d.endpoints("ratings", None).is_empty());
+        assert_eq!(
+            d.service_host("10.96.0.20:9080".parse().expect("addr")),
+            Some("reviews.bookinfo.svc.cluster.local")
+        );
+        assert_eq!(
+            d.identity("10.10.2.6".parse().expect("ip"))
+                .map(|i| i.to_string()),
+            Some("spiffe://cluster.local/ns/bookinfo/sa/reviews".to_string())
+        );
+    }
+}
