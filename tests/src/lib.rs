@@ -3,13 +3,17 @@
 //! - `testbed`: nodes and pods out of network namespaces, veth pairs, cgroups
 //! - `mesh`: mesh-node daemons on a testbed with a local config and CA
 //! - `probe`: the sample app's protocol (the `ambit-probe` binary)
+//! - `http_app`: the HTTP sample app (bookinfo's roles) and its load client
 //! - `wire`: captures on the link between nodes, read back
 //! - `demo`, `up`: the sample app of `cargo xtask up`
 //! - `bench`: `cargo xtask bench`
+//! - `bookinfo`: bookinfo behind a waypoint, for the L7 tests
 //! - `kube`: a real kube-apiserver (and etcd) for integration tests
 
 pub mod bench;
+pub mod bookinfo;
 pub mod demo;
+pub mod http_app;
 pub mod kube;
 pub mod mesh;
 pub mod probe;

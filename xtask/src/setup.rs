@@ -17,6 +17,7 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "tcpdump",
     "procps",
+    "curl",
 ];
 
 pub fn setup(progress: &dyn Fn(&str)) -> Result<()> {

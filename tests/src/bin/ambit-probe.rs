@@ -1,9 +1,11 @@
-//! The sample app: `ambit-probe serve|send|rr|bulk|cps`. See `mesh_tests::probe`.
+//! The sample app: `ambit-probe serve|send|rr|bulk|cps` (see `mesh_tests::probe`)
+//! and `http|http-load` (see `mesh_tests::http_app`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use mesh_tests::http_app;
 use mesh_tests::probe::{self, ServeMode};
 
 #[derive(Parser)]
@@ -24,13 +26,49 @@ enum Cmd {
         #[arg(long)]
         sink: bool,
     },
-    /// A minimal HTTP/1.1 server: answers a request `200` with its name,
-    /// the path and the `end-user` header, then closes the connection.
+    /// The HTTP sample app (bookinfo's roles): answers JSON with
+    /// `x-served-by: <name>`, optionally failing, slow, or calling upstreams.
     Http {
         #[arg(long)]
         name: String,
         #[arg(long)]
         port: u16,
+        /// Answer every Nth request with --fail-status (1: every request).
+        #[arg(long)]
+        fail_every: Option<u64>,
+        #[arg(long, default_value_t = 503)]
+        fail_status: u16,
+        /// Milliseconds to wait before answering.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Upstream URL to call first (repeatable), passing on end-user,
+        /// x-request-id, trace and authorization headers.
+        #[arg(long = "call")]
+        calls: Vec<String>,
+    },
+    /// HTTP load: keep-alive GETs; prints an HttpLoadReport as JSON.
+    HttpLoad {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 100)]
+        requests: u64,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// `name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Requests per second in all (0: full speed).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Run this many seconds instead of --requests.
+        #[arg(long)]
+        secs: Option<f64>,
+        /// HTTP/2 with prior knowledge (multiplexed on each connection).
+        #[arg(long)]
+        http2: bool,
+        /// Keep this many response bodies in the report.
+        #[arg(long, default_value_t = 0)]
+        keep_bodies: usize,
     },
     /// Send a payload and check the echo; prints a JSON report.
     Send {
@@ -92,7 +130,53 @@ fn main() -> anyhow::Result<()> {
             };
             return probe::serve(&name, port, mode);
         }
-        Cmd::Http { name, port } => return http_serve(&name, port),
+        Cmd::Http {
+            name,
+            port,
+            fail_every,
+            fail_status,
+            delay_ms,
+            calls,
+        } => {
+            return runtime()?.block_on(http_app::serve(http_app::ServerSpec {
+                name,
+                port,
+                fail_every,
+                fail_status,
+                delay: Duration::from_millis(delay_ms),
+                calls,
+            }))
+        }
+        Cmd::HttpLoad {
+            url,
+            requests,
+            concurrency,
+            headers,
+            rate,
+            secs,
+            http2,
+            keep_bodies,
+        } => {
+            let headers = headers
+                .iter()
+                .map(|h| match h.split_once(':') {
+                    Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                    None => anyhow::bail!("header {h:?} is not `name: value`"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = runtime()?.block_on(http_app::load(http_app::LoadSpec {
+                url,
+                requests,
+                concurrency,
+                headers,
+                rate,
+                duration: secs.map(Duration::from_secs_f64),
+                http2,
+                keep_bodies,
+            }))?;
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
         Cmd::Send {
             to,
             bytes,
@@ -122,52 +206,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn http_serve(name: &str, port: u16) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind(("0.0.0.0", port))?;
-    println!("listening on {port} (http)");
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let name = name.to_string();
-        std::thread::spawn(move || http_answer(conn, &name));
-    }
-    Ok(())
-}
-
-/// Reads one request, answers it, closes the connection.
-fn http_answer(conn: std::net::TcpStream, name: &str) -> std::io::Result<()> {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut out = conn.try_clone()?;
-    let mut r = BufReader::new(conn);
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Ok(());
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let (mut len, mut user) = (0u64, String::from("-"));
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            return Ok(());
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().unwrap_or(0),
-                "end-user" => user = v.trim().to_string(),
-                _ => {}
-            }
-        }
-    }
-    std::io::copy(&mut (&mut r).take(len), &mut std::io::sink())?;
-    let body = format!("{name} path={path} end-user={user}\n");
-    write!(
-        out,
-        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    out.flush()?;
-    out.shutdown(std::net::Shutdown::Write)
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
