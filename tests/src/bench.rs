@@ -43,7 +43,7 @@ fn args(kind: &str, to: Ipv4Addr, port: u16, secs: f64, extra: &[&str]) -> Vec<S
 }
 
 /// CPU seconds (user+system) and peak RSS (KiB) of a process.
-fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
+pub(crate) fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
     let ticks = 100.0; // USER_HZ on Linux
     let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -58,7 +58,7 @@ fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
     (cpu, status_kib(pid, "VmHWM:"))
 }
 
-fn status_kib(pid: u32, key: &str) -> u64 {
+pub(crate) fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

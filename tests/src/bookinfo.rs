@@ -33,6 +33,8 @@ pub struct Backend {
     pub fail_status: u16,
     pub delay_ms: u64,
     pub calls: Vec<String>,
+    /// Answer this many bytes instead of JSON (benchmarks).
+    pub payload: Option<usize>,
 }
 
 impl Backend {
@@ -46,7 +48,14 @@ impl Backend {
             fail_status: 503,
             delay_ms: 0,
             calls: Vec::new(),
+            payload: None,
         }
+    }
+
+    /// Answer `bytes` bytes, no JSON, no log line (benchmarks).
+    pub fn answering(mut self, bytes: usize) -> Backend {
+        self.payload = Some(bytes);
+        self
     }
 
     /// Answer every `n`th request `status`.
@@ -106,6 +115,13 @@ impl Bookinfo {
     /// Nodes `node-a` and `node-b` with mesh-node, the `client` pod on
     /// node-a, the waypoint pod on node-b, and `backends` serving.
     pub fn start(backends: &[Backend]) -> Result<Bookinfo> {
+        Self::start_with(backends, &[])
+    }
+
+    /// Like [`Self::start`], with extra pods `(node, spec, ambient)`
+    /// outside bookinfo (e.g. a direct pair for a benchmark); `ambient`
+    /// enrols the pod's namespace.
+    pub fn start_with(backends: &[Backend], extra: &[(&str, PodSpec, bool)]) -> Result<Bookinfo> {
         let mut mesh = LocalMesh::new(&["node-a", "node-b"])?;
         mesh.namespace(NAMESPACE, true).namespace_label(
             NAMESPACE,
@@ -119,6 +135,10 @@ impl Bookinfo {
                 .label("istio.io/dataplane-mode", "none")
                 .label("gateway.istio.io/managed", "istio.io-mesh-controller"),
         )?;
+        for (node, spec, ambient) in extra {
+            mesh.namespace(&spec.namespace, *ambient);
+            mesh.add_pod(node, spec.clone())?;
+        }
         let mut apps: Vec<&str> = Vec::new();
         for b in backends {
             mesh.add_pod(
@@ -143,36 +163,44 @@ impl Bookinfo {
         }
         mesh.start_node("node-a", &[])?;
         mesh.start_node("node-b", &[])?;
-        let mut servers = BTreeMap::new();
-        for b in backends {
-            let mut cmd = Command::new(binary("ambit-probe")?);
-            cmd.args(["http", "--name", &b.pod, "--port", &PORT.to_string()]);
-            if let Some(n) = b.fail_every {
-                cmd.args(["--fail-every", &n.to_string()]);
-                cmd.args(["--fail-status", &b.fail_status.to_string()]);
-            }
-            if b.delay_ms > 0 {
-                cmd.args(["--delay-ms", &b.delay_ms.to_string()]);
-            }
-            for c in &b.calls {
-                cmd.args(["--call", c]);
-            }
-            let idx = mesh
-                .tb
-                .spawn_in_pod(&b.pod, &format!("{}:http", b.pod), cmd)?;
-            mesh.tb.with_proc(idx, |p| {
-                p.wait_for_line("listening", Duration::from_secs(10))
-            })??;
-            servers.insert(b.pod.clone(), idx);
-        }
-        Ok(Bookinfo {
+        let mut me = Bookinfo {
             mesh,
-            servers,
+            servers: BTreeMap::new(),
             waypoint: None,
             generation: 0,
-        })
+        };
+        for b in backends {
+            me.spawn_server(b)?;
+        }
+        Ok(me)
     }
 
+    fn spawn_server(&mut self, b: &Backend) -> Result<()> {
+        let mut cmd = Command::new(binary("ambit-probe")?);
+        cmd.args(["http", "--name", &b.pod, "--port", &PORT.to_string()]);
+        if let Some(n) = b.fail_every {
+            cmd.args(["--fail-every", &n.to_string()]);
+            cmd.args(["--fail-status", &b.fail_status.to_string()]);
+        }
+        if b.delay_ms > 0 {
+            cmd.args(["--delay-ms", &b.delay_ms.to_string()]);
+        }
+        for c in &b.calls {
+            cmd.args(["--call", c]);
+        }
+        if let Some(n) = b.payload {
+            cmd.args(["--payload", &n.to_string()]);
+        }
+        let idx = self
+            .mesh
+            .tb
+            .spawn_in_pod(&b.pod, &format!("{}:http", b.pod), cmd)?;
+        self.mesh.tb.with_proc(idx, |p| {
+            p.wait_for_line("listening", Duration::from_secs(10))
+        })??;
+        self.servers.insert(b.pod.clone(), idx);
+        Ok(())
+    }
     /// (Re)starts the waypoint with these L7 resources (YAML documents).
     /// Resources without a namespace are put in `bookinfo`, as
     /// `kubectl apply -n bookinfo` would.
@@ -235,6 +263,33 @@ impl Bookinfo {
         Ok(())
     }
 
+    /// The waypoint's process id.
+    pub fn waypoint_pid(&self) -> Result<u32> {
+        let Some(idx) = self.waypoint else {
+            bail!("the waypoint is not running");
+        };
+        self.mesh.tb.with_proc(idx, |p| p.pid())
+    }
+
+    /// Starts the HTTP app in any pod (e.g. an extra pod of [`Self::start_with`]).
+    pub fn serve_http(&mut self, pod: &str, b: &Backend) -> Result<()> {
+        let mut b = b.clone();
+        b.pod = pod.to_string();
+        self.spawn_server(&b)
+    }
+
+    /// Runs the load client in any pod.
+    pub fn load_from(&self, pod: &str, url: &str, args: &[&str]) -> Result<HttpLoadReport> {
+        let mut cmd = Command::new(binary("ambit-probe")?);
+        cmd.args(["http-load", "--url", url]).args(args);
+        let out = self
+            .mesh
+            .tb
+            .run_in_pod(pod, cmd, Duration::from_secs(300))?;
+        let line = out.lines().last().unwrap_or("");
+        serde_json::from_str(line).with_context(|| format!("load report: {out}"))
+    }
+
     /// The waypoint's output so far.
     pub fn waypoint_log(&self) -> Result<Vec<String>> {
         let Some(idx) = self.waypoint else {
@@ -267,17 +322,11 @@ impl Bookinfo {
 
     /// Runs `ambit-probe http-load --url <url> <args>` in the client pod.
     pub fn load_args(&self, url: &str, headers: &[&str], args: &[&str]) -> Result<HttpLoadReport> {
-        let mut cmd = Command::new(binary("ambit-probe")?);
-        cmd.args(["http-load", "--url", url]).args(args);
+        let mut all: Vec<&str> = args.to_vec();
         for h in headers {
-            cmd.args(["-H", h]);
+            all.extend(["-H", h]);
         }
-        let out = self
-            .mesh
-            .tb
-            .run_in_pod("client", cmd, Duration::from_secs(120))?;
-        let line = out.lines().last().unwrap_or("");
-        serde_json::from_str(line).with_context(|| format!("load report: {out}"))
+        self.load_from("client", url, &all)
     }
 
     /// The request lines `pod`'s server printed so far.

@@ -39,6 +39,8 @@ pub struct ServerSpec {
     pub delay: Duration,
     /// Upstream URLs called (in order) before answering.
     pub calls: Vec<String>,
+    /// Answer this many bytes instead of the JSON [`Answer`] (benchmarks).
+    pub payload: Option<usize>,
 }
 
 /// What the server answers, as JSON.
@@ -131,6 +133,14 @@ async fn answer(
     let (parts, body) = req.into_parts();
     // Drain the body so a keep-alive connection stays usable.
     let _ = body.collect().await;
+    if let Some(size) = spec.payload {
+        // The benchmark's answer: no log line, no JSON.
+        let mut r = Response::new(Full::new(Bytes::from(vec![b'x'; size])));
+        if let Ok(v) = HeaderValue::from_str(&spec.name) {
+            r.headers_mut().insert("x-served-by", v);
+        }
+        return r;
+    }
     let host = parts
         .headers
         .get(http::header::HOST)
@@ -369,17 +379,26 @@ pub async fn load(spec: LoadSpec) -> Result<HttpLoadReport> {
     // Each worker paces itself to its share of the rate.
     let per_worker_gap =
         (spec.rate > 0).then(|| Duration::from_secs_f64(workers as f64 / spec.rate as f64));
+    // HTTP/2: every worker multiplexes its requests on one connection.
+    let shared = match spec.http2 {
+        true => match Conn::open(&target, true).await? {
+            Conn::H2(send) => Some(send),
+            Conn::H1(_) => None,
+        },
+        false => None,
+    };
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (target, headers, issued, spec) = (
+        let (target, headers, issued, spec, shared) = (
             target.clone(),
             headers.clone(),
             issued.clone(),
             spec.clone(),
+            shared.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut part = Partial::default();
-            let mut conn: Option<Conn> = None;
+            let mut conn: Option<Conn> = shared.map(Conn::H2);
             let mut next = Instant::now();
             loop {
                 if let Some(d) = deadline {

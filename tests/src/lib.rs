@@ -6,11 +6,12 @@
 //! - `http_app`: the HTTP sample app (bookinfo's roles) and its load client
 //! - `wire`: captures on the link between nodes, read back
 //! - `demo`, `up`: the sample app of `cargo xtask up`
-//! - `bench`: `cargo xtask bench`
+//! - `bench`, `bench_waypoint`: `cargo xtask bench`
 //! - `bookinfo`: bookinfo behind a waypoint, for the L7 tests
 //! - `kube`: a real kube-apiserver (and etcd) for integration tests
 
 pub mod bench;
+pub mod bench_waypoint;
 pub mod bookinfo;
 pub mod demo;
 pub mod http_app;

@@ -179,10 +179,12 @@ fn main() -> Result<()> {
             require_root("cargo xtask bench")?;
             setup_with_progress()?;
             build_release()?;
-            // The data path (mesh vs direct) and the controller at scale, one file.
+            // The data path (mesh vs direct), the waypoint (L7 vs direct HTTP) and
+            // the controller at scale, one file.
             let target = workspace_root().join("target");
             let datapath = target.join("bench-datapath.md");
             let controller = target.join("bench-controller.md");
+            let waypoint = target.join("bench-waypoint.md");
             let secs = secs.to_string();
             local(&[
                 "bench",
@@ -190,6 +192,13 @@ fn main() -> Result<()> {
                 &secs,
                 "--out",
                 &datapath.to_string_lossy(),
+            ])?;
+            local(&[
+                "bench-waypoint",
+                "--secs",
+                &secs,
+                "--out",
+                &waypoint.to_string_lossy(),
             ])?;
             let status = Command::new(target.join("release/xds-bench"))
                 .arg("--out")
@@ -200,8 +209,9 @@ fn main() -> Result<()> {
                 bail!("xds-bench failed ({status})");
             }
             let doc = format!(
-                "{}\n{}",
+                "{}\n{}\n{}",
                 std::fs::read_to_string(&datapath)?,
+                std::fs::read_to_string(&waypoint)?,
                 std::fs::read_to_string(&controller)?
             );
             std::fs::write(workspace_root().join("BENCHMARKS.md"), doc)?;

@@ -1,6 +1,7 @@
 //! The local mode: `ambit-local up` brings up a mesh of network namespaces
 //! with the sample app; `ambit-local bench` measures it against direct
-//! connections. `cargo xtask up|bench` build everything and run this.
+//! connections, `ambit-local bench-waypoint` HTTP through a waypoint against
+//! direct HTTP. `cargo xtask up|bench` build everything and run this.
 
 use std::path::PathBuf;
 
@@ -28,11 +29,24 @@ enum Cmd {
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
     },
+    /// Benchmark HTTP through a waypoint against direct HTTP.
+    BenchWaypoint {
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        #[arg(long, default_value = "BENCHMARKS-waypoint.md")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Up { once } => mesh_tests::up::run(once),
         Cmd::Bench { secs, out } => mesh_tests::bench::run(secs, &out),
+        Cmd::BenchWaypoint { secs, out } => {
+            let md = mesh_tests::bench_waypoint::run(secs)?;
+            std::fs::write(&out, md)?;
+            println!("written to {}", out.display());
+            Ok(())
+        }
     }
 }

@@ -45,6 +45,9 @@ enum Cmd {
         /// x-request-id, trace and authorization headers.
         #[arg(long = "call")]
         calls: Vec<String>,
+        /// Answer this many bytes instead of JSON, without a log line.
+        #[arg(long)]
+        payload: Option<usize>,
     },
     /// HTTP load: keep-alive GETs; prints an HttpLoadReport as JSON.
     HttpLoad {
@@ -137,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             fail_status,
             delay_ms,
             calls,
+            payload,
         } => {
             return runtime()?.block_on(http_app::serve(http_app::ServerSpec {
                 name,
@@ -145,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                 fail_status,
                 delay: Duration::from_millis(delay_ms),
                 calls,
+                payload,
             }))
         }
         Cmd::HttpLoad {
