@@ -34,7 +34,7 @@ struct Measured {
     waypoint_cpu: f64,
 }
 
-fn cell(r: &Result<HttpLoadReport, String>, f: fn(&HttpLoadReport) -> f64, unit: &str) -> String {
+fn cell(r: &Result<HttpLoadReport, String>, f: Metric, unit: &str) -> String {
     match r {
         Ok(r) if r.errors > 0 || r.by_status.keys().any(|s| *s != 200) => {
             format!(
@@ -52,13 +52,16 @@ fn cell(r: &Result<HttpLoadReport, String>, f: fn(&HttpLoadReport) -> f64, unit:
 fn ratio(
     a: &Result<HttpLoadReport, String>,
     b: &Result<HttpLoadReport, String>,
-    f: fn(&HttpLoadReport) -> f64,
+    f: Metric,
 ) -> String {
     match (a, b) {
         (Ok(a), Ok(b)) if f(a) > 0.0 => format!("{:.2}", f(b) / f(a)),
         _ => "-".into(),
     }
 }
+
+/// What a row shows of a run.
+type Metric = fn(&HttpLoadReport) -> f64;
 
 fn rps(r: &HttpLoadReport) -> f64 {
     (r.requests - r.errors) as f64 / r.seconds
@@ -160,7 +163,7 @@ pub fn run(secs: f64) -> Result<String> {
         "| measurement | direct | mesh (L4) | waypoint | waypoint / direct |"
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|")?;
-    let rows: [(&str, &Measured, fn(&HttpLoadReport) -> f64, &str); 6] = [
+    let rows: [(&str, &Measured, Metric, &str); 6] = [
         ("HTTP/1.1 p50 at 1,000 req/s", &fixed, p50, "µs"),
         ("HTTP/1.1 p99 at 1,000 req/s", &fixed, p99, "µs"),
         (
@@ -188,7 +191,7 @@ pub fn run(secs: f64) -> Result<String> {
             ratio(&m.direct, &m.waypoint, f)
         )?;
     }
-    let added = |q: fn(&HttpLoadReport) -> f64| match (&fixed.direct, &fixed.waypoint) {
+    let added = |q: Metric| match (&fixed.direct, &fixed.waypoint) {
         (Ok(d), Ok(w)) => format!("{:+.0} µs", q(w) - q(d)),
         _ => "-".into(),
     };

@@ -161,7 +161,9 @@ async fn answer(
     for url in &spec.calls {
         upstream.push(call_upstream(url, &parts.headers).await);
     }
-    let failing = spec.fail_every.is_some_and(|k| k > 0 && n % k == 0);
+    let failing = spec
+        .fail_every
+        .is_some_and(|k| k > 0 && n.is_multiple_of(k));
     let status = if failing {
         StatusCode::from_u16(spec.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
     } else {
