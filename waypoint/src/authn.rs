@@ -502,7 +502,9 @@ fn decode_unverified(token: &str) -> Result<(Header, Value), AuthnError> {
 
 /// `1.5s`, `300ms`, `2m`: the durations a JwtRule `timeout` is written in.
 fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s.find(|c: char| c.is_ascii_alphabetic()).map(|i| s.split_at(i))?;
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| s.split_at(i))?;
     let n: f64 = num.parse().ok()?;
     let secs = match unit {
         "ms" => n / 1000.0,
@@ -564,7 +566,9 @@ impl Authenticator {
     }
 
     pub fn needs_endpoint_labels(&self) -> bool {
-        self.policies.iter().any(|p| p.scope.needs_endpoint_labels())
+        self.policies
+            .iter()
+            .any(|p| p.scope.needs_endpoint_labels())
     }
 
     /// Authenticates a request for `target`: every token found in the
@@ -693,7 +697,11 @@ mod tests {
         h
     }
 
-    async fn run(a: &Authenticator, h: &mut HeaderMap, q: Option<&str>) -> Result<RequestAuth, AuthnError> {
+    async fn run(
+        a: &Authenticator,
+        h: &mut HeaderMap,
+        q: Option<&str>,
+    ) -> Result<RequestAuth, AuthnError> {
         a.authenticate(&Target::new("svc.ns.svc.cluster.local", vec![]), h, q)
             .await
     }
@@ -702,8 +710,10 @@ mod tests {
     async fn es256_token_checks_in_envoys_order() {
         let (key, jwk) = es256("k1");
         let (other_key, _) = es256("k1");
-        let a = authenticator(json!({"issuer": "iss-1", "audiences": ["https://api.example/"],
-            "jwks": json!({"keys": [jwk]}).to_string()}));
+        let a = authenticator(
+            json!({"issuer": "iss-1", "audiences": ["https://api.example/"],
+            "jwks": json!({"keys": [jwk]}).to_string()}),
+        );
         let good = json!({"iss": "iss-1", "sub": "alice", "aud": "api.example", "exp": now() + 600, "groups": ["g1", "g2"]});
         let mut h = bearer(&sign(&key, "k1", good.clone()));
         let auth = run(&a, &mut h, None).await.expect("valid");
@@ -712,11 +722,36 @@ mod tests {
         assert!(!h.contains_key(AUTHORIZATION), "token stripped by default");
 
         let cases = [
-            (json!({"iss": "iss-1", "sub": "a", "aud": "api.example", "exp": now() - 120}), &key, "k1", AuthnError::Expired),
-            (json!({"iss": "iss-1", "sub": "a", "aud": "api.example", "nbf": now() + 600}), &key, "k1", AuthnError::NotYetValid),
-            (json!({"iss": "other", "sub": "a", "aud": "api.example"}), &key, "k1", AuthnError::UnknownIssuer),
-            (json!({"iss": "iss-1", "sub": "a", "aud": "nope"}), &key, "k1", AuthnError::AudienceNotAllowed),
-            (good.clone(), &other_key, "k1", AuthnError::VerificationFailed),
+            (
+                json!({"iss": "iss-1", "sub": "a", "aud": "api.example", "exp": now() - 120}),
+                &key,
+                "k1",
+                AuthnError::Expired,
+            ),
+            (
+                json!({"iss": "iss-1", "sub": "a", "aud": "api.example", "nbf": now() + 600}),
+                &key,
+                "k1",
+                AuthnError::NotYetValid,
+            ),
+            (
+                json!({"iss": "other", "sub": "a", "aud": "api.example"}),
+                &key,
+                "k1",
+                AuthnError::UnknownIssuer,
+            ),
+            (
+                json!({"iss": "iss-1", "sub": "a", "aud": "nope"}),
+                &key,
+                "k1",
+                AuthnError::AudienceNotAllowed,
+            ),
+            (
+                good.clone(),
+                &other_key,
+                "k1",
+                AuthnError::VerificationFailed,
+            ),
             (good.clone(), &key, "k2", AuthnError::NoMatchingKey),
         ];
         for (claims, k, kid, want) in cases {
@@ -732,18 +767,27 @@ mod tests {
     async fn no_token_passes_and_locations_are_honoured() {
         let (key, jwk) = es256("k1");
         let jwks = json!({"keys": [jwk]}).to_string();
-        let a = authenticator(json!({"issuer": "i", "jwks": jwks, "forwardOriginalToken": true,
-            "outputPayloadToHeader": "x-jwt-payload"}));
-        let auth = run(&a, &mut HeaderMap::new(), None).await.expect("no token");
+        let a = authenticator(
+            json!({"issuer": "i", "jwks": jwks, "forwardOriginalToken": true,
+            "outputPayloadToHeader": "x-jwt-payload"}),
+        );
+        let auth = run(&a, &mut HeaderMap::new(), None)
+            .await
+            .expect("no token");
         assert_eq!(auth, RequestAuth::default());
         let t = sign(&key, "k1", json!({"iss": "i", "sub": "s"}));
         // The default param location.
         let q = format!("a=1&access_token={t}");
-        let auth = run(&a, &mut HeaderMap::new(), Some(&q)).await.expect("param");
+        let auth = run(&a, &mut HeaderMap::new(), Some(&q))
+            .await
+            .expect("param");
         assert_eq!(auth.principal.as_deref(), Some("i/s"));
         let mut h = bearer(&t);
         run(&a, &mut h, None).await.expect("header");
-        assert!(h.contains_key(AUTHORIZATION), "forwardOriginalToken keeps it");
+        assert!(
+            h.contains_key(AUTHORIZATION),
+            "forwardOriginalToken keeps it"
+        );
         assert_eq!(
             h.get("x-jwt-payload").and_then(|v| v.to_str().ok()),
             t.split('.').nth(1)
@@ -753,9 +797,15 @@ mod tests {
         let a = authenticator(json!({"issuer": "i", "jwks": jwks,
             "fromHeaders": [{"name": "x-token", "prefix": "Tok "}]}));
         let mut h = bearer(&t);
-        assert_eq!(run(&a, &mut h, None).await.expect("ignored").principal, None);
+        assert_eq!(
+            run(&a, &mut h, None).await.expect("ignored").principal,
+            None
+        );
         let mut h = HeaderMap::new();
-        h.insert("x-token", HeaderValue::from_str(&format!("Tok {t}")).expect("v"));
+        h.insert(
+            "x-token",
+            HeaderValue::from_str(&format!("Tok {t}")).expect("v"),
+        );
         let auth = run(&a, &mut h, None).await.expect("custom header");
         assert_eq!(auth.principal.as_deref(), Some("i/s"));
         assert!(!h.contains_key("x-token"));

@@ -77,7 +77,10 @@ impl RequestAttributes<'_> {
     /// `td/ns/x/sa/y`, empty in plaintext.
     fn principal(&self) -> String {
         self.identity.map_or_else(String::new, |i| {
-            format!("{}/ns/{}/sa/{}", i.trust_domain, i.namespace, i.service_account)
+            format!(
+                "{}/ns/{}/sa/{}",
+                i.trust_domain, i.namespace, i.service_account
+            )
         })
     }
 
@@ -154,17 +157,19 @@ impl SourceMatch {
         let sa = a
             .identity
             .map(|i| format!("{}/{}", i.namespace, i.service_account));
-        pos_neg(&self.principals, &self.not_principals, |p| p.matches(&principal))
-            && pos_neg(&self.request_principals, &self.not_request_principals, |p| {
-                p.matches(a.request_principal())
-            })
-            && pos_neg(&self.namespaces, &self.not_namespaces, |p| {
-                p.matches(a.source_namespace())
-            })
-            && pos_neg(&self.service_accounts, &self.not_service_accounts, |s| {
-                sa.as_deref() == Some(s.as_str())
-            })
-            && pos_neg(&self.ip_blocks, &self.not_ip_blocks, |n| n.contains(&a.source_ip))
+        pos_neg(&self.principals, &self.not_principals, |p| {
+            p.matches(&principal)
+        }) && pos_neg(
+            &self.request_principals,
+            &self.not_request_principals,
+            |p| p.matches(a.request_principal()),
+        ) && pos_neg(&self.namespaces, &self.not_namespaces, |p| {
+            p.matches(a.source_namespace())
+        }) && pos_neg(&self.service_accounts, &self.not_service_accounts, |s| {
+            sa.as_deref() == Some(s.as_str())
+        }) && pos_neg(&self.ip_blocks, &self.not_ip_blocks, |n| {
+            n.contains(&a.source_ip)
+        })
     }
 }
 
@@ -353,7 +358,9 @@ impl AuthzPolicy {
 pub enum Decision {
     Allow,
     /// `policy` is the denying policy, or `""` for "no ALLOW matched".
-    Deny { policy: String },
+    Deny {
+        policy: String,
+    },
 }
 
 /// All AuthorizationPolicies of the config.
@@ -439,7 +446,9 @@ impl Authorizer {
     }
 
     pub fn needs_endpoint_labels(&self) -> bool {
-        self.policies.iter().any(|p| p.scope.needs_endpoint_labels())
+        self.policies
+            .iter()
+            .any(|p| p.scope.needs_endpoint_labels())
     }
 
     /// DENY, then ALLOW; AUDIT is only logged.
@@ -459,7 +468,9 @@ impl Authorizer {
                 policy: p.resource.clone(),
             };
         }
-        let mut allows = applicable().filter(|p| p.action == Action::Allow).peekable();
+        let mut allows = applicable()
+            .filter(|p| p.action == Action::Allow)
+            .peekable();
         if allows.peek().is_none() {
             return Decision::Allow;
         }
@@ -551,12 +562,24 @@ mod tests {
         let allow_all = authorizer(&[("production", json!({"rules": [{}]}))]);
         assert!(decide(&allow_all, &req("GET", "/")));
         // Other namespaces' policies do not apply; the root namespace's do.
-        assert!(decide(&authorizer(&[("staging", json!({}))]), &req("GET", "/")));
-        assert!(!decide(&authorizer(&[("istio-system", json!({}))]), &req("GET", "/")));
-        // DENY without rules denies nothing; CUSTOM is ignored.
-        assert!(decide(&authorizer(&[("production", json!({"action": "DENY"}))]), &req("GET", "/")));
         assert!(decide(
-            &authorizer(&[("production", json!({"action": "CUSTOM", "provider": {"name": "x"}}))]),
+            &authorizer(&[("staging", json!({}))]),
+            &req("GET", "/")
+        ));
+        assert!(!decide(
+            &authorizer(&[("istio-system", json!({}))]),
+            &req("GET", "/")
+        ));
+        // DENY without rules denies nothing; CUSTOM is ignored.
+        assert!(decide(
+            &authorizer(&[("production", json!({"action": "DENY"}))]),
+            &req("GET", "/")
+        ));
+        assert!(decide(
+            &authorizer(&[(
+                "production",
+                json!({"action": "CUSTOM", "provider": {"name": "x"}})
+            )]),
             &req("GET", "/")
         ));
     }
@@ -566,17 +589,18 @@ mod tests {
         let z = authorizer(&[(
             "production",
             json!({"rules": [{
-                "from": [{"source": {"namespaces": ["prod*"], "notPrincipals": ["*/sa/evil"]}}],
-                "when": [
-                    {"key": "request.headers[x-tenant]", "values": ["t-*"]},
-                    {"key": "request.auth.claims[org][team]", "values": ["blue"]},
-                    {"key": "source.ip", "notValues": ["10.9.0.0/16"]},
-                    {"key": "destination.port", "values": ["8080"]}
-                ]}]}),
+            "from": [{"source": {"namespaces": ["prod*"], "notPrincipals": ["*/sa/evil"]}}],
+            "when": [
+                {"key": "request.headers[x-tenant]", "values": ["t-*"]},
+                {"key": "request.auth.claims[org][team]", "values": ["blue"]},
+                {"key": "source.ip", "notValues": ["10.9.0.0/16"]},
+                {"key": "destination.port", "values": ["8080"]}
+            ]}]}),
         )]);
         let mut r = req("GET", "/");
         r.identity = sa("production", "web");
-        r.headers.insert("x-tenant", HeaderValue::from_static("t-1"));
+        r.headers
+            .insert("x-tenant", HeaderValue::from_static("t-1"));
         r.auth.claims = json!({"org": {"team": "blue"}});
         assert!(decide(&z, &r));
         r.identity = sa("production", "evil");
@@ -590,9 +614,11 @@ mod tests {
         r.auth.claims = json!({"org": {"team": "red"}});
         assert!(!decide(&z, &r), "nested claim");
         r.auth.claims = json!({"org": {"team": "blue"}});
-        r.headers.insert("x-tenant", HeaderValue::from_static("other"));
+        r.headers
+            .insert("x-tenant", HeaderValue::from_static("other"));
         assert!(!decide(&z, &r), "header");
-        r.headers.insert("x-tenant", HeaderValue::from_static("t-2"));
+        r.headers
+            .insert("x-tenant", HeaderValue::from_static("t-2"));
         r.identity = None;
         assert!(!decide(&z, &r), "plaintext has no namespace");
     }

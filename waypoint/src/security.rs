@@ -77,7 +77,10 @@ pub enum Scope {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetRef {
-    Service { namespace: String, name: String },
+    Service {
+        namespace: String,
+        name: String,
+    },
     /// A Gateway (the waypoint itself) or GatewayClass: all its traffic.
     Gateway,
 }
@@ -138,8 +141,7 @@ impl Scope {
             Scope::Namespace => in_namespace,
             Scope::Selector(sel) => {
                 in_namespace
-                    && t
-                        .endpoint_labels
+                    && t.endpoint_labels
                         .iter()
                         .any(|l| sel.iter().all(|(k, v)| l.get(k) == Some(v)))
             }
@@ -236,10 +238,7 @@ mod tests {
         let t = Target::new("MyApp.Production.svc.cluster.local", vec![]);
         assert_eq!(t.service, "myapp");
         assert_eq!(t.namespace.as_deref(), Some("production"));
-        assert_eq!(
-            Target::new("a.b", vec![]).namespace.as_deref(),
-            Some("b")
-        );
+        assert_eq!(Target::new("a.b", vec![]).namespace.as_deref(), Some("b"));
         assert_eq!(Target::new("myapp", vec![]).namespace, None);
         assert_eq!(Target::new("www.example.com", vec![]).namespace, None);
     }
