@@ -400,13 +400,13 @@ impl JwtProvider {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
-            if exp + CLOCK_SKEW_SECS < now {
+        if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
+            if exp + (CLOCK_SKEW_SECS as f64) < now as f64 {
                 return Err(AuthnError::Expired);
             }
         }
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_u64) {
-            if nbf > now + CLOCK_SKEW_SECS {
+        if let Some(nbf) = claims.get("nbf").and_then(Value::as_f64) {
+            if nbf > (now + CLOCK_SKEW_SECS) as f64 {
                 return Err(AuthnError::NotYetValid);
             }
         }
@@ -599,6 +599,16 @@ impl Authenticator {
             }
         }
         let mut auth = RequestAuth::default();
+        // Output headers are the waypoint's to set: a client must not be
+        // able to send them itself.
+        for p in &providers {
+            if let Some(h) = &p.output_payload_to_header {
+                headers.remove(h);
+            }
+            for (h, _) in &p.output_claim_to_headers {
+                headers.remove(h);
+            }
+        }
         let mut strip: Vec<HeaderName> = Vec::new();
         let mut add: Vec<(HeaderName, HeaderValue)> = Vec::new();
         for (location, token) in &seen {

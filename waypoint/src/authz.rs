@@ -58,6 +58,55 @@ fn pos_neg<T>(pos: &[T], neg: &[T], mut hit: impl FnMut(&T) -> bool) -> bool {
     (pos.is_empty() || pos.iter().any(&mut hit)) && (neg.is_empty() || !neg.iter().any(&mut hit))
 }
 
+/// The path as Istio's default normalization (`BASE`) presents it to
+/// RBAC: backslashes as `/`, percent-encoded unreserved characters decoded, dot
+/// segments removed. Without it `/public/../admin` would slip past a DENY
+/// on `/admin*`.
+pub fn normalized_path(path: &str) -> String {
+    let mut decoded = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(c) = rest.chars().next() {
+        let escape = rest
+            .get(1..3)
+            .filter(|h| c == '%' && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if let Some(hex) = escape {
+            match u8::from_str_radix(hex, 16) {
+                Ok(v) if v.is_ascii_alphanumeric() || b"-._~".contains(&v) => {
+                    decoded.push(v as char)
+                }
+                _ => {
+                    decoded.push('%');
+                    decoded.push_str(&hex.to_ascii_uppercase());
+                }
+            }
+            rest = &rest[3..];
+            continue;
+        }
+        decoded.push(if c == '\\' { '/' } else { c });
+        rest = &rest[c.len_utf8()..];
+    }
+    if !decoded.starts_with('/') {
+        return decoded;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (n, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+        // `/a/..` and `/a/.` end in a directory.
+        if n == last && (*seg == "." || *seg == "..") {
+            out.push("");
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
 /// What a request is evaluated against.
 pub struct RequestAttributes<'a> {
     pub method: &'a str,
@@ -207,10 +256,11 @@ impl OperationMatch {
         // Port-insensitive: `example.com` matches with or without a port,
         // `example.com:8080` only with it.
         let host_hit = |p: &Pattern| p.matches(&host) || p.matches(&host_port);
+        let path = normalized_path(a.path);
         pos_neg(&self.hosts, &self.not_hosts, host_hit)
             && pos_neg(&self.ports, &self.not_ports, |p| *p == a.port)
             && pos_neg(&self.methods, &self.not_methods, |p| p.matches(a.method))
-            && pos_neg(&self.paths, &self.not_paths, |p| p.matches(a.path))
+            && pos_neg(&self.paths, &self.not_paths, |p| p.matches(&path))
     }
 }
 
@@ -542,6 +592,28 @@ mod tests {
             namespace: ns.into(),
             service_account: sa.into(),
         })
+    }
+
+    #[test]
+    fn paths_are_normalized_for_matching() {
+        assert_eq!(normalized_path("/public/../admin"), "/admin");
+        assert_eq!(normalized_path("/a/./b"), "/a/b");
+        assert_eq!(normalized_path("/%61dmin/x"), "/admin/x");
+        assert_eq!(normalized_path("/a%2fb"), "/a%2Fb");
+        assert_eq!(normalized_path("/a\\..\\admin"), "/admin");
+        assert_eq!(normalized_path("/../../x"), "/x");
+        assert_eq!(normalized_path("/a/.."), "/");
+        assert_eq!(normalized_path("/"), "/");
+        assert_eq!(normalized_path("/a//b"), "/a//b");
+        assert_eq!(normalized_path("/x%"), "/x%");
+        assert_eq!(normalized_path("/x%+1"), "/x%+1");
+        assert_eq!(normalized_path("*"), "*");
+        let deny = authorizer(&[(
+            "production",
+            json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}),
+        )]);
+        assert!(!decide(&deny, &req("GET", "/public/../admin/users")));
+        assert!(!decide(&deny, &req("GET", "/%61dmin")));
     }
 
     #[test]
