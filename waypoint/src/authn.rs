@@ -4,11 +4,11 @@
 //! ([`AuthnError`]); a valid token gives the request principal
 //! `<iss>/<sub>` and its claims ([`RequestAuth`]).
 //!
-//! Keys come from `jwks` (inline) or `jwksUri` (http://, fetched with a
-//! bounded timeout, cached for [`JWKS_REFRESH`] and fetched again on an
+//! Keys come from `jwks` (inline) or `jwksUri` (http:// or https:// with
+//! the system's roots; fetched with a bounded timeout, cached for [`JWKS_REFRESH`] and fetched again on an
 //! unknown `kid`, at most every [`JWKS_MIN_REFETCH`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
@@ -60,8 +60,10 @@ pub enum AuthnError {
 /// [`AuthnError::JwksFetch`]).
 #[derive(Debug, thiserror::Error)]
 pub enum JwksFetchError {
-    #[error("jwksUri {0:?}: only http:// is supported")]
+    #[error("jwksUri {0:?}: only http:// and https:// are supported")]
     Scheme(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
     #[error("jwksUri {0:?} is not a URL with a host")]
     BadUri(String),
     #[error("connecting: {0}")]
@@ -171,6 +173,8 @@ pub struct RemoteJwks {
     pub uri: String,
     timeout: Duration,
     cache: tokio::sync::Mutex<Option<FetchedKeys>>,
+    /// For https://; the system's roots unless set before the first fetch.
+    tls: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug)]
@@ -185,7 +189,22 @@ impl RemoteJwks {
             uri: uri.to_string(),
             timeout,
             cache: tokio::sync::Mutex::new(None),
+            tls: OnceLock::new(),
         }
+    }
+
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, JwksFetchError> {
+        if let Some(c) = self.tls.get() {
+            return Ok(c.clone());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::debug!(error = %e, "loading the system's root certificates");
+        }
+        roots.add_parsable_certificates(native.certs);
+        let c = tls_client_config(roots)?;
+        Ok(self.tls.get_or_init(|| c).clone())
     }
 
     /// Cached keys, fetched when there are none, when they are older than
@@ -204,7 +223,15 @@ impl RemoteJwks {
                 return Ok(c.keys.clone());
             }
         }
-        match tokio::time::timeout(self.timeout, fetch_jwks(&self.uri)).await {
+        let fetch = async {
+            let tls = if self.uri.starts_with("https://") {
+                Some(self.tls()?)
+            } else {
+                None
+            };
+            fetch_jwks(&self.uri, tls).await
+        };
+        match tokio::time::timeout(self.timeout, fetch).await {
             Ok(Ok(keys)) => {
                 let keys = Arc::new(keys);
                 *cache = Some(FetchedKeys {
@@ -234,24 +261,50 @@ impl RemoteJwks {
     }
 }
 
-/// GET `uri` (http://) and parse it as a JWKS.
-pub async fn fetch_jwks(uri: &str) -> Result<Vec<Jwk>, JwksFetchError> {
+/// A TLS client (ring, HTTP/1.1) trusting `roots`.
+pub fn tls_client_config(
+    roots: rustls::RootCertStore,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
+}
+
+/// GET `uri` and parse it as a JWKS; https:// needs `tls`.
+pub async fn fetch_jwks(
+    uri: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Vec<Jwk>, JwksFetchError> {
     let parsed: Uri = uri
         .parse()
         .map_err(|_| JwksFetchError::BadUri(uri.to_string()))?;
-    if parsed.scheme_str() != Some("http") {
-        return Err(JwksFetchError::Scheme(uri.to_string()));
-    }
     let authority = parsed
         .authority()
         .ok_or_else(|| JwksFetchError::BadUri(uri.to_string()))?
         .clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((authority.host(), port)).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let host = authority.host().trim_matches(['[', ']']).to_string();
+    let default_port = match (parsed.scheme_str(), &tls) {
+        (Some("http"), _) => 80,
+        (Some("https"), Some(_)) => 443,
+        _ => return Err(JwksFetchError::Scheme(uri.to_string())),
+    };
+    let port = authority.port_u16().unwrap_or(default_port);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let mut sender = match tls.filter(|_| default_port == 443) {
+        Some(c) => {
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|_| JwksFetchError::BadUri(uri.to_string()))?;
+            let stream = tokio_rustls::TlsConnector::from(c)
+                .connect(name, tcp)
+                .await?;
+            handshake(stream).await?
+        }
+        None => handshake(tcp).await?,
+    };
     let path = parsed.path_and_query().map_or("/", |p| p.as_str());
     let req = Request::get(path)
         .header(http::header::HOST, authority.as_str())
@@ -267,6 +320,19 @@ pub async fn fetch_jwks(uri: &str) -> Result<Vec<Jwk>, JwksFetchError> {
         .map_err(|_| JwksFetchError::Body)?
         .to_bytes();
     Ok(parse_jwks(&serde_json::from_slice(&body)?))
+}
+
+async fn handshake<S>(
+    io: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// The usable keys of a JWKS; keys of types the library does not know
@@ -358,7 +424,7 @@ impl JwtProvider {
                     KeySource::Missing
                 }
             },
-            (None, Some(uri)) if uri.starts_with("http://") => {
+            (None, Some(uri)) if uri.starts_with("http://") || uri.starts_with("https://") => {
                 let timeout = r
                     .timeout
                     .as_deref()
@@ -370,7 +436,7 @@ impl JwtProvider {
                 issues.push(Issue::new(
                     resource,
                     &format!("{path}.jwksUri"),
-                    format!("{uri:?}: the waypoint fetches keys over http:// only; tokens of this issuer fail (set jwks inline)"),
+                    format!("{uri:?} is not an http(s) URL; tokens of this issuer fail"),
                 ));
                 KeySource::Missing
             }
@@ -569,6 +635,16 @@ impl Authenticator {
         self.policies
             .iter()
             .any(|p| p.scope.needs_endpoint_labels())
+    }
+
+    /// Makes https:// `jwksUri`s trust `tls` instead of the system's roots
+    /// (for a private issuer; tests). Only before their first fetch.
+    pub fn use_tls(&self, tls: Arc<rustls::ClientConfig>) {
+        for p in self.policies.iter().flat_map(|p| &p.providers) {
+            if let KeySource::Remote(r) = &p.keys {
+                let _ = r.tls.set(tls.clone());
+            }
+        }
     }
 
     /// Authenticates a request for `target`: every token found in the

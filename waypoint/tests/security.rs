@@ -86,6 +86,29 @@ struct JwksServer {
 
 impl JwksServer {
     async fn start(keys: Vec<Value>) -> JwksServer {
+        Self::start_with(keys, None).await
+    }
+
+    /// Over TLS with a self-signed certificate for 127.0.0.1; also returns
+    /// a client config trusting it.
+    async fn start_tls(keys: Vec<Value>) -> (JwksServer, Arc<rustls::ClientConfig>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).expect("root");
+        let client = waypoint::authn::tls_client_config(roots).expect("client config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        (Self::start_with(keys, Some(acceptor)).await, client)
+    }
+
+    async fn start_with(keys: Vec<Value>, tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let s = JwksServer {
             addr: l.local_addr().expect("addr"),
@@ -97,6 +120,7 @@ impl JwksServer {
             loop {
                 let Ok((c, _)) = l.accept().await else { return };
                 let me = me.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |_req: Request<Incoming>| {
                         me.hits.fetch_add(1, Ordering::SeqCst);
@@ -107,9 +131,14 @@ impl JwksServer {
                             )))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(c), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(a) => match a.accept(c).await {
+                            Ok(t) => http.serve_connection(TokioIo::new(t), svc).await,
+                            Err(_) => return,
+                        },
+                        None => http.serve_connection(TokioIo::new(c), svc).await,
+                    };
                 });
             }
         });
@@ -843,5 +872,55 @@ spec:
     assert_eq!(
         get(wp, MYAPP, "/private/x", None).await,
         (StatusCode::FORBIDDEN, "RBAC: access denied".into())
+    );
+}
+
+#[tokio::test]
+async fn jwks_uri_over_https() {
+    let (key, jwk) = ec_key("tls-1");
+    let (jwks, tls) = JwksServer::start_tls(vec![jwk]).await;
+    let backend = Backend::start().await;
+    let uri = format!("https://{}/keys", jwks.addr);
+    let yaml = format!(
+        r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: foo}}
+spec:
+  jwtRules:
+  - issuer: tls-issuer
+    jwksUri: {uri}
+"#
+    );
+    let token = sign(
+        Algorithm::ES256,
+        &key,
+        "tls-1",
+        json!({"iss": "tls-issuer", "sub": "s"}),
+    );
+    let disc = || StaticDiscovery::new().with(HTTPBIN, vec![Endpoint::new(backend.addr, &[])]);
+    let serve = |cfg: Config, disc: StaticDiscovery| async move {
+        let wp = Waypoint::new(cfg, Arc::new(disc), Arc::new(TcpConnector));
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(wp.serve(l));
+        addr
+    };
+    // Trusting the server's certificate: the keys are fetched.
+    let (cfg, issues) = Config::from_yaml(&yaml, "tls.yaml");
+    assert!(issues.is_empty(), "{issues:?}");
+    cfg.authn.use_tls(tls);
+    let wp = serve(cfg, disc()).await;
+    assert_eq!(get(wp, HTTPBIN, "/", Some(&token)).await.0, StatusCode::OK);
+    assert_eq!(jwks.hits.load(Ordering::SeqCst), 1);
+    // With the system's roots the self-signed server is not trusted.
+    let (cfg, _) = Config::from_yaml(&yaml, "tls.yaml");
+    let wp = serve(cfg, disc()).await;
+    assert_eq!(
+        get(wp, HTTPBIN, "/", Some(&token)).await,
+        (
+            StatusCode::UNAUTHORIZED,
+            "Jwks remote fetch is failed".to_string()
+        )
     );
 }
