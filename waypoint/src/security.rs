@@ -269,6 +269,38 @@ mod tests {
     }
 
     #[test]
+    fn config_compiles_both_kinds_and_reports_custom() {
+        let yaml = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: ns}
+spec:
+  action: CUSTOM
+  provider: {name: opa}
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: ns}
+spec: {}
+---
+apiVersion: security.istio.io/v1beta1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: ns}
+spec:
+  jwtRules:
+  - issuer: i
+    jwks: '{"keys": []}'
+"#;
+        let (cfg, issues) = Config::from_yaml(yaml, "t.yaml");
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "spec.action");
+        assert!(issues[0].resource.contains("ns/ext"), "{}", issues[0]);
+        assert_eq!(cfg.authz.policies.len(), 1, "CUSTOM is not compiled");
+        assert_eq!(cfg.authn.policies.len(), 1);
+    }
+
+    #[test]
     fn unknown_target_kinds_are_reported() {
         let mut issues = Vec::new();
         let r = PolicyTargetReference {
