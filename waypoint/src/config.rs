@@ -4,6 +4,8 @@ use std::fmt;
 
 use mesh_api::{ParsedDocument, Resource};
 
+use crate::authn::Authenticator;
+use crate::authz::Authorizer;
 use crate::policy::Policies;
 use crate::routes::RouteTable;
 
@@ -42,6 +44,10 @@ impl fmt::Display for Issue {
 pub struct Config {
     pub routes: RouteTable,
     pub policies: Policies,
+    /// RequestAuthentications (JWT).
+    pub authn: Authenticator,
+    /// L7 AuthorizationPolicies.
+    pub authz: Authorizer,
 }
 
 fn res_name(r: &Resource) -> String {
@@ -69,6 +75,12 @@ impl Config {
                 }
                 Resource::HttpRoute(o) => c.routes.add_http_route(&name, &o.spec, &mut issues),
                 Resource::DestinationRule(o) => c.policies.add(&name, &o.spec, &mut issues),
+                Resource::RequestAuthentication(o) => {
+                    c.authn.add(&name, r.namespace(), &o.spec, &mut issues)
+                }
+                Resource::AuthorizationPolicy(o) => {
+                    c.authz.add(&name, r.namespace(), &o.spec, &mut issues)
+                }
                 _ => {}
             }
         }

@@ -336,6 +336,7 @@ async fn tunnel(
     let peer = Arc::new(Peer {
         addr,
         labels: discovery.source_labels(addr.ip()),
+        identity: Some(caller.identity.clone()),
     });
     let target = caller.target;
     let svc = service_fn(move |mut req: Request<Incoming>| {

@@ -12,6 +12,8 @@
 //! and upstream connections from a [`connector::Connector`] (plain TCP now,
 //! HBONE later).
 
+pub mod authn;
+pub mod authz;
 pub mod balancer;
 pub mod body;
 pub mod config;
@@ -27,6 +29,7 @@ pub mod pool;
 pub mod proxy;
 pub mod resilience;
 pub mod routes;
+pub mod security;
 
 pub use config::Config;
 pub use connector::{Connector, TcpConnector};

@@ -84,6 +84,8 @@ pub struct Cluster {
 pub struct Peer {
     pub addr: SocketAddr,
     pub labels: Labels,
+    /// The caller's SPIFFE identity (HBONE tunnels); `None` on plain TCP.
+    pub identity: Option<mesh_node::identity::Identity>,
 }
 
 /// The waypoint: configuration, discovery, connector and per-destination
@@ -306,6 +308,7 @@ impl Waypoint {
         let peer = Arc::new(Peer {
             addr: peer,
             labels: self.discovery.source_labels(peer.ip()),
+            identity: None,
         });
         let svc = service_fn(move |req: Request<Incoming>| {
             let me = self.clone();
@@ -327,7 +330,7 @@ impl Waypoint {
         peer: &Peer,
     ) -> Response<ProxyBody> {
         let cfg = self.config();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let authority = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
             parts
                 .headers
@@ -339,6 +342,12 @@ impl Waypoint {
             return local_reply(StatusCode::BAD_REQUEST, "missing host");
         };
         let (host, port) = split_host_port(&authority);
+        // L7 security: RequestAuthentication (401), AuthorizationPolicy (403).
+        if let Err(reply) =
+            crate::security::enforce(&cfg, &*self.discovery, &mut parts, host, port, peer).await
+        {
+            return reply;
+        }
         let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().map(str::to_string);
