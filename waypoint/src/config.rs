@@ -5,7 +5,9 @@ use std::fmt;
 use mesh_api::{ParsedDocument, Resource};
 
 use crate::policy::Policies;
+use crate::ratelimit::RateLimits;
 use crate::routes::RouteTable;
+use crate::telemetry::TelemetryPolicy;
 
 /// Something in a resource the waypoint could not apply (the rest of the
 /// resource still applies).
@@ -42,6 +44,10 @@ impl fmt::Display for Issue {
 pub struct Config {
     pub routes: RouteTable,
     pub policies: Policies,
+    /// Local rate limits (EnvoyFilter).
+    pub ratelimits: RateLimits,
+    /// Sampling and access log settings (Telemetry).
+    pub telemetry: TelemetryPolicy,
 }
 
 fn res_name(r: &Resource) -> String {
@@ -54,7 +60,8 @@ fn res_name(r: &Resource) -> String {
 }
 
 impl Config {
-    /// Compiles VirtualServices, DestinationRules and HTTPRoutes (other
+    /// Compiles VirtualServices, DestinationRules, HTTPRoutes, EnvoyFilters
+    /// (local rate limits) and Telemetry (other
     /// kinds are not the waypoint's and are ignored), in order.
     pub fn from_resources<'a>(
         resources: impl IntoIterator<Item = &'a Resource>,
@@ -69,6 +76,15 @@ impl Config {
                 }
                 Resource::HttpRoute(o) => c.routes.add_http_route(&name, &o.spec, &mut issues),
                 Resource::DestinationRule(o) => c.policies.add(&name, &o.spec, &mut issues),
+                // ambit:telemetry begin
+                Resource::EnvoyFilter(o) => {
+                    c.ratelimits
+                        .add_envoy_filter(&name, r.namespace(), &o.spec, &mut issues)
+                }
+                Resource::Telemetry(o) => {
+                    c.telemetry.add(&name, r.namespace(), &o.spec, &mut issues)
+                }
+                // ambit:telemetry end
                 _ => {}
             }
         }
