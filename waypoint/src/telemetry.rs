@@ -530,13 +530,13 @@ fn access_log(
         response_code = resp.status().as_u16(),
         response_flags = %labels.response_flags,
         bytes_received = meta.request_bytes,
-        bytes_sent = response_len.map_or_else(|| "-".to_string(), |n| n.to_string()),
+        bytes_sent = %response_len.map_or_else(|| "-".to_string(), |n| n.to_string()),
         duration_ms = elapsed.as_millis() as u64,
         upstream_host = %upstream.map_or_else(|| "-".to_string(), |u| u.addr.to_string()),
-        x_request_id = meta.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        x_request_id = %meta.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
         authority = %meta.authority,
         downstream_peer = %peer,
-        route_name = meta.route_name.as_deref().unwrap_or("-"),
+        route_name = %meta.route_name.as_deref().unwrap_or("-"),
         "access"
     );
 }
@@ -806,6 +806,90 @@ spec:
         }
         assert!(line.ends_with(" 1"), "{line}");
         assert!(text.contains("istio_request_duration_milliseconds_bucket{"));
+    }
+
+    /// Collects formatted tracing output.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn access_log_line_and_switches() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .finish();
+        let t = Telemetry::new();
+        let mut meta = RequestMeta::from_request(
+            &http::Request::builder()
+                .uri("/ratings/1?x=y")
+                .header("host", "ratings.bookinfo:9080")
+                .header("x-request-id", "rid-1")
+                .body(())
+                .expect("request"),
+        );
+        meta.route_name = Some("r1".into());
+        let resp = local_reply(StatusCode::OK, "hello");
+        let peer: SocketAddr = "10.0.0.9:5555".parse().expect("addr");
+        let disc = StaticDiscovery::new();
+        tracing::subscriber::with_default(sub, || {
+            t.record(
+                &meta,
+                &SourceInfo::default(),
+                peer,
+                &disc,
+                &resp,
+                Instant::now(),
+            );
+            meta.access_log = false; // Telemetry `accessLogging: disabled`
+            t.record(
+                &meta,
+                &SourceInfo::default(),
+                peer,
+                &disc,
+                &resp,
+                Instant::now(),
+            );
+            meta.access_log = true;
+            t.set_access_log(false); // --no-access-log
+            t.record(
+                &meta,
+                &SourceInfo::default(),
+                peer,
+                &disc,
+                &resp,
+                Instant::now(),
+            );
+        });
+        let out = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        for want in [
+            " access: ",
+            "method=GET",
+            "path=/ratings/1",
+            "response_code=200",
+            "response_flags=-",
+            "bytes_sent=5",
+            "x_request_id=rid-1",
+            "authority=ratings.bookinfo:9080",
+            "downstream_peer=10.0.0.9:5555",
+            "route_name=r1",
+            "protocol=HTTP/1.1",
+        ] {
+            assert!(lines[0].contains(want), "{want} in {}", lines[0]);
+        }
     }
 
     #[test]

@@ -38,7 +38,10 @@ fn seed(name: &str) -> String {
 struct Backend {
     addr: Option<SocketAddr>,
     delay_ms: Arc<AtomicU64>,
+    /// Answer this many requests with 503 first.
+    fail_next: Arc<AtomicU64>,
     last: Arc<Mutex<Option<HeaderMap>>>,
+    seen: Arc<Mutex<Vec<HeaderMap>>>,
 }
 
 impl Backend {
@@ -58,14 +61,23 @@ impl Backend {
                         let me = me.clone();
                         async move {
                             *me.last.lock().expect("lock") = Some(req.headers().clone());
+                            me.seen.lock().expect("lock").push(req.headers().clone());
+                            let fail = me
+                                .fail_next
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
                             let _ = req.into_body().collect().await;
                             let d = me.delay_ms.load(Ordering::SeqCst);
                             if d > 0 {
                                 tokio::time::sleep(Duration::from_millis(d)).await;
                             }
-                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                Bytes::from_static(b"hello"),
-                            )))
+                            let mut r = Response::new(Full::new(Bytes::from_static(b"hello")));
+                            if fail {
+                                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                            Ok::<_, std::convert::Infallible>(r)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -546,4 +558,75 @@ async fn no_trace_in_starts_a_trace_sampled_by_telemetry() {
         traces.push(tp[1].clone());
     }
     assert_ne!(traces[0], traces[1], "each request starts its own trace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_keep_the_trace() {
+    let b = Backend::start().await;
+    b.fail_next.store(1, Ordering::SeqCst);
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: retry}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - route:
+    - destination: {{host: {HOST}}}
+    retries: {{attempts: 2, retryOn: 5xx}}
+"
+    );
+    let p = start_proxy(&yaml, &b).await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = get(p.addr, HOST, "/", &[("traceparent", tp)]).await;
+    assert_eq!(r.status, StatusCode::OK, "retried after the 503");
+    let seen = b.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "one try and one retry");
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|h| {
+            header(h, "traceparent")
+                .split('-')
+                .nth(1)
+                .expect("trace id")
+        })
+        .collect();
+    assert_eq!(ids, ["4bf92f3577b34da6a3ce929d0e0e4736"; 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draft_03_headers_count_down_on_allowed_responses() {
+    let b = Backend::start().await;
+    let yaml = seed_29(3, "60s", 100).replace(
+        "stat_prefix: local_rate_limiter",
+        "stat_prefix: local_rate_limiter\n            enable_x_ratelimit_headers: DRAFT_VERSION_03",
+    );
+    let p = start_proxy(&yaml, &b).await;
+    let mut remaining = Vec::new();
+    for _ in 0..4 {
+        let r = get(p.addr, HOST, "/", &[]).await;
+        assert_eq!(r.headers["x-ratelimit-limit"], "3");
+        let reset: u64 = r.headers["x-ratelimit-reset"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=60).contains(&reset), "{reset}");
+        remaining.push((
+            r.status.as_u16(),
+            r.headers["x-ratelimit-remaining"]
+                .to_str()
+                .expect("ascii")
+                .to_string(),
+        ));
+    }
+    assert_eq!(
+        remaining,
+        [
+            (200, "2".into()),
+            (200, "1".into()),
+            (200, "0".into()),
+            (429, "0".into())
+        ]
+    );
 }
