@@ -428,6 +428,7 @@ impl Waypoint {
 
         // ambit:ratelimit begin — Envoy's local rate limit, after routing.
         meta.route_name.clone_from(&route.name);
+        meta.destination_service = Some(host.to_string());
         meta.access_log = cfg.telemetry.access_log(host);
         let mut x_ratelimit = None;
         for v in cfg
@@ -488,7 +489,9 @@ impl Waypoint {
                 }
             },
         };
-        meta.destination_service = Some(dest.destination.host.clone()); // ambit:telemetry
+        if dest.destination.host != host {
+            meta.destination_service = Some(dest.destination.host.clone()); // ambit:telemetry
+        }
         let rules: HeaderRules = route.headers.merged(&dest.headers);
 
         let body = match Limited::new(body, self.options.max_request_body)

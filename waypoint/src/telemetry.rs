@@ -633,11 +633,18 @@ impl TelemetryPolicy {
                 format!("{what} is not implemented by the waypoint; ignored"),
             ))
         };
-        if spec.selector.is_some() || spec.target_ref.is_some() || !spec.target_refs.is_empty() {
-            ni(
-                "spec.selector",
-                "selecting workloads (the Telemetry is applied to its whole namespace)",
-            );
+        let targeted = [
+            ("spec.selector", spec.selector.is_some()),
+            ("spec.targetRef", spec.target_ref.is_some()),
+            ("spec.targetRefs", !spec.target_refs.is_empty()),
+        ];
+        for (path, set) in targeted {
+            if set {
+                ni(
+                    path,
+                    "selecting workloads (the Telemetry is applied to its whole namespace)",
+                );
+            }
         }
         let mut s = Settings::default();
         for (i, t) in spec.tracing.iter().enumerate() {

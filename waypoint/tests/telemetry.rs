@@ -326,7 +326,11 @@ async fn seed_29_rate_limit_denies_when_empty_and_recovers_after_the_fill() {
         total(
             &m,
             "istio_requests_total",
-            &[("response_code", "429"), ("response_flags", "RL")]
+            &[
+                ("response_code", "429"),
+                ("response_flags", "RL"),
+                ("destination_service", HOST)
+            ]
         ) >= 1.0
     );
 }
