@@ -366,10 +366,9 @@ impl Waypoint {
             &peer.source,
             peer.addr,
             &*self.discovery,
-            &resp,
+            resp,
             started,
-        );
-        resp
+        )
     }
 
     /// The request path.

@@ -7,8 +7,9 @@
 //! Metrics are recorded once the response head is known, for forwarded
 //! requests and local replies alike; the duration is to the response head
 //! (the body streams on afterwards). `istio_response_bytes` observes the
-//! body length when the head says it (`content-length` or a complete local
-//! reply); streamed bodies of unknown length are not observed.
+//! body length at the head when it is known there (`content-length`, local
+//! replies), else when a streamed body ends (or is dropped), counted as it
+//! passes; the access log's `bytes_sent` is `-` for the latter.
 //!
 //! Label values that are not known are `unknown`, as Istio's.
 
@@ -20,8 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use http::{HeaderValue, Method, Response, Version};
-use hyper::body::Body;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
 use mesh_api::telemetry::TelemetrySpec;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,7 +35,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::config::Issue;
 use crate::discovery::{Discovery, Labels};
 use crate::ratelimit::{host_namespace, Stats, ROOT_NAMESPACE};
@@ -427,16 +433,17 @@ impl Telemetry {
         }
     }
 
-    /// Records one request whose response head is `resp`.
+    /// Records one request whose response head is `resp`; returns the
+    /// response (its body counted when its length is not known yet).
     pub fn record(
         &self,
         meta: &RequestMeta,
         source: &SourceInfo,
         peer: SocketAddr,
         discovery: &dyn Discovery,
-        resp: &Response<ProxyBody>,
+        resp: Response<ProxyBody>,
         started: Instant,
-    ) {
+    ) -> Response<ProxyBody> {
         let elapsed = started.elapsed();
         let upstream = resp.extensions().get::<UpstreamHost>();
         let dest_wl = upstream.and_then(|u| discovery.workload(u.addr.ip()));
@@ -504,8 +511,71 @@ impl Telemetry {
             self.response_bytes.get_or_create(&labels).observe(n as f64);
         }
         if meta.access_log && self.access_log.load(Ordering::Relaxed) {
-            access_log(meta, &labels, peer, upstream, response_len, elapsed, resp);
+            access_log(meta, &labels, peer, upstream, response_len, elapsed, &resp);
         }
+        if response_len.is_some() {
+            return resp;
+        }
+        let histogram = self.response_bytes.get_or_create(&labels).clone();
+        resp.map(|body| {
+            CountingBody {
+                inner: body,
+                bytes: 0,
+                histogram: Some(histogram),
+            }
+            .boxed_unsync()
+        })
+    }
+}
+
+/// A streamed response body that observes its length when it ends.
+struct CountingBody {
+    inner: ProxyBody,
+    bytes: u64,
+    histogram: Option<Histogram>,
+}
+
+impl CountingBody {
+    fn finish(&mut self) {
+        if let Some(h) = self.histogram.take() {
+            h.observe(self.bytes as f64);
+        }
+    }
+}
+
+impl Body for CountingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -787,12 +857,12 @@ spec:
         );
         let peer: SocketAddr = "127.0.0.1:9".parse().expect("addr");
         let disc = StaticDiscovery::new();
-        t.record(
+        let _ = t.record(
             &meta,
             &SourceInfo::default(),
             peer,
             &disc,
-            &r,
+            r,
             Instant::now(),
         );
         let text = t.metrics_text();
@@ -847,35 +917,34 @@ spec:
                 .expect("request"),
         );
         meta.route_name = Some("r1".into());
-        let resp = local_reply(StatusCode::OK, "hello");
         let peer: SocketAddr = "10.0.0.9:5555".parse().expect("addr");
         let disc = StaticDiscovery::new();
         tracing::subscriber::with_default(sub, || {
-            t.record(
+            let _ = t.record(
                 &meta,
                 &SourceInfo::default(),
                 peer,
                 &disc,
-                &resp,
+                local_reply(StatusCode::OK, "hello"),
                 Instant::now(),
             );
             meta.access_log = false; // Telemetry `accessLogging: disabled`
-            t.record(
+            let _ = t.record(
                 &meta,
                 &SourceInfo::default(),
                 peer,
                 &disc,
-                &resp,
+                local_reply(StatusCode::OK, "hello"),
                 Instant::now(),
             );
             meta.access_log = true;
             t.set_access_log(false); // --no-access-log
-            t.record(
+            let _ = t.record(
                 &meta,
                 &SourceInfo::default(),
                 peer,
                 &disc,
-                &resp,
+                local_reply(StatusCode::OK, "hello"),
                 Instant::now(),
             );
         });
@@ -897,6 +966,59 @@ spec:
         ] {
             assert!(lines[0].contains(want), "{want} in {}", lines[0]);
         }
+    }
+
+    /// A body of chunks with no size hint (as a chunked upstream body).
+    struct Chunks(Vec<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.0.is_empty() {
+                Poll::Ready(None)
+            } else {
+                let b = self.0.remove(0);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn streamed_body_is_counted_when_it_ends() {
+        let t = Telemetry::new();
+        let body = Chunks(vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"defg"),
+        ]);
+        let peer: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let resp = t.record(
+            &RequestMeta::default(),
+            &SourceInfo::default(),
+            peer,
+            &StaticDiscovery::new(),
+            Response::new(body.boxed_unsync()),
+            Instant::now(),
+        );
+        let before = t.metrics_text();
+        assert!(
+            before
+                .lines()
+                .any(|l| l.starts_with("istio_response_bytes_count{") && l.ends_with(" 0")),
+            "not observed before the end: {before}"
+        );
+        let got = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&got[..], b"abcdefg");
+        let text = t.metrics_text();
+        let sum = text
+            .lines()
+            .find(|l| l.starts_with("istio_response_bytes_sum{"))
+            .expect("observed at the end");
+        assert!(sum.ends_with(" 7.0"), "{sum}");
     }
 
     #[test]
