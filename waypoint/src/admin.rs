@@ -68,14 +68,19 @@ pub async fn serve(listener: TcpListener, wp: Arc<Waypoint>) {
 }
 
 /// Binds `addr` (errors are reported here, before the thread starts) and
-/// serves the admin endpoints on a thread of its own.
-pub fn spawn(addr: SocketAddr, wp: Arc<Waypoint>) -> io::Result<std::thread::JoinHandle<()>> {
+/// serves the admin endpoints on a thread of its own; returns the bound
+/// address.
+pub fn spawn(
+    addr: SocketAddr,
+    wp: Arc<Waypoint>,
+) -> io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
+    let bound = std_listener.local_addr()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("waypoint-admin".into())
         .spawn(move || {
             rt.block_on(async move {
@@ -84,5 +89,6 @@ pub fn spawn(addr: SocketAddr, wp: Arc<Waypoint>) -> io::Result<std::thread::Joi
                     Err(e) => tracing::warn!(error = %e, "admin listener"),
                 }
             })
-        })
+        })?;
+    Ok((bound, thread))
 }

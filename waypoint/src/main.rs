@@ -123,7 +123,7 @@ async fn main() -> Result<()> {
     let wp = Waypoint::new(config, discovery.clone(), connector);
     // ambit:telemetry begin — admin server on its own thread and runtime.
     wp.telemetry().set_access_log(!cli.no_access_log);
-    let _admin = waypoint::admin::spawn(cli.admin, wp.clone())
+    let (_admin_addr, _admin_thread) = waypoint::admin::spawn(cli.admin, wp.clone())
         .with_context(|| format!("admin server on {}", cli.admin))?;
     // ambit:telemetry end
     let listener = TcpListener::bind(cli.listen)

@@ -634,3 +634,26 @@ async fn draft_03_headers_count_down_on_allowed_responses() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_thread_serves_metrics_and_readiness() {
+    let b = Backend::start().await;
+    let disc = StaticDiscovery::new().with(HOST, vec![b.endpoint()]);
+    let wp = Waypoint::new(Config::default(), Arc::new(disc), Arc::new(TcpConnector));
+    let (admin, _thread) =
+        waypoint::admin::spawn("127.0.0.1:0".parse().expect("addr"), wp).expect("admin");
+    let r = get(admin, "admin", "/healthz/ready", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get(admin, "admin", "/metrics", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("# TYPE istio_requests counter"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.trim_end().ends_with("# EOF"));
+    assert_eq!(
+        get(admin, "admin", "/nope", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
