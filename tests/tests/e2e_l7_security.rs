@@ -65,7 +65,10 @@ fn seed_jwt_auth_on_productpage() {
         "    jwksUri: \"https://raw.githubusercontent.com/istio/istio/release-1.19/security/tools/jwt/samples/jwks.json\"",
         &format!("    jwks: '{}'", jwks.replace('\n', "")),
     );
-    assert!(l7.contains("jwks: '"), "the seed's jwksUri line changed: {l7}");
+    assert!(
+        l7.contains("jwks: '"),
+        "the seed's jwksUri line changed: {l7}"
+    );
     let backends = [
         Backend::new("productpage", "v1", "node-a"),
         Backend::new("details", "v1", "node-b"),
@@ -100,7 +103,11 @@ fn seed_jwt_auth_on_productpage() {
     for (what, tok, body) in [
         ("expired", &expired, "Jwt is expired"),
         ("forged", &forged, "Jwt verification fails"),
-        ("wrong issuer", &wrong_issuer, "Jwt issuer is not configured"),
+        (
+            "wrong issuer",
+            &wrong_issuer,
+            "Jwt issuer is not configured",
+        ),
     ] {
         let r = call(Some(tok));
         assert_eq!(status(&r, 401), 5, "{what}: {r:?}");
@@ -108,9 +115,16 @@ fn seed_jwt_auth_on_productpage() {
     }
     let none = call(None);
     assert_eq!(status(&none, 403), 5, "no token, require-jwt: {none:?}");
-    assert!(none.bodies.iter().all(|b| b.contains("RBAC: access denied")), "{none:?}");
+    assert!(
+        none.bodies
+            .iter()
+            .all(|b| b.contains("RBAC: access denied")),
+        "{none:?}"
+    );
     // details is not selected by either policy.
-    let details = b.load(&url("details", "/details"), 5, 1, &[]).expect("load");
+    let details = b
+        .load(&url("details", "/details"), 5, 1, &[])
+        .expect("load");
     assert_eq!(status(&details, 200), 5, "{details:?}");
     b.stop_waypoint().expect("stop");
 }

@@ -7,7 +7,9 @@ use mesh_api::{ParsedDocument, Resource};
 use crate::authn::Authenticator;
 use crate::authz::Authorizer;
 use crate::policy::Policies;
+use crate::ratelimit::RateLimits;
 use crate::routes::RouteTable;
+use crate::telemetry::TelemetryPolicy;
 
 /// Something in a resource the waypoint could not apply (the rest of the
 /// resource still applies).
@@ -48,6 +50,10 @@ pub struct Config {
     pub authn: Authenticator,
     /// L7 AuthorizationPolicies.
     pub authz: Authorizer,
+    /// Local rate limits (EnvoyFilter).
+    pub ratelimits: RateLimits,
+    /// Sampling and access log settings (Telemetry).
+    pub telemetry: TelemetryPolicy,
 }
 
 fn res_name(r: &Resource) -> String {
@@ -60,7 +66,8 @@ fn res_name(r: &Resource) -> String {
 }
 
 impl Config {
-    /// Compiles VirtualServices, DestinationRules and HTTPRoutes (other
+    /// Compiles VirtualServices, DestinationRules, HTTPRoutes, EnvoyFilters
+    /// (local rate limits) and Telemetry (other
     /// kinds are not the waypoint's and are ignored), in order.
     pub fn from_resources<'a>(
         resources: impl IntoIterator<Item = &'a Resource>,
@@ -81,6 +88,15 @@ impl Config {
                 Resource::AuthorizationPolicy(o) => {
                     c.authz.add(&name, r.namespace(), &o.spec, &mut issues)
                 }
+                // ambit:telemetry begin
+                Resource::EnvoyFilter(o) => {
+                    c.ratelimits
+                        .add_envoy_filter(&name, r.namespace(), &o.spec, &mut issues)
+                }
+                Resource::Telemetry(o) => {
+                    c.telemetry.add(&name, r.namespace(), &o.spec, &mut issues)
+                }
+                // ambit:telemetry end
                 _ => {}
             }
         }

@@ -44,6 +44,12 @@ pub trait Discovery: Send + Sync + 'static {
     fn source_labels(&self, _ip: IpAddr) -> Labels {
         Labels::new()
     }
+
+    /// The name, namespace and principal of the workload at `ip`, for
+    /// metrics labels (`None` when unknown).
+    fn workload(&self, _ip: IpAddr) -> Option<std::sync::Arc<crate::telemetry::WorkloadInfo>> {
+        None
+    }
 }
 
 /// A fixed table, changeable at run time; for tests and the local mode.

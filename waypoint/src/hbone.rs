@@ -53,6 +53,8 @@ pub struct MeshDiscovery {
     /// VIP:port -> FQDN
     vips: HashMap<SocketAddr, String>,
     workloads: HashMap<IpAddr, (Labels, Identity)>,
+    /// ambit:telemetry — workload name, namespace, principal by IP.
+    workload_info: HashMap<IpAddr, Arc<crate::telemetry::WorkloadInfo>>,
 }
 
 impl MeshDiscovery {
@@ -61,6 +63,15 @@ impl MeshDiscovery {
         for w in state.workloads() {
             d.workloads
                 .insert(w.ip, (w.labels.clone(), state.identity_of(w)));
+            // ambit:telemetry
+            d.workload_info.insert(
+                w.ip,
+                Arc::new(crate::telemetry::WorkloadInfo {
+                    name: w.name.clone(),
+                    namespace: w.namespace.clone(),
+                    principal: state.identity_of(w).to_string(),
+                }),
+            );
         }
         let mut short: HashMap<String, usize> = HashMap::new();
         for s in state.services() {
@@ -135,6 +146,11 @@ impl Discovery for MeshDiscovery {
             .get(&ip)
             .map(|(l, _)| l.clone())
             .unwrap_or_default()
+    }
+
+    // ambit:telemetry
+    fn workload(&self, ip: IpAddr) -> Option<Arc<crate::telemetry::WorkloadInfo>> {
+        self.workload_info.get(&ip).cloned()
     }
 }
 
@@ -333,10 +349,18 @@ async fn tunnel(
             return;
         }
     };
+    let labels = discovery.source_labels(addr.ip());
     let peer = Arc::new(Peer {
         addr,
-        labels: discovery.source_labels(addr.ip()),
         identity: Some(caller.identity.clone()),
+        // ambit:telemetry — HBONE: mutual TLS; the tunnel's peer is the principal.
+        source: crate::telemetry::SourceInfo::new(
+            discovery.workload(addr.ip()).as_deref(),
+            &labels,
+            true,
+        )
+        .with_principal(&caller.identity.to_string()),
+        labels,
     });
     let target = caller.target;
     let svc = service_fn(move |mut req: Request<Incoming>| {

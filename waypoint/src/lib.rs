@@ -11,7 +11,12 @@
 //! and retries ([`resilience`]). Endpoints come from a [`discovery::Discovery`]
 //! and upstream connections from a [`connector::Connector`] (plain TCP now,
 //! HBONE later).
+//!
+//! Around that: Envoy's local rate limit ([`ratelimit`], from EnvoyFilter),
+//! Istio's standard metrics and an access log ([`telemetry`], served by
+//! [`admin`]), and trace context propagation ([`trace`]).
 
+pub mod admin;
 pub mod authn;
 pub mod authz;
 pub mod balancer;
@@ -27,9 +32,30 @@ pub mod outlier;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
 pub mod resilience;
 pub mod routes;
 pub mod security;
+pub mod telemetry;
+pub mod trace;
+
+/// The seed configs: `shared/seed-configs` beside the checkout, found
+/// from the crate upwards (a worktree sits deeper than the main checkout).
+#[cfg(test)]
+pub(crate) fn seed_config(name: &str) -> String {
+    let mut dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    while let Some(d) = dir {
+        let p = d.join("shared/seed-configs").join(name);
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            return text;
+        }
+        dir = d.parent();
+    }
+    panic!(
+        "seed config {name} not found above {}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+}
 
 pub use config::Config;
 pub use connector::{Connector, TcpConnector};

@@ -6,7 +6,8 @@
 //! documents with a `kind` are the Istio / Gateway API L7 resources
 //! (VirtualService, DestinationRule, HTTPRoute). It listens for HBONE on
 //! `0.0.0.0:15008` with the waypoint workload's identity, serves the HTTP
-//! inside each tunnel, and reaches endpoints over HBONE.
+//! inside each tunnel, and reaches endpoints over HBONE. `--admin` (default
+//! `127.0.0.1:15020`) serves `/metrics` and `/healthz/ready`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -35,6 +36,14 @@ struct Cli {
     /// Where to listen for HBONE.
     #[arg(long, default_value_t = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), mesh_node::hbone::HBONE_PORT))]
     listen: SocketAddr,
+    // ambit:telemetry begin
+    /// Admin HTTP server: `/metrics` (Prometheus) and `/healthz/ready`.
+    #[arg(long, default_value = waypoint::admin::DEFAULT_ADMIN_ADDR)]
+    admin: SocketAddr,
+    /// Turn the per-request access log (target `access`) off.
+    #[arg(long)]
+    no_access_log: bool,
+    // ambit:telemetry end
 }
 
 /// Splits the file: (mesh-node local config, L7 resources) as YAML texts.
@@ -112,6 +121,11 @@ async fn main() -> Result<()> {
         SocketAddr::new(me.ip, 0),
     ));
     let wp = Waypoint::new(config, discovery.clone(), connector);
+    // ambit:telemetry begin — admin server on its own thread and runtime.
+    wp.telemetry().set_access_log(!cli.no_access_log);
+    let (_admin_addr, _admin_thread) = waypoint::admin::spawn(cli.admin, wp.clone())
+        .with_context(|| format!("admin server on {}", cli.admin))?;
+    // ambit:telemetry end
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("listening on {}", cli.listen))?;
@@ -119,6 +133,7 @@ async fn main() -> Result<()> {
         workload = %me.key(),
         %identity,
         listen = %cli.listen,
+        admin = %cli.admin,
         "waypoint ready"
     );
 

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -52,6 +52,8 @@ use crate::policy::{ClusterSpec, ResolveError};
 use crate::pool::{Pool, PoolError};
 use crate::resilience::{Outcome, RetryPolicy};
 use crate::routes::{split_host_port, Action, DestinationRef, RequestInfo, Route};
+// ambit:telemetry
+use crate::telemetry::{flagged, RequestMeta, ResponseFlag, SourceInfo, Telemetry, UpstreamHost};
 
 /// Tunables that are not Istio config.
 #[derive(Clone, Debug)]
@@ -86,6 +88,8 @@ pub struct Peer {
     pub labels: Labels,
     /// The caller's SPIFFE identity (HBONE tunnels); `None` on plain TCP.
     pub identity: Option<mesh_node::identity::Identity>,
+    /// ambit:telemetry — the caller as metrics label it.
+    pub source: SourceInfo,
 }
 
 /// The waypoint: configuration, discovery, connector and per-destination
@@ -96,6 +100,8 @@ pub struct Waypoint {
     connector: Arc<dyn Connector>,
     clusters: Mutex<HashMap<DestinationRef, Arc<Cluster>>>,
     pub options: Options,
+    /// ambit:telemetry — metrics registry and access log switch.
+    telemetry: Telemetry,
 }
 
 /// A request ready to be sent upstream, replayable.
@@ -165,15 +171,18 @@ fn overloaded() -> Response<ProxyBody> {
     );
     r.headers_mut()
         .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
-    r
+    flagged(r, ResponseFlag::UPSTREAM_OVERFLOW)
 }
 
 fn timeout_reply() -> Response<ProxyBody> {
-    local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+    flagged(
+        local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        ResponseFlag::UPSTREAM_TIMEOUT,
+    )
 }
 
 fn abort_reply(a: AbortWith) -> Response<ProxyBody> {
-    match a {
+    let r = match a {
         AbortWith::Http(code) => local_reply(code, "fault filter abort"),
         AbortWith::Grpc(code) => {
             let mut r = Response::new(full(Bytes::new()));
@@ -189,7 +198,8 @@ fn abort_reply(a: AbortWith) -> Response<ProxyBody> {
             );
             r
         }
-    }
+    };
+    flagged(r, ResponseFlag::FAULT_ABORT)
 }
 
 /// Is this hyper error an HTTP/2 REFUSED_STREAM?
@@ -234,6 +244,7 @@ impl Waypoint {
             connector,
             clusters: Mutex::new(HashMap::new()),
             options: Options::default(),
+            telemetry: Telemetry::new(),
         })
     }
 
@@ -249,8 +260,21 @@ impl Waypoint {
             connector,
             clusters: Mutex::new(HashMap::new()),
             options,
+            telemetry: Telemetry::new(),
         })
     }
+
+    // ambit:telemetry begin
+    /// The metrics registry and access log switch.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// The metrics in OpenMetrics text (what the admin `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.telemetry.metrics_text()
+    }
+    // ambit:telemetry end
 
     pub fn config(&self) -> Arc<Config> {
         self.config
@@ -305,10 +329,17 @@ impl Waypoint {
     /// Serves one downstream connection (a TCP stream, or an HBONE tunnel
     /// stream once terminated) from `peer`.
     pub async fn serve_connection<I: Io>(self: Arc<Self>, io: I, peer: SocketAddr) {
+        let labels = self.discovery.source_labels(peer.ip());
         let peer = Arc::new(Peer {
             addr: peer,
-            labels: self.discovery.source_labels(peer.ip()),
             identity: None,
+            // ambit:telemetry — plain TCP: no mTLS.
+            source: SourceInfo::new(
+                self.discovery.workload(peer.ip()).as_deref(),
+                &labels,
+                false,
+            ),
+            labels,
         });
         let svc = service_fn(move |req: Request<Incoming>| {
             let me = self.clone();
@@ -323,11 +354,32 @@ impl Waypoint {
         }
     }
 
-    /// Handles one request.
+    /// Handles one request; records its metrics and access log once the
+    /// response head is known (ambit:telemetry).
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: &Peer,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let mut meta = RequestMeta::from_request(&req);
+        let resp = self.clone().handle_request(req, peer, &mut meta).await;
+        self.telemetry.record(
+            &meta,
+            &peer.source,
+            peer.addr,
+            &*self.discovery,
+            resp,
+            started,
+        )
+    }
+
+    /// The request path.
+    async fn handle_request(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: &Peer,
+        meta: &mut RequestMeta,
     ) -> Response<ProxyBody> {
         let cfg = self.config();
         let (mut parts, body) = req.into_parts();
@@ -373,13 +425,39 @@ impl Waypoint {
                 .find_map(|r| r.matching(&info).map(|m| (r, m)))
             {
                 Some(found) => found,
-                None => return local_reply(StatusCode::NOT_FOUND, "route not found"),
+                None => {
+                    return flagged(
+                        local_reply(StatusCode::NOT_FOUND, "route not found"),
+                        ResponseFlag::NO_ROUTE,
+                    )
+                }
             },
         };
+
+        // ambit:ratelimit begin — Envoy's local rate limit, after routing.
+        meta.route_name.clone_from(&route.name);
+        meta.destination_service = Some(host.to_string());
+        meta.access_log = cfg.telemetry.access_log(host);
+        let mut x_ratelimit = None;
+        for v in cfg
+            .ratelimits
+            .check(host, &*self.discovery, &mut rand::thread_rng())
+        {
+            self.telemetry
+                .record_rate_limit(&v.filter.stat_prefix, v.stats);
+            if v.denied() {
+                return flagged(v.filter.reply(v.x_ratelimit), ResponseFlag::RATE_LIMITED);
+            }
+            if let Some(t) = v.x_ratelimit {
+                x_ratelimit = Some((v.filter, t));
+            }
+        }
+        // ambit:ratelimit end
 
         if let Some(f) = &route.fault {
             let d = f.decide(&mut rand::thread_rng());
             if let Some(delay) = d.delay {
+                meta.delayed = true; // ambit:telemetry
                 tokio::time::sleep(delay).await;
             }
             if let Some(a) = d.abort {
@@ -411,16 +489,28 @@ impl Waypoint {
             }
             Action::Forward(_) => match route.pick_destination(&mut rand::thread_rng()) {
                 Some(d) => d,
-                None => return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                None => {
+                    return flagged(
+                        local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                        ResponseFlag::NO_HEALTHY_UPSTREAM,
+                    )
+                }
             },
         };
+        if dest.destination.host != host {
+            meta.destination_service = Some(dest.destination.host.clone()); // ambit:telemetry
+        }
         let rules: HeaderRules = route.headers.merged(&dest.headers);
 
         let body = match Limited::new(body, self.options.max_request_body)
             .collect()
             .await
         {
-            Ok(b) => b.to_bytes(),
+            Ok(b) => {
+                let b = b.to_bytes();
+                meta.request_bytes = b.len() as u64; // ambit:telemetry
+                b
+            }
             Err(e) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
@@ -452,6 +542,14 @@ impl Waypoint {
         if let Ok(v) = HeaderValue::from_str(&scheme) {
             headers.insert("x-forwarded-proto", v);
         }
+        // ambit:telemetry begin — trace context for the upstream (and mirrors, retries).
+        meta.request_id = headers.get("x-request-id").cloned();
+        crate::trace::propagate(
+            &mut headers,
+            cfg.telemetry.sampling_percent(host),
+            &mut rand::thread_rng(),
+        );
+        // ambit:telemetry end
         rules.request.apply(&mut headers);
         let up = Upstream {
             method: parts.method.clone(),
@@ -482,6 +580,9 @@ impl Waypoint {
             None => fwd.await,
         };
         rules.response.apply(resp.headers_mut());
+        if let Some((f, t)) = x_ratelimit {
+            f.add_x_ratelimit(resp.headers_mut(), t); // ambit:ratelimit
+        }
         resp
     }
 
@@ -511,7 +612,10 @@ impl Waypoint {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "destination not resolved");
-                return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+                return flagged(
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                    ResponseFlag::NO_HEALTHY_UPSTREAM,
+                );
             }
         };
         let mut tried: Vec<SocketAddr> = Vec::new();
@@ -580,16 +684,16 @@ impl Waypoint {
             source_ip: up.source_ip,
         };
         let Some(i) = cluster.balancer.pick(&candidates, &input) else {
-            return Try::Final(local_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy upstream",
+            return Try::Final(flagged(
+                local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                ResponseFlag::NO_HEALTHY_UPSTREAM,
             ));
         };
         let addr = candidates[i].addr;
         let Some(ep) = endpoints.iter().find(|e| e.addr == addr) else {
-            return Try::Final(local_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy upstream",
+            return Try::Final(flagged(
+                local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                ResponseFlag::NO_HEALTHY_UPSTREAM,
             ));
         };
         let attempt = self.attempt(cluster, ep, up);
@@ -629,9 +733,12 @@ impl Waypoint {
                     tracing::debug!(endpoint = %ep.addr, error = %e, "upstream connect failed");
                     return (
                         Outcome::ConnectFailure,
-                        local_reply(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                        flagged(
+                            local_reply(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                            ),
+                            ResponseFlag::UPSTREAM_CONNECT_FAILURE,
                         ),
                     );
                 }
@@ -664,6 +771,11 @@ impl Waypoint {
                     };
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers, true);
+                    // ambit:telemetry — who answered, for destination labels.
+                    parts.extensions.insert(UpstreamHost {
+                        addr: ep.addr,
+                        labels: ep.labels.clone(),
+                    });
                     let body = GuardedBody::new(body, lease)
                         .map_err(|e| -> crate::body::BoxError { Box::new(e) })
                         .boxed_unsync();
@@ -683,9 +795,12 @@ impl Waypoint {
                     tracing::debug!(endpoint = %ep.addr, error = %e.error(), "upstream request failed");
                     return (
                         outcome,
-                        local_reply(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                        flagged(
+                            local_reply(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                            ),
+                            ResponseFlag::UPSTREAM_CONNECTION_TERMINATION,
                         ),
                     );
                 }

@@ -563,6 +563,7 @@ async fn run_table(yaml: &str, cases: &[Case]) {
             addr: "10.1.2.3:40000".parse().expect("addr"),
             labels: Default::default(),
             identity: c.caller.clone(),
+            source: waypoint::telemetry::SourceInfo::new(None, &Default::default(), false),
         };
         let got =
             match waypoint::security::enforce(&cfg, &disc, &mut parts, host, port, &peer).await {
