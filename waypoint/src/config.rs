@@ -44,7 +44,7 @@ pub struct Config {
     pub policies: Policies,
 }
 
-fn res_name(r: &Resource) -> String {
+pub(crate) fn res_name(r: &Resource) -> String {
     format!(
         "{:?} {}/{}",
         r.kind(),
