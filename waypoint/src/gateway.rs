@@ -267,6 +267,18 @@ pub fn load_certificate(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Cr
         .map_err(CredentialError::Key)
 }
 
+/// The mode as Istio spells it.
+fn tls_mode_name(m: ServerTlsMode) -> &'static str {
+    match m {
+        ServerTlsMode::Passthrough => "PASSTHROUGH",
+        ServerTlsMode::Simple => "SIMPLE",
+        ServerTlsMode::Mutual => "MUTUAL",
+        ServerTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
+        ServerTlsMode::IstioMutual => "ISTIO_MUTUAL",
+        ServerTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+    }
+}
+
 /// A server as far as its own fields go; `None` (with issues) when it
 /// cannot be served.
 fn compile_server(
@@ -335,7 +347,10 @@ fn compile_server(
                 issues.push(Issue::new(
                     res,
                     &format!("{tp}.mode"),
-                    format!("{m:?} is not supported by Ambit's gateway (only SIMPLE is)"),
+                    format!(
+                        "{} is not supported by Ambit's gateway (only SIMPLE is)",
+                        tls_mode_name(m)
+                    ),
                 ));
                 return None;
             }
@@ -557,6 +572,12 @@ fn port_routes(
 
 // -------------------------------------------------------------- serving --
 
+/// Resolves once `drain` is true (or its sender is gone); the borrow of
+/// the value ends inside, so the future stays `Send`.
+async fn drained(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|d| *d).await.map(|_| ());
+}
+
 /// A listener ready to serve: its servers, the engine with its routes, and
 /// the TLS acceptor of an HTTPS port.
 pub struct ListenerService {
@@ -690,7 +711,7 @@ impl ListenerService {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut drain: watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = drain.wait_for(|d| *d) => break,
+                _ = drained(&mut drain) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((s, peer)) => {
                         let _ = s.set_nodelay(true);
