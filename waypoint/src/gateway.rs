@@ -217,10 +217,10 @@ impl Listener {
         best_server(&self.servers, host)
     }
 
-    /// The TLS configuration of an HTTPS listener.
-    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+    /// The TLS configuration of an HTTPS listener (`None` for HTTP).
+    pub fn tls_config(&self) -> Result<Option<Arc<rustls::ServerConfig>>, rustls::Error> {
         if self.protocol != ListenerProtocol::Https {
-            return None;
+            return Ok(None);
         }
         let mut certs = Vec::new();
         for s in &self.servers {
@@ -231,14 +231,12 @@ impl Listener {
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .ok()?;
-        let mut cfg = builder
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SniResolver { certs }));
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Some(Arc::new(cfg))
+        Ok(Some(Arc::new(cfg)))
     }
 }
 
@@ -607,21 +605,23 @@ fn https_location(authority: &str, uri: &Uri) -> String {
 }
 
 impl ListenerService {
+    /// Fails only when the TLS configuration cannot be built (an HTTPS
+    /// port is never served in clear).
     pub fn new(
         listener: Listener,
         discovery: Arc<dyn Discovery>,
         connector: Arc<dyn Connector>,
-    ) -> Arc<Self> {
-        let tls = listener.tls_config().map(TlsAcceptor::from);
+    ) -> Result<Arc<Self>, rustls::Error> {
+        let tls = listener.tls_config()?.map(TlsAcceptor::from);
         let waypoint = Waypoint::new(listener.config, discovery.clone(), connector);
-        Arc::new(ListenerService {
+        Ok(Arc::new(ListenerService {
             port: listener.port,
             protocol: listener.protocol,
             servers: listener.servers,
             waypoint,
             discovery,
             tls,
-        })
+        }))
     }
 
     /// Host check, HTTPS redirect, then the engine.

@@ -206,7 +206,8 @@ async fn run_gateway(
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
-        let service = ListenerService::new(l, discovery.clone(), connector.clone());
+        let service = ListenerService::new(l, discovery.clone(), connector.clone())
+            .with_context(|| format!("the TLS configuration of port {port}"))?;
         info!(listen = %addr, ?protocol, ?hosts, "gateway listener ready");
         servers.push(tokio::spawn(service.serve(listener, drain_rx.clone())));
     }

@@ -181,7 +181,8 @@ async fn start_gateway(
     let mut ports = HashMap::new();
     for l in gw.listeners {
         let port = l.port;
-        let svc = ListenerService::new(l, disc.clone(), Arc::new(TcpConnector));
+        let svc =
+            ListenerService::new(l, disc.clone(), Arc::new(TcpConnector)).expect("TLS config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         ports.insert(port, listener.local_addr().expect("addr"));
         tokio::spawn(svc.serve(listener, rx.clone()));
