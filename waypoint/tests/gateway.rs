@@ -270,20 +270,35 @@ async fn https_get_h1(tls: TlsStream<TcpStream>, host: &str, path: &str) -> Repl
 
 // ---------------------------------------------------------------- tests --
 
-/// Seeds 39+40 (my-gateway, example.com) plus 43 (myapp-gateway, a second
-/// certificate on 443) with `myapp` behind the gateway.
+/// The subsets seed 41 routes to.
+const MYAPP_SUBSETS: &str = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: myapp, namespace: production}
+spec:
+  host: myapp
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+/// Seeds 39+40 (my-gateway, example.com) plus 43+41 (myapp-gateway, a
+/// second certificate on 443) with `myapp` (v1) behind the gateway.
 async fn example_com() -> (Credentials, HashMap<u16, SocketAddr>, Backend) {
     let creds = Credentials::new(&[
         ("tls-secret", "example.com"),
         ("myapp-tls-secret", "myapp.example.com"),
     ]);
     let myapp = Backend::start("myapp").await;
-    let disc = StaticDiscovery::new().with("myapp", vec![myapp.endpoint()]);
+    let v1 = Endpoint::new(myapp.addr, &[("version", "v1")]);
+    let disc = StaticDiscovery::new().with("myapp", vec![v1]);
     let yaml = seeds(&[
         "39-002-gateway-my-gateway.yaml",
         "40-002-virtualservice-gateway-vs.yaml",
         "43-003-gateway-myapp-gateway.yaml",
-    ]);
+        "41-003-virtualservice-myapp.yaml",
+    ]) + MYAPP_SUBSETS;
     let ports = start_gateway(&yaml, disc, creds.path()).await;
     (creds, ports, myapp)
 }
@@ -330,9 +345,10 @@ async fn https_presents_the_sni_certificate_and_reaches_the_backend() {
         .await
         .expect("TLS to myapp.example.com");
     assert_eq!(presented(&tls), creds.leaves["myapp-tls-secret"]);
-    // No VirtualService binds myapp-gateway here: no route.
-    let r = https_get_h1(tls, "myapp.example.com", "/").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Seed 41 bound to myapp-gateway: the v1 subset.
+    let r = https_get_h1(tls, "myapp.example.com", "/v1-path").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(myapp.last().expect("reached").0, "/v1-path");
 
     // An SNI no server names: no certificate, no handshake.
     assert!(
@@ -373,6 +389,13 @@ async fn hosts_outside_the_gateway_are_404() {
         .await
         .expect("TLS");
     let r = https_get_h1(tls, "other.com", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A host of another server on the port, inside a connection made for
+    // example.com.
+    let tls = tls_connect(&creds, ports[&443], "example.com", &[b"http/1.1"])
+        .await
+        .expect("TLS");
+    let r = https_get_h1(tls, "myapp.example.com", "/").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(myapp.last().is_none());
 }
