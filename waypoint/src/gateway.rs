@@ -604,6 +604,19 @@ fn https_location(authority: &str, uri: &Uri) -> String {
     format!("https://{authority}{path}")
 }
 
+/// The gateway is the mesh's edge: the caller's address is appended to
+/// `x-forwarded-for`, as Istio's gateways (`use_remote_address`) do.
+fn append_forwarded_for(headers: &mut http::HeaderMap, caller: SocketAddr) {
+    let ip = caller.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
 impl ListenerService {
     /// Fails only when the TLS configuration cannot be built (an HTTPS
     /// port is never served in clear).
@@ -688,6 +701,7 @@ impl ListenerService {
                 }
             }
         }
+        append_forwarded_for(req.headers_mut(), peer.addr);
         self.waypoint.clone().handle(req, peer).await
     }
 
@@ -787,6 +801,33 @@ mod tests {
         );
         assert_eq!(intersect_hosts("example.org", "example.com"), None);
         assert_eq!(intersect_hosts("*.example.org", "*.example.com"), None);
+    }
+
+    #[test]
+    fn gateway_references_resolve_in_the_virtual_service_namespace() {
+        let gw = Binding::Gateway {
+            namespace: "edge".into(),
+            name: "gw".into(),
+        };
+        let refs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(gw.named_by(&refs(&["gw"]), "edge"));
+        assert!(!gw.named_by(&refs(&["gw"]), "team"));
+        assert!(gw.named_by(&refs(&["edge/gw"]), "team"));
+        assert!(!gw.named_by(&refs(&["mesh"]), "edge"));
+        assert!(!gw.named_by(&[], "edge"));
+        assert!(Binding::Mesh.named_by(&[], "edge"));
+        assert!(Binding::Mesh.named_by(&refs(&["mesh", "edge/gw"]), "edge"));
+        assert!(!Binding::Mesh.named_by(&refs(&["edge/gw"]), "edge"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = http::HeaderMap::new();
+        let caller: SocketAddr = "192.0.2.7:5000".parse().expect("addr");
+        append_forwarded_for(&mut h, caller);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        append_forwarded_for(&mut h, caller);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7, 192.0.2.7");
     }
 
     #[test]

@@ -339,6 +339,10 @@ async fn https_presents_the_sni_certificate_and_reaches_the_backend() {
             .and_then(|v| v.to_str().ok()),
         Some("https")
     );
+    assert_eq!(
+        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        Some("127.0.0.1")
+    );
 
     // The other server on the port: its own certificate.
     let tls = tls_connect(&creds, ports[&443], "myapp.example.com", &[b"http/1.1"])
