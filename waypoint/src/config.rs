@@ -56,7 +56,7 @@ pub struct Config {
     pub telemetry: TelemetryPolicy,
 }
 
-fn res_name(r: &Resource) -> String {
+pub(crate) fn res_name(r: &Resource) -> String {
     format!(
         "{:?} {}/{}",
         r.kind(),

@@ -25,6 +25,7 @@ pub mod config;
 pub mod connector;
 pub mod discovery;
 pub mod fault;
+pub mod gateway;
 pub mod hbone;
 pub mod headers;
 pub mod mirror;

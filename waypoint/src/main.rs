@@ -8,6 +8,13 @@
 //! `0.0.0.0:15008` with the waypoint workload's identity, serves the HTTP
 //! inside each tunnel, and reaches endpoints over HBONE. `--admin` (default
 //! `127.0.0.1:15020`) serves `/metrics` and `/healthz/ready`.
+//!
+//! `waypoint --role gateway --config <file> --name <gateway workload>
+//! --credentials <dir>` is the ingress gateway instead: it serves the
+//! Istio Gateway servers that select the workload's labels, one listener
+//! per server port (`--gateway-ip`, `--port-offset`), certificates of
+//! `credentialName: X` read from `<dir>/X/tls.crt` and `<dir>/X/tls.key`
+//! (see `waypoint::gateway`), and no HBONE listener.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +25,7 @@ use clap::Parser;
 use mesh_node::identity::CertStore;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
+use waypoint::gateway::{GatewayConfig, ListenerService};
 use waypoint::hbone::{HboneConnector, MarkedSocketFactory, MeshDiscovery};
 use waypoint::{Config, Waypoint};
 
@@ -44,6 +52,28 @@ struct Cli {
     #[arg(long)]
     no_access_log: bool,
     // ambit:telemetry end
+    // ---- gateway role (waypoint::gateway) ----
+    /// `waypoint`: the per-namespace waypoint (HBONE in); `gateway`: the
+    /// ingress gateway (the Istio Gateways selecting this workload).
+    #[arg(long, value_enum, default_value_t = Role::Waypoint)]
+    role: Role,
+    /// Gateway role: the TLS Secrets named by `credentialName`, one folder
+    /// each: `<dir>/<credentialName>/tls.crt` and `tls.key` (PEM).
+    #[arg(long, default_value = "/etc/ambit/gateway-credentials")]
+    credentials: PathBuf,
+    /// Gateway role: the address the Gateway server ports are bound on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    gateway_ip: IpAddr,
+    /// Gateway role: added to every Gateway server port number (to run
+    /// unprivileged: 80 -> 8080 with 8000).
+    #[arg(long, default_value_t = 0)]
+    port_offset: u16,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Waypoint,
+    Gateway,
 }
 
 /// Splits the file: (mesh-node local config, L7 resources) as YAML texts.
@@ -120,6 +150,9 @@ async fn main() -> Result<()> {
         Arc::new(MarkedSocketFactory::default()),
         SocketAddr::new(me.ip, 0),
     ));
+    if cli.role == Role::Gateway {
+        return run_gateway(&cli, &l7, &source, &me.labels, discovery, connector).await;
+    }
     let wp = Waypoint::new(config, discovery.clone(), connector);
     // ambit:telemetry begin — admin server on its own thread and runtime.
     wp.telemetry().set_access_log(!cli.no_access_log);
@@ -149,5 +182,59 @@ async fn main() -> Result<()> {
     info!("waypoint draining");
     let _ = drain_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+// ---- gateway role (waypoint::gateway) ----
+
+/// The gateway role: a listener per Gateway server port, until SIGTERM or
+/// Ctrl-C.
+async fn run_gateway(
+    cli: &Cli,
+    l7: &str,
+    source: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    discovery: Arc<MeshDiscovery>,
+    connector: Arc<HboneConnector>,
+) -> Result<()> {
+    let (gateway, issues) = GatewayConfig::from_yaml(l7, source, labels, &cli.credentials);
+    for i in &issues {
+        warn!(issue = %i, "gateway config");
+    }
+    if gateway.listeners.is_empty() {
+        bail!("no Gateway server selects this workload (labels {labels:?})");
+    }
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for l in gateway.listeners {
+        let port = l.port.checked_add(cli.port_offset).with_context(|| {
+            format!("port {} + offset {} is over 65535", l.port, cli.port_offset)
+        })?;
+        let addr = SocketAddr::new(cli.gateway_ip, port);
+        let (protocol, hosts) = (
+            l.protocol,
+            l.servers
+                .iter()
+                .flat_map(|s| s.hosts.iter().map(|h| h.host.clone()))
+                .collect::<Vec<_>>(),
+        );
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let service = ListenerService::new(l, discovery.clone(), connector.clone())
+            .with_context(|| format!("the TLS configuration of port {port}"))?;
+        info!(listen = %addr, ?protocol, ?hosts, "gateway listener ready");
+        servers.push(tokio::spawn(service.serve(listener, drain_rx.clone())));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("gateway draining");
+    let _ = drain_tx.send(true);
+    for s in servers {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s).await;
+    }
     Ok(())
 }

@@ -10,7 +10,9 @@
 //! * String matches are Istio's: `exact`, `prefix`, `regex` (RE2 syntax,
 //!   matching the whole value), and `{}` on a header (present).
 //! * VirtualServices bound only to gateways (`gateways` without `mesh`)
-//!   are not waypoint routes and are skipped.
+//!   are not waypoint routes and are skipped. A table can instead be
+//!   built for one Istio Gateway ([`Binding::Gateway`], the gateway role):
+//!   then only the VirtualServices naming that Gateway apply.
 
 use std::time::Duration;
 
@@ -451,15 +453,24 @@ impl Route {
         None
     }
 
-    fn from_istio(r: &HttpRoute) -> Result<Self, String> {
+    /// `Ok(None)`: every match names other gateways (gateway binding only;
+    /// for the mesh that is reported as before).
+    fn from_istio(
+        r: &HttpRoute,
+        binding: &Binding,
+        vs_namespace: &str,
+    ) -> Result<Option<Self>, String> {
         let matches = r
             .matches
             .iter()
-            .filter(|m| m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+            .filter(|m| m.gateways.is_empty() || binding.named_by(&m.gateways, vs_namespace))
             .map(RequestMatch::from_istio)
             .collect::<Result<Vec<_>, _>>()?;
         if matches.is_empty() && !r.matches.is_empty() {
-            return Err("every match is bound to a gateway, none to the mesh".into());
+            return match binding {
+                Binding::Mesh => Err("every match is bound to a gateway, none to the mesh".into()),
+                Binding::Gateway { .. } => Ok(None),
+            };
         }
         let action = if let Some(rd) = &r.redirect {
             let code = rd
@@ -553,7 +564,7 @@ impl Route {
                 });
             }
         }
-        Ok(Route {
+        Ok(Some(Route {
             name: r.name.clone(),
             matches,
             action,
@@ -568,7 +579,7 @@ impl Route {
                 .transpose()?
                 .flatten(),
             mirrors,
-        })
+        }))
     }
 }
 
@@ -890,6 +901,34 @@ fn compile_http_route(
     (hosts, out.into_iter().map(|(_, r)| r).collect())
 }
 
+// ------------------------------------------------------------- binding --
+
+/// Which proxy a route table is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// The mesh (waypoints): `gateways` empty or naming `mesh`.
+    Mesh,
+    /// One Istio Gateway (the gateway role).
+    Gateway { namespace: String, name: String },
+}
+
+impl Binding {
+    /// Does a `gateways` list of a VirtualService in `vs_namespace` name
+    /// this binding? A Gateway is named `ns/name`, or `name` from its own
+    /// namespace.
+    pub fn named_by(&self, gateways: &[String], vs_namespace: &str) -> bool {
+        match self {
+            Binding::Mesh => gateways.is_empty() || gateways.iter().any(|g| g == "mesh"),
+            Binding::Gateway { namespace, name } => {
+                gateways.iter().any(|g| match g.split_once('/') {
+                    Some((ns, n)) => ns == namespace && n == name,
+                    None => g == name && vs_namespace == namespace,
+                })
+            }
+        }
+    }
+}
+
 // --------------------------------------------------------------- table --
 
 /// The routes of one host pattern.
@@ -958,18 +997,49 @@ impl RouteTable {
         vs: &VirtualServiceSpec,
         issues: &mut Vec<Issue>,
     ) {
-        if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") {
+        self.add_bound_virtual_service(
+            res,
+            "",
+            vs,
+            &Binding::Mesh,
+            |h| vec![h.to_string()],
+            issues,
+        );
+    }
+
+    /// Adds the `http` routes of a VirtualService of namespace
+    /// `vs_namespace` if its `gateways` name `binding` (matches naming
+    /// other gateways are left out). `file_under` maps each VS host to the
+    /// hosts its routes are filed under (a gateway: the intersection with
+    /// its servers' hosts; none: not served).
+    pub fn add_bound_virtual_service(
+        &mut self,
+        res: &str,
+        vs_namespace: &str,
+        vs: &VirtualServiceSpec,
+        binding: &Binding,
+        file_under: impl Fn(&str) -> Vec<String>,
+        issues: &mut Vec<Issue>,
+    ) {
+        if !binding.named_by(&vs.gateways, vs_namespace) {
             return;
         }
         let mut routes = Vec::new();
         for (i, r) in vs.http.iter().enumerate() {
-            match Route::from_istio(r) {
-                Ok(route) => routes.push(route),
+            match Route::from_istio(r, binding, vs_namespace) {
+                Ok(Some(route)) => routes.push(route),
+                Ok(None) => {}
                 Err(e) => issues.push(Issue::new(res, &format!("spec.http[{i}]"), e)),
             }
         }
-        for h in &vs.hosts {
-            self.push(h, routes.clone());
+        let mut hosts: Vec<String> = Vec::new();
+        for h in vs.hosts.iter().flat_map(|h| file_under(h)) {
+            if !hosts.contains(&h) {
+                hosts.push(h);
+            }
+        }
+        for h in hosts {
+            self.push(&h, routes.clone());
         }
     }
 

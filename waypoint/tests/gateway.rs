@@ -1,0 +1,656 @@
+//! The gateway role end to end on 127.0.0.1: real Gateway/VirtualService
+//! seeds, real hyper backends and clients, real TLS (a test CA and server
+//! certificates generated with rcgen into a credentials folder laid out as
+//! `<dir>/<credentialName>/tls.crt|tls.key`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use waypoint::discovery::Labels;
+use waypoint::gateway::{GatewayConfig, ListenerProtocol, ListenerService};
+use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
+
+/// `shared/seed-configs` next to the checkout, found upwards from the
+/// crate (a checkout may sit one level deeper, as a git worktree does).
+fn seed(name: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/seed-configs"))
+        .find(|d| d.is_dir())
+        .expect("shared/seed-configs above the crate");
+    std::fs::read_to_string(dir.join(name)).expect("seed config")
+}
+
+fn seeds(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| seed(n))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+fn ingress_labels() -> Labels {
+    [("istio".to_string(), "ingressgateway".to_string())]
+        .into_iter()
+        .collect()
+}
+
+// ---------------------------------------------------------- certificates --
+
+/// A test CA and the server certificates it signed, written as TLS Secrets.
+struct Credentials {
+    dir: tempfile::TempDir,
+    ca: CertificateDer<'static>,
+    /// credentialName -> leaf certificate (DER)
+    leaves: HashMap<String, CertificateDer<'static>>,
+}
+
+impl Credentials {
+    fn new(secrets: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "gateway test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let mut leaves = HashMap::new();
+        for (secret, host) in secrets {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let params = rcgen::CertificateParams::new(vec![host.to_string()]).expect("params");
+            let leaf = params.signed_by(&key, &ca, &ca_key).expect("leaf");
+            let d = dir.path().join(secret);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("tls.crt"), leaf.pem()).expect("write crt");
+            std::fs::write(d.join("tls.key"), key.serialize_pem()).expect("write key");
+            leaves.insert(secret.to_string(), leaf.der().clone());
+        }
+        Credentials {
+            dir,
+            ca: ca.der().clone(),
+            leaves,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A client trusting exactly the test CA, offering `alpn`.
+    fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+// -------------------------------------------------------------- backend --
+
+/// Answers with its name; remembers the last path and headers.
+#[derive(Clone)]
+struct Backend {
+    name: &'static str,
+    addr: SocketAddr,
+    last: Arc<Mutex<Option<(String, HeaderMap)>>>,
+}
+
+impl Backend {
+    async fn start(name: &'static str) -> Backend {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let b = Backend {
+            name,
+            addr: l.local_addr().expect("addr"),
+            last: Arc::new(Mutex::new(None)),
+        };
+        let me = b.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let me = me.clone();
+                        async move {
+                            *me.last.lock().expect("lock") = Some((
+                                req.uri()
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                req.headers().clone(),
+                            ));
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from(me.name),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        b
+    }
+
+    fn last(&self) -> Option<(String, HeaderMap)> {
+        self.last.lock().expect("lock").clone()
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::new(self.addr, &[])
+    }
+}
+
+// -------------------------------------------------------------- gateway --
+
+/// Compiles `yaml` for the ingress gateway workload (no issues allowed)
+/// and serves each listener on an ephemeral loopback port: Gateway port ->
+/// bound address.
+async fn start_gateway(
+    yaml: &str,
+    disc: StaticDiscovery,
+    creds: &Path,
+) -> HashMap<u16, SocketAddr> {
+    let (gw, issues) = GatewayConfig::from_yaml(yaml, "test.yaml", &ingress_labels(), creds);
+    assert!(issues.is_empty(), "gateway issues: {issues:?}");
+    let disc = Arc::new(disc);
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    // The sender lives as long as the test's runtime.
+    std::mem::forget(_tx);
+    let mut ports = HashMap::new();
+    for l in gw.listeners {
+        let port = l.port;
+        let svc =
+            ListenerService::new(l, disc.clone(), Arc::new(TcpConnector)).expect("TLS config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        ports.insert(port, listener.local_addr().expect("addr"));
+        tokio::spawn(svc.serve(listener, rx.clone()));
+    }
+    ports
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+async fn send<B>(mut sender: B, host: &str, path: &str) -> Reply
+where
+    B: Sender,
+{
+    let req = Request::builder()
+        .uri(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send(req).await;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 senders behind one call.
+trait Sender {
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming>;
+}
+
+impl Sender for http1::SendRequest<Full<Bytes>> {
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+        self.send_request(req).await.expect("response")
+    }
+}
+
+impl Sender for http2::SendRequest<Full<Bytes>> {
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+        self.send_request(req).await.expect("response")
+    }
+}
+
+async fn http_get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = http1::handshake(TokioIo::new(s)).await.expect("handshake");
+    tokio::spawn(conn);
+    send(sender, host, path).await
+}
+
+async fn tls_connect(
+    creds: &Credentials,
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let s = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_string()).expect("server name");
+    creds.client(alpn).connect(name, s).await
+}
+
+fn presented(tls: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("a server certificate")
+        .clone()
+        .into_owned()
+}
+
+async fn https_get_h1(tls: TlsStream<TcpStream>, host: &str, path: &str) -> Reply {
+    let (sender, conn) = http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send(sender, host, path).await
+}
+
+// ---------------------------------------------------------------- tests --
+
+/// The subsets seed 41 routes to.
+const MYAPP_SUBSETS: &str = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: myapp, namespace: production}
+spec:
+  host: myapp
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+/// Seeds 39+40 (my-gateway, example.com) plus 43+41 (myapp-gateway, a
+/// second certificate on 443) with `myapp` (v1) behind the gateway.
+async fn example_com() -> (Credentials, HashMap<u16, SocketAddr>, Backend) {
+    let creds = Credentials::new(&[
+        ("tls-secret", "example.com"),
+        ("myapp-tls-secret", "myapp.example.com"),
+    ]);
+    let myapp = Backend::start("myapp").await;
+    let v1 = Endpoint::new(myapp.addr, &[("version", "v1")]);
+    let disc = StaticDiscovery::new().with("myapp", vec![v1]);
+    let yaml = seeds(&[
+        "39-002-gateway-my-gateway.yaml",
+        "40-002-virtualservice-gateway-vs.yaml",
+        "43-003-gateway-myapp-gateway.yaml",
+        "41-003-virtualservice-myapp.yaml",
+    ]) + MYAPP_SUBSETS;
+    let ports = start_gateway(&yaml, disc, creds.path()).await;
+    (creds, ports, myapp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_is_redirected_to_https_same_host_and_path() {
+    let (_creds, ports, myapp) = example_com().await;
+    let r = http_get(ports[&80], "example.com", "/a/b?c=1").await;
+    assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        r.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some("https://example.com/a/b?c=1")
+    );
+    let r = http_get(ports[&80], "myapp.example.com", "/x").await;
+    assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        r.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some("https://myapp.example.com/x")
+    );
+    assert!(myapp.last().is_none(), "a redirect never reaches a backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_presents_the_sni_certificate_and_reaches_the_backend() {
+    let (creds, ports, myapp) = example_com().await;
+    let tls = tls_connect(&creds, ports[&443], "example.com", &[b"http/1.1"])
+        .await
+        .expect("TLS to example.com");
+    assert_eq!(presented(&tls), creds.leaves["tls-secret"]);
+    let r = https_get_h1(tls, "example.com", "/hello?q=1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, "myapp");
+    let (path, headers) = myapp.last().expect("the backend was reached");
+    assert_eq!(path, "/hello?q=1");
+    assert_eq!(
+        headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok()),
+        Some("https")
+    );
+    assert_eq!(
+        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        Some("127.0.0.1")
+    );
+
+    // The other server on the port: its own certificate.
+    let tls = tls_connect(&creds, ports[&443], "myapp.example.com", &[b"http/1.1"])
+        .await
+        .expect("TLS to myapp.example.com");
+    assert_eq!(presented(&tls), creds.leaves["myapp-tls-secret"]);
+    // Seed 41 bound to myapp-gateway: the v1 subset.
+    let r = https_get_h1(tls, "myapp.example.com", "/v1-path").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(myapp.last().expect("reached").0, "/v1-path");
+
+    // An SNI no server names: no certificate, no handshake.
+    assert!(
+        tls_connect(&creds, ports[&443], "other.example.org", &[b"http/1.1"])
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_negotiates_h2() {
+    let (creds, ports, myapp) = example_com().await;
+    let tls = tls_connect(&creds, ports[&443], "example.com", &[b"h2", b"http/1.1"])
+        .await
+        .expect("TLS");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("https://example.com/over-h2")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let mut sender = sender;
+    let resp = sender.send(req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(myapp.last().expect("reached").0, "/over-h2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_outside_the_gateway_are_404() {
+    let (creds, ports, myapp) = example_com().await;
+    let r = http_get(ports[&80], "other.com", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // TLS for example.com, then a Host no server allows.
+    let tls = tls_connect(&creds, ports[&443], "example.com", &[b"http/1.1"])
+        .await
+        .expect("TLS");
+    let r = https_get_h1(tls, "other.com", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A host of another server on the port, inside a connection made for
+    // example.com.
+    let tls = tls_connect(&creds, ports[&443], "example.com", &[b"http/1.1"])
+        .await
+        .expect("TLS");
+    let r = https_get_h1(tls, "myapp.example.com", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(myapp.last().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_gateway_routes_the_productpage_paths_only() {
+    let productpage = Backend::start("productpage").await;
+    let disc = StaticDiscovery::new().with("productpage", vec![productpage.endpoint()]);
+    let yaml = seeds(&[
+        "04-000-gateway-bookinfo-gateway.yaml",
+        "05-000-virtualservice-bookinfo.yaml",
+    ]);
+    let creds = Credentials::new(&[]);
+    let ports = start_gateway(&yaml, disc, creds.path()).await;
+    assert_eq!(ports.len(), 1, "one listener: port 80");
+    for path in [
+        "/productpage",
+        "/static/x",
+        "/login",
+        "/logout",
+        "/api/v1/products/1",
+    ] {
+        let r = http_get(ports[&80], "bookinfo.example", path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        assert_eq!(r.body, "productpage", "{path}");
+        assert_eq!(productpage.last().expect("reached").0, path);
+    }
+    for path in ["/other", "/productpage/x", "/"] {
+        let r = http_get(ports[&80], "bookinfo.example", path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+const MESH_ONLY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: all, namespace: web}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: web}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: both, namespace: web}
+spec:
+  hosts: [shop.example.com]
+  gateways: [mesh, web/all]
+  http:
+  - match:
+    - uri: {prefix: /a}
+      gateways: [mesh]
+    route:
+    - destination: {host: mesh-only}
+  - route:
+    - destination: {host: shop}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_virtual_services_and_matches_stay_off_the_gateway() {
+    let reviews = Backend::start("reviews").await;
+    let shop = Backend::start("shop").await;
+    let mesh_only = Backend::start("mesh-only").await;
+    let disc = || {
+        StaticDiscovery::new()
+            .with("reviews", vec![reviews.endpoint()])
+            .with("shop", vec![shop.endpoint()])
+            .with("mesh-only", vec![mesh_only.endpoint()])
+    };
+    let creds = Credentials::new(&[]);
+    let ports = start_gateway(MESH_ONLY, disc(), creds.path()).await;
+    // No `gateways`: a mesh VirtualService, not served by the gateway.
+    let r = http_get(ports[&80], "reviews", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(reviews.last().is_none());
+    // Bound to both; the `/a` match is the mesh's only.
+    let r = http_get(ports[&80], "shop.example.com", "/a").await;
+    assert_eq!(r.body, "shop");
+    assert!(mesh_only.last().is_none());
+
+    // The same resources in the mesh: unchanged behaviour.
+    let (cfg, issues) = Config::from_yaml(MESH_ONLY, "test.yaml");
+    assert!(issues.is_empty(), "{issues:?}");
+    let wp = Waypoint::new(cfg, Arc::new(disc()), Arc::new(TcpConnector));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(wp.serve(l));
+    assert_eq!(http_get(addr, "reviews", "/").await.body, "reviews");
+    assert_eq!(
+        http_get(addr, "shop.example.com", "/a").await.body,
+        "mesh-only"
+    );
+}
+
+#[test]
+fn virtual_service_hosts_meet_server_hosts() {
+    let creds = Credentials::new(&[("myapp-tls-secret", "myapp.example.com")]);
+    // Seed 41: gateways [mesh, myapp-gateway], hosts [myapp, myapp.example.com].
+    let yaml = seeds(&[
+        "43-003-gateway-myapp-gateway.yaml",
+        "41-003-virtualservice-myapp.yaml",
+    ]);
+    let (gw, issues) = GatewayConfig::from_yaml(&yaml, "t", &ingress_labels(), creds.path());
+    assert!(issues.is_empty(), "{issues:?}");
+    let ports: Vec<(u16, ListenerProtocol)> =
+        gw.listeners.iter().map(|l| (l.port, l.protocol)).collect();
+    assert_eq!(
+        ports,
+        [(80, ListenerProtocol::Http), (443, ListenerProtocol::Https)]
+    );
+    let https = &gw.listeners[1];
+    let hosts: Vec<&str> = https
+        .config
+        .routes
+        .hosts
+        .iter()
+        .map(|h| h.host.as_str())
+        .collect();
+    assert_eq!(hosts, ["myapp.example.com"]);
+    assert_eq!(https.config.routes.hosts[0].routes.len(), 3);
+
+    // A workload the selector does not pick gets nothing.
+    let other: Labels = [("istio".to_string(), "egressgateway".to_string())]
+        .into_iter()
+        .collect();
+    let (gw, _) = GatewayConfig::from_yaml(&yaml, "t", &other, creds.path());
+    assert!(gw.listeners.is_empty());
+}
+
+const NAMESPACES: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: gw, namespace: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["./own.example.com", "team/team.example.com", "*/any.example.com", "*/short.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: own, namespace: edge}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: own}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: team, namespace: team}
+spec:
+  hosts: ["*.example.com"]
+  gateways: [edge/gw]
+  http:
+  - route: [{destination: {host: team}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: short-form-elsewhere, namespace: team}
+spec:
+  hosts: ["short.example.com"]
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: nope}}]
+"#;
+
+#[test]
+fn server_host_namespaces_restrict_the_bound_virtual_services() {
+    let creds = Credentials::new(&[]);
+    let (gw, issues) = GatewayConfig::from_yaml(NAMESPACES, "t", &ingress_labels(), creds.path());
+    assert!(issues.is_empty(), "{issues:?}");
+    let table = &gw.listeners[0].config.routes;
+    let dest = |host: &str| -> Vec<String> {
+        table
+            .host_routes(host)
+            .map(|h| {
+                h.routes
+                    .iter()
+                    .map(|r| format!("{:?}", r.action))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let own = dest("own.example.com");
+    assert_eq!(own.len(), 1);
+    assert!(own[0].contains("\"own\""), "{own:?}");
+    let team = dest("team.example.com");
+    assert_eq!(team.len(), 1);
+    assert!(team[0].contains("\"team\""), "{team:?}");
+    // Both namespaces may bind `*/any.example.com`, in document order.
+    assert_eq!(dest("any.example.com").len(), 2);
+    // `gw` written in namespace team names team/gw, not edge/gw: only the
+    // own and team VirtualServices (`*`, `*.example.com`) apply there.
+    let short = dest("short.example.com");
+    assert_eq!(short.len(), 2, "{short:?}");
+    assert!(short.iter().all(|r| !r.contains("\"nope\"")), "{short:?}");
+}
+
+const UNSUPPORTED: &str = r#"
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: odd, namespace: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: MUTUAL, credentialName: a}
+  - port: {number: 444, name: tls, protocol: TLS}
+    hosts: [b.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 445, name: https, protocol: HTTPS}
+    hosts: [c.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 446, name: https, protocol: HTTPS}
+    hosts: [d.example.com]
+    tls: {mode: SIMPLE, credentialName: missing}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [e.example.com]
+"#;
+
+#[test]
+fn unsupported_servers_are_issues_naming_the_field() {
+    let creds = Credentials::new(&[]);
+    let (gw, issues) = GatewayConfig::from_yaml(UNSUPPORTED, "t", &ingress_labels(), creds.path());
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.servers[0].tls.mode",
+            "spec.servers[1].port.protocol",
+            "spec.servers[2].tls.mode",
+            "spec.servers[3].tls.credentialName",
+        ],
+        "{issues:?}"
+    );
+    assert!(issues[0].message.contains("MUTUAL"), "{}", issues[0]);
+    assert!(issues[3].message.contains("tls.crt"), "{}", issues[3]);
+    assert!(issues.iter().all(|i| i.resource.contains("edge/odd")));
+    // The supported server is still served.
+    let ports: Vec<u16> = gw.listeners.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [80]);
+}
