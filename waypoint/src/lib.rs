@@ -10,7 +10,7 @@
 //! and forwards through a bounded connection pool ([`pool`]) with timeouts
 //! and retries ([`resilience`]). Endpoints come from a [`discovery::Discovery`]
 //! and upstream connections from a [`connector::Connector`] (plain TCP now,
-//! HBONE later).
+//! HBONE later). [`xds`] feeds both from mesh-controller over delta xDS.
 
 pub mod balancer;
 pub mod body;
@@ -27,6 +27,7 @@ pub mod pool;
 pub mod proxy;
 pub mod resilience;
 pub mod routes;
+pub mod xds;
 
 pub use config::Config;
 pub use connector::{Connector, TcpConnector};

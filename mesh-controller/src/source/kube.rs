@@ -52,7 +52,7 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 
 use super::folder::{to_local_config, ErrorReceiver, SnapshotReceiver, NETNS_ANNOTATION};
-use super::{Namespace, Origin, Pod, Service, ServicePort, Snapshot};
+use super::{L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot};
 
 /// The label naming a namespace's (or service's) waypoint; kept with the
 /// namespace's labels.
@@ -351,11 +351,18 @@ fn convert_istio(
             return;
         }
     };
+    let origin = origin(kind.kind, &ns, &name);
     if kind.node {
         match mesh_node::config::parse_policies(&text) {
             Ok(list) => {
                 for p in list {
-                    snap.policies.push((p, origin(kind.kind, &ns, &name)));
+                    snap.policies.push((p, origin.clone()));
+                }
+                // Waypoints also receive AuthorizationPolicies (their L7 part).
+                if kind.kind == "AuthorizationPolicy" {
+                    if let Ok(o) = L7Object::from_document(&as_written(kind, o), &origin, false) {
+                        snap.l7.push(o);
+                    }
                 }
             }
             Err(e) => {
@@ -369,17 +376,12 @@ fn convert_istio(
         }
         return;
     }
-    let docs = mesh_api::parse_documents(&text, &what);
-    let errors: Vec<String> = docs
-        .iter()
-        .flat_map(|d| d.diagnostics.iter())
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect();
-    if errors.is_empty() {
-        accepted_l7.insert(what, o.resource_version().unwrap_or_default());
-    } else {
-        problems.extend(errors);
+    match L7Object::from_document(&as_written(kind, o), &origin, true) {
+        Ok(l7) => {
+            accepted_l7.insert(what, o.resource_version().unwrap_or_default());
+            snap.l7.push(l7);
+        }
+        Err(errors) => problems.extend(errors),
     }
 }
 
@@ -551,6 +553,7 @@ fn same_config(a: &Snapshot, b: &Snapshot) -> bool {
         && a.pods == b.pods
         && a.services == b.services
         && a.endpoints == b.endpoints
+        && a.l7 == b.l7
         && format!("{:?}", a.policies) == format!("{:?}", b.policies)
 }
 
