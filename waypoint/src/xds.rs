@@ -18,12 +18,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_api::ParsedDocument;
-use mesh_node::identity::{CertStore, Identity, IdentityError};
+use mesh_node::identity::{CertStore, IdentityError};
 use mesh_node::state::ProxyState;
 use mesh_node::xds::{
     spawn_ca_for, CaOptions, ExtraCheck, WantedIdentities, XdsClient, XdsOptions, XdsView,
@@ -67,12 +67,9 @@ pub enum XdsError {
     },
     #[error("the xDS client stopped")]
     ClientStopped,
-    #[error("TLS for {identity}: {source}")]
-    Tls {
-        identity: Identity,
-        #[source]
-        source: IdentityError,
-    },
+    /// Boxed: the identity error is large and this path is cold.
+    #[error("the waypoint's TLS: {0}")]
+    Tls(#[source] Box<IdentityError>),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -207,10 +204,10 @@ impl XdsApplier {
     }
 }
 
-fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, XdsError> {
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, XdsError> {
     std::fs::read(path).map_err(|source| XdsError::Read {
         what,
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })
 }
@@ -274,10 +271,7 @@ pub async fn run(
     }
     let tls = certs
         .server_config(&identity)
-        .map_err(|source| XdsError::Tls {
-            identity: identity.clone(),
-            source,
-        })?;
+        .map_err(|e| XdsError::Tls(Box::new(e)))?;
 
     let discovery = Arc::new(MeshDiscovery::from_state(&view.state));
     let connector = Arc::new(HboneConnector::new(
@@ -316,4 +310,69 @@ pub async fn run(
     // Keeps the client (and its receivers) alive to the end.
     drop(client);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::StaticDiscovery;
+    use crate::TcpConnector;
+
+    fn l7(name: &str, yaml: &str) -> (String, Vec<u8>) {
+        let v: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
+        let json = serde_json::to_string(&v).expect("json");
+        let r = pb::L7Resource {
+            kind: "VirtualService".into(),
+            namespace: "demo".into(),
+            name: name.into(),
+            api_version: "networking.istio.io/v1".into(),
+            json: json.into_bytes(),
+        };
+        (format!("VirtualService/demo/{name}"), r.encode_to_vec())
+    }
+
+    fn view(resources: Vec<(String, Vec<u8>)>) -> XdsView {
+        XdsView {
+            state: Arc::new(ProxyState::empty()),
+            extra: BTreeMap::from([(
+                type_urls::L7_RESOURCE.to_string(),
+                resources.into_iter().collect(),
+            )]),
+        }
+    }
+
+    const GOOD: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: demo}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews-v1}\n";
+
+    #[test]
+    fn a_refused_update_keeps_the_last_good_config() {
+        let discovery = Arc::new(MeshDiscovery::default());
+        let wp = Waypoint::new(
+            Config::default(),
+            Arc::new(StaticDiscovery::new()),
+            Arc::new(TcpConnector),
+        );
+        let applier = XdsApplier {
+            waypoint: wp.clone(),
+            discovery,
+        };
+        let issues = applier.apply(&view(vec![l7("r", GOOD)])).expect("good");
+        assert!(issues.is_empty(), "{issues:?}");
+        let good = format!("{:?}", wp.config().routes);
+        assert!(good.contains("reviews-v1"), "{good}");
+
+        let bad = GOOD
+            .replace("reviews-v1", "reviews-v2")
+            .replace("hosts:", "hostz:");
+        let held = BTreeMap::from([l7("r", &bad)]);
+        let err = check_l7(&held).expect_err("refused");
+        let msg = err.to_string();
+        assert!(msg.contains("VirtualService demo/r"), "{msg}");
+        assert!(msg.contains("spec.hostz"), "{msg}");
+        // The client NACKs what check_l7 refuses, so it never reaches
+        // apply; apply itself refuses undecodable resources without
+        // touching the config.
+        let garbage = view(vec![("VirtualService/demo/x".into(), vec![0xff, 0xff])]);
+        assert!(applier.apply(&garbage).is_err());
+        assert!(format!("{:?}", wp.config().routes).contains("reviews-v1"));
+    }
 }
