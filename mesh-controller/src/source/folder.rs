@@ -333,10 +333,6 @@ fn parse_document(
             });
         }
         "PeerAuthentication" | "AuthorizationPolicy" => {
-            // Waypoints also receive AuthorizationPolicies (their L7 part).
-            let l7 = (kind == "AuthorizationPolicy")
-                .then(|| keep_l7(&value, origin, false, problems))
-                .flatten();
             // The node's own parser: same shape checks, same messages.
             let text = match serde_yaml::to_string(&value) {
                 Ok(t) => t,
@@ -350,7 +346,11 @@ fn parse_document(
                     for p in list {
                         snap.policies.push((p, origin.clone()));
                     }
-                    snap.l7.extend(l7);
+                    // Waypoints also receive AuthorizationPolicies (their
+                    // L7 part), so mesh-api must accept them too.
+                    if kind == "AuthorizationPolicy" {
+                        snap.l7.extend(keep_l7(&value, origin, problems));
+                    }
                 }
                 Err(e) => {
                     let problems_of = e.problems();
@@ -372,7 +372,7 @@ fn parse_document(
             }
         }
         k if L7_KINDS.contains(&k) => {
-            if let Some(o) = keep_l7(&value, origin, true, problems) {
+            if let Some(o) = keep_l7(&value, origin, problems) {
                 snap.l7.push(o);
             }
         }
@@ -386,12 +386,11 @@ fn parse_document(
     }
 }
 
-/// An L7 resource as [`L7Object`] (checked by mesh-api when `check`); the
-/// problems name the file, the resource and the field.
+/// An L7 resource as [`L7Object`] (checked by mesh-api); the problems name
+/// the file, the resource and the field.
 fn keep_l7(
     value: &serde_yaml::Value,
     origin: &Origin,
-    check: bool,
     problems: &mut Vec<String>,
 ) -> Option<L7Object> {
     let file = origin.file.display();
@@ -402,7 +401,7 @@ fn keep_l7(
             return None;
         }
     };
-    match L7Object::from_document(&json, origin, check) {
+    match L7Object::from_document(&json, origin) {
         Ok(o) => Some(o),
         Err(errors) => {
             problems.extend(errors.into_iter().map(|e| format!("{file}: {e}")));

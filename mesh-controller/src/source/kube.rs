@@ -355,14 +355,20 @@ fn convert_istio(
     if kind.node {
         match mesh_node::config::parse_policies(&text) {
             Ok(list) => {
+                // Waypoints also receive AuthorizationPolicies (their L7
+                // part), so mesh-api must accept them too; else the object
+                // is refused whole.
+                if kind.kind == "AuthorizationPolicy" {
+                    match L7Object::from_document(&as_written(kind, o), &origin) {
+                        Ok(l7) => snap.l7.push(l7),
+                        Err(errors) => {
+                            problems.extend(errors);
+                            return;
+                        }
+                    }
+                }
                 for p in list {
                     snap.policies.push((p, origin.clone()));
-                }
-                // Waypoints also receive AuthorizationPolicies (their L7 part).
-                if kind.kind == "AuthorizationPolicy" {
-                    if let Ok(o) = L7Object::from_document(&as_written(kind, o), &origin, false) {
-                        snap.l7.push(o);
-                    }
                 }
             }
             Err(e) => {
@@ -376,7 +382,7 @@ fn convert_istio(
         }
         return;
     }
-    match L7Object::from_document(&as_written(kind, o), &origin, true) {
+    match L7Object::from_document(&as_written(kind, o), &origin) {
         Ok(l7) => {
             accepted_l7.insert(what, o.resource_version().unwrap_or_default());
             snap.l7.push(l7);

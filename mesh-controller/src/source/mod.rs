@@ -89,12 +89,9 @@ pub struct L7Object {
 impl L7Object {
     /// Checks `doc` with mesh-api (shape, values, unimplemented fields of
     /// this resource alone). Errors are `Kind ns/name: field f: reason`.
-    /// `check` false: kept without mesh-api's checks (a kind the node's
-    /// parser already validated).
     pub fn from_document(
         doc: &serde_json::Value,
         origin: &Origin,
-        check: bool,
     ) -> Result<L7Object, Vec<String>> {
         let str_of = |a: &str, b: Option<&str>| {
             let v = doc.get(a);
@@ -112,17 +109,15 @@ impl L7Object {
         }
         let json = serde_json::to_string(doc)
             .map_err(|e| vec![format!("{kind} {namespace}/{name}: {e}")])?;
-        if check {
-            let source = origin.file.display().to_string();
-            let errors: Vec<String> = mesh_api::parse_documents(&json, &source)
-                .iter()
-                .flat_map(|d| d.diagnostics.iter())
-                .filter(|d| d.is_error())
-                .map(|d| d.to_string())
-                .collect();
-            if !errors.is_empty() {
-                return Err(errors);
-            }
+        let source = origin.file.display().to_string();
+        let errors: Vec<String> = mesh_api::parse_documents(&json, &source)
+            .iter()
+            .flat_map(|d| d.diagnostics.iter())
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(L7Object {
             api_version: str_of("apiVersion", None),
