@@ -215,3 +215,99 @@ async fn xds_updates_reroute_requests() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(get(addr).await.as_deref(), Ok("v2"));
 }
+
+/// The binary's xDS mode (`waypoint::xds::run`): bootstrap token and roots
+/// from files, first sync, its own certificate from the CA, then HBONE on
+/// `listen`. A mesh client reaches it over mutual TLS, checks that it
+/// proves the waypoint's identity, and gets HTTP served in the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_mode_gets_its_certificate_and_serves_hbone() {
+    use mesh_node::hbone::{ConnectRequest, HboneClient};
+    use mesh_node::identity::{CertStore, Identity};
+    use mesh_node::xds::{request_certificate, CaOptions};
+    use waypoint::hbone::MarkedSocketFactory;
+    use waypoint::xds::XdsArgs;
+
+    let v1 = backend("127.0.0.2", "v1").await;
+    let v2 = backend("127.0.0.3", "v2").await;
+    let folder = tempfile::tempdir().expect("tempdir");
+    let boot = tempfile::tempdir().expect("tempdir");
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    write(folder.path(), "mesh.yaml", &folder_yaml(v1, v2));
+    write(folder.path(), "vs.yaml", &route_to("reviews-v1"));
+    let mut o = ControllerOptions::new(folder.path());
+    o.listen = "127.0.0.1:0".parse().expect("addr");
+    o.status_listen = "127.0.0.1:0".parse().expect("addr");
+    o.bootstrap_dir = Some(boot.path().to_path_buf());
+    o.ca_dir = Some(ca_dir.path().to_path_buf());
+    o.poll_interval = Duration::from_millis(50);
+    let controller = Controller::start(o).await.expect("controller");
+
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let args = XdsArgs {
+        xds_address: Some(format!("http://{}", controller.addr)),
+        bootstrap_token: Some(boot.path().join("waypoint~demo~waypoint.token")),
+        xds_roots: Some(boot.path().join("root-cert.pem")),
+    };
+    let waypoint = tokio::spawn(async move {
+        waypoint::xds::run(&args, "waypoint", Some("demo"), listen).await
+    });
+
+    // A mesh client: demo/reviews (a pod of node-a), certified by the CA.
+    let root = std::fs::read(boot.path().join("root-cert.pem")).expect("root");
+    let certs = Arc::new(CertStore::with_roots_pem(&root).expect("roots"));
+    let me = Identity::new("cluster.local", "demo", "reviews");
+    let mut ca = CaOptions::new(format!("http://{}", controller.addr), "node-a");
+    ca.token = controller.tokens.token_of("node-a");
+    let (chain, key) = request_certificate(&ca, &me).await.expect("client cert");
+    certs
+        .insert_pem(chain[0].as_bytes(), key.as_bytes())
+        .expect("insert");
+    let client = HboneClient::new(certs, me, Arc::new(MarkedSocketFactory::default()));
+    let request = || ConnectRequest {
+        dst_identity: Identity::new("cluster.local", "demo", "waypoint"),
+        hbone_addr: listen,
+        target: "10.96.0.21:80".parse().expect("vip"),
+        forwarded_for: "127.0.0.1:1".parse().expect("addr"),
+        service_host: None,
+        baggage: None,
+        traceparent: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        match client.connect(request()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(!waypoint.is_finished(), "the waypoint stopped");
+                assert!(Instant::now() < deadline, "no HBONE tunnel: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // HTTP inside the tunnel, answered by the waypoint (the endpoint has no
+    // node proxy here, so the answer is the waypoint's own 503).
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http");
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::builder()
+                .uri("/")
+                .header("host", "reviews")
+                .body(Empty::<Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+
+    // Proving another identity than the waypoint's own fails.
+    let mut wrong = request();
+    wrong.dst_identity = Identity::new("cluster.local", "demo", "reviews");
+    assert!(client.connect(wrong).await.is_err());
+    waypoint.abort();
+}
