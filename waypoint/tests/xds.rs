@@ -252,9 +252,10 @@ async fn xds_mode_gets_its_certificate_and_serves_hbone() {
         bootstrap_token: Some(boot.path().join("waypoint~demo~waypoint.token")),
         xds_roots: Some(boot.path().join("root-cert.pem")),
     };
-    let waypoint = tokio::spawn(async move {
-        waypoint::xds::run(&args, "waypoint", Some("demo"), listen).await
-    });
+    let waypoint =
+        tokio::spawn(
+            async move { waypoint::xds::run(&args, "waypoint", Some("demo"), listen).await },
+        );
 
     // A mesh client: demo/reviews (a pod of node-a), certified by the CA.
     let root = std::fs::read(boot.path().join("root-cert.pem")).expect("root");
@@ -289,9 +290,7 @@ async fn xds_mode_gets_its_certificate_and_serves_hbone() {
     };
     // HTTP inside the tunnel, answered by the waypoint (the endpoint has no
     // node proxy here, so the answer is the waypoint's own 503).
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("http");
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.expect("http");
     tokio::spawn(conn);
     let resp = sender
         .send_request(

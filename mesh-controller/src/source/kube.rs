@@ -945,6 +945,50 @@ mod tests {
     }
 
     #[test]
+    fn l7_resources_kept_for_waypoints_and_a_bad_one_refused_alone() {
+        let vs = |name: &str, spec: serde_json::Value| {
+            let kind = ISTIO_KINDS[2];
+            let mut o = DynamicObject::new(name, &kind.api_resource()).within("demo");
+            o.data = json!({ "spec": spec });
+            (kind, Arc::new(o))
+        };
+        let route = json!([{"route": [{"destination": {"host": "reviews"}}]}]);
+        let objs = Objects {
+            istio: vec![
+                vs("good", json!({"hosts": ["reviews"], "http": route})),
+                vs(
+                    "bad",
+                    json!({"hosts": ["reviews"], "http": [{"timeout": "soon", "route": route[0]["route"]}]}),
+                ),
+                ap("allow", json!({"action": "ALLOW", "rules": [{}]})),
+            ],
+            ..Default::default()
+        };
+        let b = build(&objs);
+        assert!(!b.fatal);
+        let kept: Vec<String> = b
+            .snapshot
+            .l7
+            .iter()
+            .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
+            .collect();
+        assert_eq!(
+            kept,
+            ["AuthorizationPolicy demo/allow", "VirtualService demo/good"]
+        );
+        let good = &b.snapshot.l7[1];
+        let doc: serde_json::Value = serde_json::from_str(&good.json).expect("json");
+        assert_eq!(doc["spec"]["hosts"][0], "reviews");
+        assert_eq!(doc["apiVersion"], "networking.istio.io/v1");
+        assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
+        assert!(
+            b.problems[0].starts_with("VirtualService demo/bad: field spec.http[0].timeout"),
+            "{:?}",
+            b.problems
+        );
+    }
+
+    #[test]
     fn bad_pod_ip_refused_alone() {
         let objs = Objects {
             pods: vec![pod("a", Some("10.0.0.1")), pod("b", Some("10.0.0.300"))],
