@@ -275,13 +275,53 @@ pub async fn serve(
     discovery: Arc<MeshDiscovery>,
     drain: watch::Receiver<bool>,
 ) {
+    serve_with(
+        listener,
+        move || Ok(tls.clone()),
+        waypoint,
+        discovery,
+        drain,
+    )
+    .await
+}
+
+/// [`serve`] with the TLS config of `identity` taken from `certs` for each
+/// connection, so that a renewed certificate (xDS mode: from the CA) is
+/// presented by the connections that follow.
+pub async fn serve_renewing(
+    listener: TcpListener,
+    certs: Arc<CertStore>,
+    identity: Identity,
+    waypoint: Arc<Waypoint>,
+    discovery: Arc<MeshDiscovery>,
+    drain: watch::Receiver<bool>,
+) {
+    let tls = move || certs.server_config(&identity);
+    serve_with(listener, tls, waypoint, discovery, drain).await
+}
+
+async fn serve_with<T>(
+    listener: TcpListener,
+    tls_config: T,
+    waypoint: Arc<Waypoint>,
+    discovery: Arc<MeshDiscovery>,
+    drain: watch::Receiver<bool>,
+) where
+    T: Fn() -> Result<Arc<rustls::ServerConfig>, mesh_node::identity::IdentityError>,
+{
     let mut stop = drain.clone();
     loop {
         tokio::select! {
             _ = drained(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
-                    let tls = tls.clone();
+                    let tls = match tls_config() {
+                        Ok(t) => t,
+                        Err(e) => {
+                            warn!(%remote, error = %e, "no TLS config; connection refused");
+                            continue;
+                        }
+                    };
                     let drain = drain.clone();
                     let waypoint = waypoint.clone();
                     let discovery = discovery.clone();

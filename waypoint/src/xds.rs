@@ -269,7 +269,8 @@ pub async fn run(
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), ca_errors.changed()).await;
     }
-    let tls = certs
+    // Checked once here; the listener looks it up per connection (renewals).
+    certs
         .server_config(&identity)
         .map_err(|e| XdsError::Tls(Box::new(e)))?;
 
@@ -297,7 +298,14 @@ pub async fn run(
         })?;
     info!(workload = %me.key(), %identity, %listen, "waypoint ready (xDS)");
     let (drain_tx, drain_rx) = watch::channel(false);
-    let server = tokio::spawn(crate::hbone::serve(listener, tls, wp, discovery, drain_rx));
+    let server = tokio::spawn(crate::hbone::serve_renewing(
+        listener,
+        certs.clone(),
+        identity.clone(),
+        wp,
+        discovery,
+        drain_rx,
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(XdsError::Signals)?;
     tokio::select! {
