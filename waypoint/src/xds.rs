@@ -44,7 +44,8 @@ use crate::proxy::Waypoint;
 pub struct XdsArgs {
     /// mesh-controller's gRPC address (xDS and the CA), e.g.
     /// `http://127.0.0.1:15010`. Without it, `--config` is read instead.
-    #[arg(long, value_name = "URL")]
+    /// Needs `--namespace` (the node id is `waypoint~<ns>~<name>`).
+    #[arg(long, value_name = "URL", requires = "namespace")]
     pub xds_address: Option<String>,
     /// File holding the bootstrap token of `waypoint~<ns>~<name>`.
     #[arg(long, value_name = "FILE", requires = "xds_address")]
