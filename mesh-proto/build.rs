@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/istio/v1/auth/ca.proto",
         "proto/ambit/v1/workload.proto",
         "proto/ambit/v1/security.proto",
+        "proto/ambit/v1/l7.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;

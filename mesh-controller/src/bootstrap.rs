@@ -1,6 +1,7 @@
 //! Per-node bootstrap credentials (local mode): a random token per node,
 //! written to `<bootstrap-dir>/<node>.token` (mode 0600), presented by the
-//! node as `authorization: Bearer <token>` gRPC metadata. Tokens already in
+//! node as `authorization: Bearer <token>` gRPC metadata. Waypoints get one
+//! too, under their node id (`waypoint~<ns>~<name>.token`). Tokens already in
 //! the folder are reused, so nodes keep working across controller restarts.
 
 use std::collections::HashMap;
@@ -33,7 +34,8 @@ fn valid_node_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 253
         && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+            // `~`: waypoint node ids (`waypoint~<ns>~<name>`).
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
         && !n.starts_with('.')
 }
 

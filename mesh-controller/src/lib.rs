@@ -129,7 +129,7 @@ impl Controller {
                 tokens.clone(),
             )));
             // First pass now, so that the files exist when start returns.
-            for node in snapshots.borrow().nodes() {
+            for node in clients(&snapshots.borrow()) {
                 if let Err(e) = tokens.ensure(&node) {
                     tracing::error!(%node, error = %e, "bootstrap token");
                 }
@@ -176,9 +176,17 @@ impl Controller {
     }
 }
 
+/// The xDS clients that get a bootstrap token: the nodes with pods, and
+/// the waypoints the cluster declares.
+fn clients(snap: &source::Snapshot) -> Vec<String> {
+    let mut v = snap.nodes();
+    v.extend(snap.waypoints().iter().map(|w| w.node_id()));
+    v
+}
+
 async fn issue_tokens(mut snapshots: watch::Receiver<Arc<source::Snapshot>>, tokens: Arc<Tokens>) {
     while snapshots.changed().await.is_ok() {
-        let nodes = snapshots.borrow_and_update().nodes();
+        let nodes = clients(&snapshots.borrow_and_update());
         for node in nodes {
             if let Err(e) = tokens.ensure(&node) {
                 tracing::error!(%node, error = %e, "bootstrap token");

@@ -9,6 +9,13 @@
 //!   of its pods (same namespace, or the root namespace), and
 //! * the namespaces all of those live in, plus the mesh settings.
 //!
+//! A waypoint (node id `waypoint~<ns>~<name>`, see
+//! [`mesh_proto::waypoint_id`]) receives what every node receives (the
+//! ambient workloads and services of the whole mesh, the namespaces, the
+//! mesh-wide policies), its own pod with its netns path, and the L7
+//! resources ([`type_urls::L7_RESOURCE`]) of its namespace and of the root
+//! namespace. Nodes never receive L7 resources.
+//!
 //! Each resource is versioned by a hash of its encoded bytes, so an
 //! unchanged resource keeps its version across snapshots and restarts.
 
@@ -23,7 +30,7 @@ use mesh_proto::type_urls;
 use prost::Message;
 
 use crate::source::folder::service_spec;
-use crate::source::{Pod, Snapshot};
+use crate::source::{L7Object, Pod, Snapshot};
 
 /// Mesh-wide settings sent to every node.
 #[derive(Clone, Debug)]
@@ -137,7 +144,23 @@ pub struct Translated {
     namespaces: EntryMap,
     /// The namespaces every node is sent.
     shared_ns: BTreeSet<Arc<str>>,
+    /// The root namespace (its L7 resources apply to every waypoint).
+    mesh_root: Arc<str>,
+    /// Nodes and waypoints (by node id).
     nodes: HashMap<String, NodeView>,
+    /// L7 resources by namespace, for waypoints.
+    l7: HashMap<Arc<str>, EntryMap>,
+}
+
+/// An L7 resource as sent (its name is `Kind/namespace/name`).
+pub fn l7_to_proto(o: &L7Object) -> pb::L7Resource {
+    pb::L7Resource {
+        kind: o.kind.clone(),
+        namespace: o.namespace.clone(),
+        name: o.name.clone(),
+        api_version: o.api_version.clone(),
+        json: o.json.clone().into_bytes(),
+    }
 }
 
 /// A new entry, or the entry of a previous translation when unchanged (so
@@ -206,6 +229,7 @@ impl Translated {
         let mut all_ns: BTreeSet<Arc<str>> = BTreeSet::new();
         let root = ns_arc(&mut all_ns, &mesh.root_namespace);
         t.shared_ns.insert(root.clone());
+        t.mesh_root = root.clone();
 
         let mesh_cfg = pb::MeshConfig {
             trust_domain: mesh.trust_domain.clone(),
@@ -235,6 +259,36 @@ impl Translated {
                 let (k, e) = intern(prev.map(|p| &p.workloads), &name, msg.encode_to_vec());
                 t.workloads.insert(k, e);
             }
+        }
+
+        // Waypoints: their own pod (with netns), as a node's.
+        for wp in snap.waypoints() {
+            let Some(spec) = snap
+                .pods
+                .iter()
+                .find(|p| p.namespace == wp.namespace && p.name == wp.name)
+                .and_then(workload_spec)
+            else {
+                continue;
+            };
+            let id = wp.node_id();
+            let name = format!("{}/{}", wp.namespace, wp.name);
+            let ns = ns_arc(&mut all_ns, &wp.namespace);
+            let prev_view = prev.and_then(|t| t.nodes.get(&id));
+            let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, true);
+            let (k, e) = intern(prev_view.map(|v| &v.workloads), &name, msg.encode_to_vec());
+            let view = t.nodes.entry(id).or_default();
+            view.workloads.insert(k, e);
+            view.namespaces.insert(ns);
+        }
+
+        // L7 resources, by namespace (for waypoints).
+        for o in &snap.l7 {
+            let ns = ns_arc(&mut all_ns, &o.namespace);
+            let name = format!("{}/{}/{}", o.kind, o.namespace, o.name);
+            let prev_map = prev.and_then(|p| p.l7.get(&ns));
+            let (k, e) = intern(prev_map, &name, l7_to_proto(o).encode_to_vec());
+            t.l7.entry(ns).or_default().insert(k, e);
         }
 
         // Services of ambient namespaces.
@@ -361,6 +415,18 @@ impl Translated {
             type_urls::SERVICE => self.services.iter().collect(),
             type_urls::PEER_AUTHENTICATION => merge(&self.peer_auth, view.map(|v| &v.peer_auth)),
             type_urls::AUTHORIZATION => merge(&self.authz, view.map(|v| &v.authz)),
+            type_urls::L7_RESOURCE => {
+                let Some((ns, _)) = mesh_proto::waypoint_id::parse(node) else {
+                    return Vec::new(); // nodes never receive L7 resources
+                };
+                let root = self.l7.get(&*self.mesh_root);
+                let own = self.l7.get(ns).filter(|_| ns != &*self.mesh_root);
+                match (root, own) {
+                    (Some(r), o) => merge(r, o),
+                    (None, Some(o)) => o.iter().collect(),
+                    (None, None) => Vec::new(),
+                }
+            }
             type_urls::NAMESPACE => {
                 let mut names: Vec<&Arc<str>> = self.shared_ns.iter().collect();
                 if let Some(v) = view.filter(|v| !v.namespaces.is_empty()) {
@@ -381,7 +447,12 @@ impl Translated {
 pub fn for_node(snap: &Snapshot, node: &str, mesh: &MeshSettings) -> NodeResources {
     let t = Translated::new(snap, mesh, None);
     let mut out = NodeResources::new();
-    for ty in type_urls::ALL {
+    let types = if mesh_proto::waypoint_id::parse(node).is_some() {
+        type_urls::WAYPOINT
+    } else {
+        type_urls::ALL
+    };
+    for ty in types {
         let map = out.entry(*ty).or_default();
         for (name, e) in t.entries(node, ty) {
             map.insert(
@@ -429,8 +500,16 @@ impl TranslateCache {
     }
 }
 
-/// The identities (`ns`, `sa`) of the pods scheduled on `node`.
+/// The identities (`ns`, `sa`) of the pods scheduled on `node`; for a
+/// waypoint's node id, the waypoint's own identity only.
 pub fn node_identities(snap: &Snapshot, node: &str) -> BTreeSet<(String, String)> {
+    if mesh_proto::waypoint_id::parse(node).is_some() {
+        return snap
+            .waypoint(node)
+            .map(|w| (w.namespace, w.service_account))
+            .into_iter()
+            .collect();
+    }
     snap.pods
         .iter()
         .filter(|p| p.node.as_deref() == Some(node))

@@ -61,6 +61,8 @@ pub mod type_urls {
     pub const SERVICE: &str = "type.googleapis.com/ambit.v1.Service";
     pub const PEER_AUTHENTICATION: &str = "type.googleapis.com/ambit.v1.PeerAuthentication";
     pub const AUTHORIZATION: &str = "type.googleapis.com/ambit.v1.Authorization";
+    /// Waypoints only: the Istio / Gateway API L7 resources as JSON.
+    pub const L7_RESOURCE: &str = "type.googleapis.com/ambit.v1.L7Resource";
 
     /// Every type a node subscribes to.
     pub const ALL: &[&str] = &[
@@ -71,6 +73,36 @@ pub mod type_urls {
         PEER_AUTHENTICATION,
         AUTHORIZATION,
     ];
+
+    /// Every type a waypoint subscribes to: a node's, and the L7 resources.
+    pub const WAYPOINT: &[&str] = &[
+        MESH_CONFIG,
+        NAMESPACE,
+        WORKLOAD,
+        SERVICE,
+        PEER_AUTHENTICATION,
+        AUTHORIZATION,
+        L7_RESOURCE,
+    ];
+}
+
+/// The xDS `node.id` of a waypoint: `waypoint~<namespace>~<name>`, where
+/// `<name>` is the waypoint workload's (pod's) name, as the
+/// `istio.io/use-waypoint` label names it. `~` cannot occur in Kubernetes
+/// names, so no node is mistaken for a waypoint.
+pub mod waypoint_id {
+    pub const PREFIX: &str = "waypoint~";
+
+    /// The node id of waypoint `namespace/name`.
+    pub fn format(namespace: &str, name: &str) -> String {
+        format!("{PREFIX}{namespace}~{name}")
+    }
+
+    /// (namespace, name) of a waypoint's node id; `None` for a node.
+    pub fn parse(id: &str) -> Option<(&str, &str)> {
+        let (ns, name) = id.strip_prefix(PREFIX)?.split_once('~')?;
+        (!ns.is_empty() && !name.is_empty() && !name.contains('~')).then_some((ns, name))
+    }
 }
 
 /// Packs a message into an `Any` with its type URL.
@@ -107,6 +139,16 @@ mod tests {
         };
         // version = 1 (0x0a), name = 3 (0x1a)
         assert_eq!(r.encode_to_vec(), vec![0x0a, 1, b'v', 0x1a, 1, b'a']);
+    }
+
+    #[test]
+    fn waypoint_ids_round_trip() {
+        let id = waypoint_id::format("bookinfo", "waypoint");
+        assert_eq!(id, "waypoint~bookinfo~waypoint");
+        assert_eq!(waypoint_id::parse(&id), Some(("bookinfo", "waypoint")));
+        assert_eq!(waypoint_id::parse("node-a"), None);
+        assert_eq!(waypoint_id::parse("waypoint~ns"), None);
+        assert_eq!(waypoint_id::parse("waypoint~~x"), None);
     }
 
     #[test]

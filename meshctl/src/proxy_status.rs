@@ -1,6 +1,7 @@
 //! `meshctl proxy-status [--controller http://127.0.0.1:15014] [-o human|json]`
 //!
-//! Every xDS client the controller knows (nodes; later waypoints), from its
+//! Every xDS client the controller knows (nodes, and waypoints as
+//! `waypoint~<ns>~<name>` with their L7Resource column), from its
 //! `/debug/syncz`: connected or not, per resource type the last version it
 //! ACKed and whether that is the last one sent (SYNCED), is still awaited
 //! (STALE) or was refused (NACK), and the last NACK's message.
@@ -136,6 +137,7 @@ fn type_rank(short: &str) -> usize {
         "Service",
         "PeerAuthentication",
         "Authorization",
+        "L7Resource",
     ];
     ORDER
         .iter()
@@ -333,6 +335,27 @@ mod tests {
             short_type("type.googleapis.com/ambit.v1.Workload"),
             "Workload"
         );
+    }
+
+    #[test]
+    fn lists_a_waypoint_like_a_node() {
+        let json = r#"[{"node":"node-a","connected":true,"peer":"127.0.0.1:1","connected_at_unix":90,
+          "types":{"type.googleapis.com/ambit.v1.Workload":{"sent_version":"3","sent_nonce":"1-6","resources":3,
+              "acked_version":"3","acked_nonce":"1-6"}}},
+          {"node":"waypoint~demo~waypoint","connected":true,"peer":"127.0.0.1:2","connected_at_unix":90,
+          "types":{"type.googleapis.com/ambit.v1.Workload":{"sent_version":"3","sent_nonce":"2-6","resources":3,
+              "acked_version":"3","acked_nonce":"2-6"},
+            "type.googleapis.com/ambit.v1.L7Resource":{"sent_version":"3","sent_nonce":"2-7","resources":2,
+              "acked_version":"3","acked_nonce":"2-7"}}}]"#;
+        let clients: Vec<ClientStatus> = serde_json::from_str(json).unwrap();
+        let out = render_human(&clients, 100);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].find("Workload") < lines[0].find("L7Resource"),
+            "{out}"
+        );
+        assert!(lines[2].starts_with("waypoint~demo~waypoint"), "{out}");
+        assert!(lines[2].contains("SYNCED"), "{out}");
     }
 
     #[test]

@@ -45,9 +45,16 @@ struct MeshService {
 }
 
 /// Service hosts, endpoints, workload labels and identities, from a
-/// validated mesh-node state.
+/// validated mesh-node state. Swappable at run time ([`Self::replace`], on
+/// each xDS update): a lookup sees one whole view, old or new.
 #[derive(Debug, Default)]
 pub struct MeshDiscovery {
+    view: std::sync::RwLock<Arc<MeshView>>,
+}
+
+/// One state's tables.
+#[derive(Debug, Default)]
+struct MeshView {
     /// host name (FQDN, `name.namespace`, `name` when unambiguous) -> service
     hosts: HashMap<String, Arc<MeshService>>,
     /// VIP:port -> FQDN
@@ -59,7 +66,36 @@ pub struct MeshDiscovery {
 
 impl MeshDiscovery {
     pub fn from_state(state: &ProxyState) -> Self {
-        let mut d = MeshDiscovery::default();
+        MeshDiscovery {
+            view: std::sync::RwLock::new(Arc::new(MeshView::from_state(state))),
+        }
+    }
+
+    /// Replaces the view with `state`'s; lookups in progress finish on the
+    /// old one.
+    pub fn replace(&self, state: &ProxyState) {
+        let view = Arc::new(MeshView::from_state(state));
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+
+    fn view(&self) -> Arc<MeshView> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The FQDN of the service whose VIP:port is `vip`.
+    pub fn service_host(&self, vip: SocketAddr) -> Option<String> {
+        self.view().vips.get(&vip).cloned()
+    }
+
+    /// The SPIFFE identity of the workload at `ip`.
+    pub fn identity(&self, ip: IpAddr) -> Option<Identity> {
+        self.view().workloads.get(&ip).map(|(_, id)| id.clone())
+    }
+}
+
+impl MeshView {
+    fn from_state(state: &ProxyState) -> Self {
+        let mut d = MeshView::default();
         for w in state.workloads() {
             d.workloads
                 .insert(w.ip, (w.labels.clone(), state.identity_of(w)));
@@ -103,21 +139,12 @@ impl MeshDiscovery {
         }
         d
     }
-
-    /// The FQDN of the service whose VIP:port is `vip`.
-    pub fn service_host(&self, vip: SocketAddr) -> Option<&str> {
-        self.vips.get(&vip).map(String::as_str)
-    }
-
-    /// The SPIFFE identity of the workload at `ip`.
-    pub fn identity(&self, ip: IpAddr) -> Option<Identity> {
-        self.workloads.get(&ip).map(|(_, id)| id.clone())
-    }
 }
 
 impl Discovery for MeshDiscovery {
     fn endpoints(&self, host: &str, port: Option<u16>) -> Vec<Endpoint> {
-        let Some(svc) = self.hosts.get(&host.to_ascii_lowercase()) else {
+        let view = self.view();
+        let Some(svc) = view.hosts.get(&host.to_ascii_lowercase()) else {
             return Vec::new();
         };
         let target = match port {
@@ -142,7 +169,8 @@ impl Discovery for MeshDiscovery {
     }
 
     fn source_labels(&self, ip: IpAddr) -> Labels {
-        self.workloads
+        self.view()
+            .workloads
             .get(&ip)
             .map(|(l, _)| l.clone())
             .unwrap_or_default()
@@ -150,7 +178,7 @@ impl Discovery for MeshDiscovery {
 
     // ambit:telemetry
     fn workload(&self, ip: IpAddr) -> Option<Arc<crate::telemetry::WorkloadInfo>> {
-        self.workload_info.get(&ip).cloned()
+        self.view().workload_info.get(&ip).cloned()
     }
 }
 
@@ -263,13 +291,53 @@ pub async fn serve(
     discovery: Arc<MeshDiscovery>,
     drain: watch::Receiver<bool>,
 ) {
+    serve_with(
+        listener,
+        move || Ok(tls.clone()),
+        waypoint,
+        discovery,
+        drain,
+    )
+    .await
+}
+
+/// [`serve`] with the TLS config of `identity` taken from `certs` for each
+/// connection, so that a renewed certificate (xDS mode: from the CA) is
+/// presented by the connections that follow.
+pub async fn serve_renewing(
+    listener: TcpListener,
+    certs: Arc<CertStore>,
+    identity: Identity,
+    waypoint: Arc<Waypoint>,
+    discovery: Arc<MeshDiscovery>,
+    drain: watch::Receiver<bool>,
+) {
+    let tls = move || certs.server_config(&identity);
+    serve_with(listener, tls, waypoint, discovery, drain).await
+}
+
+async fn serve_with<T>(
+    listener: TcpListener,
+    tls_config: T,
+    waypoint: Arc<Waypoint>,
+    discovery: Arc<MeshDiscovery>,
+    drain: watch::Receiver<bool>,
+) where
+    T: Fn() -> Result<Arc<rustls::ServerConfig>, mesh_node::identity::IdentityError>,
+{
     let mut stop = drain.clone();
     loop {
         tokio::select! {
             _ = drained(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
-                    let tls = tls.clone();
+                    let tls = match tls_config() {
+                        Ok(t) => t,
+                        Err(e) => {
+                            warn!(%remote, error = %e, "no TLS config; connection refused");
+                            continue;
+                        }
+                    };
                     let drain = drain.clone();
                     let waypoint = waypoint.clone();
                     let discovery = discovery.clone();
@@ -334,7 +402,7 @@ async fn tunnel(
         addr,
         target: t.target,
     };
-    let service = discovery.service_host(t.target).map(str::to_string);
+    let service = discovery.service_host(t.target);
     info!(
         caller.identity = %caller.identity,
         caller.addr = %caller.addr,
@@ -456,7 +524,8 @@ services:
         assert_eq!(d.endpoints("reviews.bookinfo", Some(9080)).len(), 2);
         assert!(d.endpoints("ratings", None).is_empty());
         assert_eq!(
-            d.service_host("10.96.0.20:9080".parse().expect("addr")),
+            d.service_host("10.96.0.20:9080".parse().expect("addr"))
+                .as_deref(),
             Some("reviews.bookinfo.svc.cluster.local")
         );
         assert_eq!(

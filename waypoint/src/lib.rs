@@ -9,12 +9,15 @@
 //! endpoint ([`balancer`], minus the ones [`outlier`] detection ejected),
 //! and forwards through a bounded connection pool ([`pool`]) with timeouts
 //! and retries ([`resilience`]). Endpoints come from a [`discovery::Discovery`]
-//! and upstream connections from a [`connector::Connector`] (plain TCP now,
-//! HBONE later).
+//! and upstream connections from a [`connector::Connector`] (plain TCP or
+//! [`hbone`]).
 //!
-//! Around that: Envoy's local rate limit ([`ratelimit`], from EnvoyFilter),
-//! Istio's standard metrics and an access log ([`telemetry`], served by
-//! [`admin`]), and trace context propagation ([`trace`]).
+//! Around that: JWT ([`authn`]) and L7 authorization ([`authz`], both
+//! selected by [`security`]), Envoy's local rate limit ([`ratelimit`], from
+//! EnvoyFilter), Istio's standard metrics and an access log ([`telemetry`],
+//! served by [`admin`]), and trace context propagation ([`trace`]). The
+//! same binary is the ingress gateway ([`gateway`]). [`xds`] feeds it all
+//! from mesh-controller over delta xDS.
 
 pub mod admin;
 pub mod authn;
@@ -57,6 +60,7 @@ pub(crate) fn seed_config(name: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     );
 }
+pub mod xds;
 
 pub use config::Config;
 pub use connector::{Connector, TcpConnector};

@@ -15,6 +15,11 @@
 //! per server port (`--gateway-ip`, `--port-offset`), certificates of
 //! `credentialName: X` read from `<dir>/X/tls.crt` and `<dir>/X/tls.key`
 //! (see `waypoint::gateway`), and no HBONE listener.
+//!
+//! `waypoint --xds-address http://host:15010 --bootstrap-token <file>
+//! --xds-roots <pem> --name <name> --namespace <ns>` takes all of that from
+//! mesh-controller instead, hot-reloaded (see `waypoint::xds`); `--config`
+//! stays as the debugging mode.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -33,8 +38,15 @@ use waypoint::{Config, Waypoint};
 #[command(name = "waypoint", about = "Ambit's waypoint (L7 proxy over HBONE)")]
 struct Cli {
     /// mesh-node local config plus L7 resources, as YAML documents.
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "xds_address",
+        conflicts_with = "xds_address"
+    )]
+    config: Option<PathBuf>,
+    // xDS mode (waypoint::xds).
+    #[command(flatten)]
+    xds: waypoint::xds::XdsArgs,
     /// The waypoint workload's name (its namespace is found in the config).
     #[arg(long)]
     name: String,
@@ -110,11 +122,23 @@ async fn main() -> Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let text = std::fs::read_to_string(&cli.config)
-        .with_context(|| format!("reading {}", cli.config.display()))?;
+    // xDS mode (waypoint::xds): everything else is the --config mode.
+    let Some(config_path) = cli.config.clone() else {
+        return Ok(waypoint::xds::run(
+            &cli.xds,
+            &cli.name,
+            cli.namespace.as_deref(),
+            cli.listen,
+            Some(cli.admin),
+            !cli.no_access_log,
+        )
+        .await?);
+    };
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
     let (local, l7) = split(&text)?;
     let state = mesh_node::config::parse_state(&local).context("the mesh-node local config")?;
-    let source = cli.config.display().to_string();
+    let source = config_path.display().to_string();
     let (config, issues) = Config::from_yaml(&l7, &source);
     for i in &issues {
         warn!(issue = %i, "L7 config");

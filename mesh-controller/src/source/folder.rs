@@ -4,8 +4,10 @@
 //!
 //! Every reload is all or nothing: a folder with any invalid resource is
 //! refused with a message naming the file, the resource and the field, and
-//! the previous good snapshot keeps serving. Kinds the controller does not
-//! use (Deployments, ServiceAccounts, VirtualServices, ...) are skipped.
+//! the previous good snapshot keeps serving. The L7 kinds
+//! ([`super::L7_KINDS`]: VirtualService, DestinationRule, HTTPRoute, ...)
+//! are checked by mesh-api and kept for the waypoints. Kinds the controller
+//! does not use (Deployments, ServiceAccounts, ...) are skipped.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -20,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{Namespace, Origin, Pod, Service, ServicePort, Snapshot};
+use super::{L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot, L7_KINDS};
 
 /// The annotation that gives a pod's netns path in local mode (no CNI).
 pub const NETNS_ANNOTATION: &str = "ambit.io/netns";
@@ -233,6 +235,7 @@ fn assemble<'a>(parts: impl Iterator<Item = &'a FilePart>) -> Result<Snapshot, S
         snap.pods.extend(part.snap.pods.iter().cloned());
         snap.services.extend(part.snap.services.iter().cloned());
         snap.policies.extend(part.snap.policies.iter().cloned());
+        snap.l7.extend(part.snap.l7.iter().cloned());
     }
     if problems.is_empty() {
         validate(&snap, &mut problems);
@@ -343,6 +346,11 @@ fn parse_document(
                     for p in list {
                         snap.policies.push((p, origin.clone()));
                     }
+                    // Waypoints also receive AuthorizationPolicies (their
+                    // L7 part), so mesh-api must accept them too.
+                    if kind == "AuthorizationPolicy" {
+                        snap.l7.extend(keep_l7(&value, origin, problems));
+                    }
                 }
                 Err(e) => {
                     let problems_of = e.problems();
@@ -363,12 +371,41 @@ fn parse_document(
                 }
             }
         }
+        k if L7_KINDS.contains(&k) => {
+            if let Some(o) = keep_l7(&value, origin, problems) {
+                snap.l7.push(o);
+            }
+        }
         "" => problems.push(format!(
             "{file}: document {}: no kind (expected a Kubernetes resource)",
             origin.doc
         )),
         other => {
             tracing::debug!(%file, kind = other, "skipping a kind the controller does not use");
+        }
+    }
+}
+
+/// An L7 resource as [`L7Object`] (checked by mesh-api); the problems name
+/// the file, the resource and the field.
+fn keep_l7(
+    value: &serde_yaml::Value,
+    origin: &Origin,
+    problems: &mut Vec<String>,
+) -> Option<L7Object> {
+    let file = origin.file.display();
+    let json = match serde_json::to_value(value) {
+        Ok(j) => j,
+        Err(e) => {
+            problems.push(format!("{file}: document {}: {e}", origin.doc));
+            return None;
+        }
+    };
+    match L7Object::from_document(&json, origin) {
+        Ok(o) => Some(o),
+        Err(errors) => {
+            problems.extend(errors.into_iter().map(|e| format!("{file}: {e}")));
+            None
         }
     }
 }

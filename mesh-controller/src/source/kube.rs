@@ -52,7 +52,7 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 
 use super::folder::{to_local_config, ErrorReceiver, SnapshotReceiver, NETNS_ANNOTATION};
-use super::{Namespace, Origin, Pod, Service, ServicePort, Snapshot};
+use super::{L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot};
 
 /// The label naming a namespace's (or service's) waypoint; kept with the
 /// namespace's labels.
@@ -351,11 +351,24 @@ fn convert_istio(
             return;
         }
     };
+    let origin = origin(kind.kind, &ns, &name);
     if kind.node {
         match mesh_node::config::parse_policies(&text) {
             Ok(list) => {
+                // Waypoints also receive AuthorizationPolicies (their L7
+                // part), so mesh-api must accept them too; else the object
+                // is refused whole.
+                if kind.kind == "AuthorizationPolicy" {
+                    match L7Object::from_document(&as_written(kind, o), &origin) {
+                        Ok(l7) => snap.l7.push(l7),
+                        Err(errors) => {
+                            problems.extend(errors);
+                            return;
+                        }
+                    }
+                }
                 for p in list {
-                    snap.policies.push((p, origin(kind.kind, &ns, &name)));
+                    snap.policies.push((p, origin.clone()));
                 }
             }
             Err(e) => {
@@ -369,17 +382,12 @@ fn convert_istio(
         }
         return;
     }
-    let docs = mesh_api::parse_documents(&text, &what);
-    let errors: Vec<String> = docs
-        .iter()
-        .flat_map(|d| d.diagnostics.iter())
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect();
-    if errors.is_empty() {
-        accepted_l7.insert(what, o.resource_version().unwrap_or_default());
-    } else {
-        problems.extend(errors);
+    match L7Object::from_document(&as_written(kind, o), &origin) {
+        Ok(l7) => {
+            accepted_l7.insert(what, o.resource_version().unwrap_or_default());
+            snap.l7.push(l7);
+        }
+        Err(errors) => problems.extend(errors),
     }
 }
 
@@ -551,6 +559,7 @@ fn same_config(a: &Snapshot, b: &Snapshot) -> bool {
         && a.pods == b.pods
         && a.services == b.services
         && a.endpoints == b.endpoints
+        && a.l7 == b.l7
         && format!("{:?}", a.policies) == format!("{:?}", b.policies)
 }
 
@@ -930,6 +939,50 @@ mod tests {
         assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
         assert!(
             b.problems[0].starts_with("AuthorizationPolicy demo/bad: field spec.action"),
+            "{:?}",
+            b.problems
+        );
+    }
+
+    #[test]
+    fn l7_resources_kept_for_waypoints_and_a_bad_one_refused_alone() {
+        let vs = |name: &str, spec: serde_json::Value| {
+            let kind = ISTIO_KINDS[2];
+            let mut o = DynamicObject::new(name, &kind.api_resource()).within("demo");
+            o.data = json!({ "spec": spec });
+            (kind, Arc::new(o))
+        };
+        let route = json!([{"route": [{"destination": {"host": "reviews"}}]}]);
+        let objs = Objects {
+            istio: vec![
+                vs("good", json!({"hosts": ["reviews"], "http": route})),
+                vs(
+                    "bad",
+                    json!({"hosts": ["reviews"], "http": [{"timeout": "soon", "route": route[0]["route"]}]}),
+                ),
+                ap("allow", json!({"action": "ALLOW", "rules": [{}]})),
+            ],
+            ..Default::default()
+        };
+        let b = build(&objs);
+        assert!(!b.fatal);
+        let kept: Vec<String> = b
+            .snapshot
+            .l7
+            .iter()
+            .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
+            .collect();
+        assert_eq!(
+            kept,
+            ["AuthorizationPolicy demo/allow", "VirtualService demo/good"]
+        );
+        let good = &b.snapshot.l7[1];
+        let doc: serde_json::Value = serde_json::from_str(&good.json).expect("json");
+        assert_eq!(doc["spec"]["hosts"][0], "reviews");
+        assert_eq!(doc["apiVersion"], "networking.istio.io/v1");
+        assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
+        assert!(
+            b.problems[0].starts_with("VirtualService demo/bad: field spec.http[0].timeout"),
             "{:?}",
             b.problems
         );

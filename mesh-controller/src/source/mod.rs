@@ -57,6 +57,96 @@ pub struct Service {
     pub origin: Origin,
 }
 
+/// The kinds kept for waypoints (checked by mesh-api, sent as written).
+/// AuthorizationPolicy is also a node kind: a waypoint receives it too (its
+/// L7 rules and `targetRefs` are the waypoint's to enforce).
+pub const L7_KINDS: &[&str] = &[
+    "VirtualService",
+    "DestinationRule",
+    "HTTPRoute",
+    "Gateway",
+    "ServiceEntry",
+    "RequestAuthentication",
+    "AuthorizationPolicy",
+    "EnvoyFilter",
+    "Telemetry",
+];
+
+/// An L7 resource for the waypoints, validated, kept as the operator wrote
+/// it (`mesh_api::Resource` is not deserializable, and the waypoint types
+/// it again with mesh-api, so the JSON is the faithful form).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L7Object {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub api_version: String,
+    /// The object as JSON: apiVersion, kind, metadata, spec.
+    pub json: String,
+    pub origin: Origin,
+}
+
+impl L7Object {
+    /// Checks `doc` with mesh-api (shape, values, unimplemented fields of
+    /// this resource alone). Errors are `Kind ns/name: field f: reason`.
+    pub fn from_document(
+        doc: &serde_json::Value,
+        origin: &Origin,
+    ) -> Result<L7Object, Vec<String>> {
+        let str_of = |a: &str, b: Option<&str>| {
+            let v = doc.get(a);
+            let v = match b {
+                Some(b) => v.and_then(|m| m.get(b)),
+                None => v,
+            };
+            v.and_then(|s| s.as_str()).unwrap_or_default().to_string()
+        };
+        let kind = str_of("kind", None);
+        let name = str_of("metadata", Some("name"));
+        let mut namespace = str_of("metadata", Some("namespace"));
+        if namespace.is_empty() {
+            namespace = "default".into();
+        }
+        let json = serde_json::to_string(doc)
+            .map_err(|e| vec![format!("{kind} {namespace}/{name}: {e}")])?;
+        let source = origin.file.display().to_string();
+        let errors: Vec<String> = mesh_api::parse_documents(&json, &source)
+            .iter()
+            .flat_map(|d| d.diagnostics.iter())
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(L7Object {
+            api_version: str_of("apiVersion", None),
+            kind,
+            namespace,
+            name,
+            json,
+            origin: origin.clone(),
+        })
+    }
+}
+
+/// A waypoint the cluster declares: a namespace labelled
+/// `istio.io/use-waypoint: <name>` and a pod of that name in it (as
+/// mesh-node's `ProxyState::waypoint_for` finds it).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WaypointRef {
+    pub namespace: String,
+    pub name: String,
+    pub service_account: String,
+}
+
+impl WaypointRef {
+    /// Its xDS node id (see [`mesh_proto::waypoint_id`]).
+    pub fn node_id(&self) -> String {
+        mesh_proto::waypoint_id::format(&self.namespace, &self.name)
+    }
+}
+
 /// One validated view of the cluster.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -70,6 +160,8 @@ pub struct Snapshot {
     /// (`ns/name`) from its EndpointSlices. Empty for the folder source.
     /// Not used by translation yet (nodes select endpoints by selector).
     pub endpoints: BTreeMap<String, Vec<String>>,
+    /// L7 resources ([`L7_KINDS`]), for the waypoints.
+    pub l7: Vec<L7Object>,
 }
 
 impl Snapshot {
@@ -79,5 +171,38 @@ impl Snapshot {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// The waypoints the cluster declares, sorted.
+    pub fn waypoints(&self) -> Vec<WaypointRef> {
+        let mut v: Vec<WaypointRef> = self
+            .namespaces
+            .values()
+            .filter_map(|ns| {
+                let name = ns.labels.get(mesh_node::state::USE_WAYPOINT_LABEL)?;
+                if name == mesh_node::state::NO_WAYPOINT {
+                    return None;
+                }
+                let pod = self
+                    .pods
+                    .iter()
+                    .find(|p| p.namespace == ns.name && &p.name == name)?;
+                Some(WaypointRef {
+                    namespace: ns.name.clone(),
+                    name: name.clone(),
+                    service_account: pod.service_account.clone(),
+                })
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The waypoint of xDS node id `id`, if the cluster declares it.
+    pub fn waypoint(&self, id: &str) -> Option<WaypointRef> {
+        let (ns, name) = mesh_proto::waypoint_id::parse(id)?;
+        self.waypoints()
+            .into_iter()
+            .find(|w| w.namespace == ns && w.name == name)
     }
 }

@@ -9,6 +9,10 @@
 //! A reconnecting client's `initial_resource_versions` seed that memory, so
 //! it gets only the difference. ACKs and NACKs (with `error_detail`) are
 //! recorded in the [`StatusRegistry`].
+//!
+//! Waypoints connect like nodes, with a node id `waypoint~<ns>~<name>`
+//! (and that id's bootstrap token), and may also subscribe to
+//! [`type_urls::L7_RESOURCE`]; see [`crate::translate`] for what they get.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
@@ -194,7 +198,7 @@ impl Connection {
             return Flow::Stop;
         };
         let ty = req.type_url.clone();
-        if !type_urls::ALL.contains(&ty.as_str()) {
+        if !type_urls::WAYPOINT.contains(&ty.as_str()) {
             tracing::warn!(%node, type_url = %ty, "subscription to an unknown type ignored");
             return Flow::Continue;
         }

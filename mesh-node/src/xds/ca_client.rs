@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::client::StateReceiver;
 use crate::identity::{CertStore, Identity, WorkloadCertificate};
+use crate::state::ProxyState;
 
 #[derive(Clone, Debug)]
 pub struct CaOptions {
@@ -134,13 +135,33 @@ pub fn spawn_ca(
     certs: Arc<CertStore>,
     state: StateReceiver,
 ) -> watch::Receiver<Option<String>> {
+    let node = opts.node.clone();
+    let wanted: WantedIdentities = Arc::new(move |s: &ProxyState| {
+        s.local_workloads(&node)
+            .filter(|w| s.is_ambient(w))
+            .map(|w| s.identity_of(w))
+            .collect()
+    });
+    spawn_ca_for(opts, certs, state, wanted)
+}
+
+/// Which identities a client needs certificates for, in a state.
+pub type WantedIdentities = Arc<dyn Fn(&ProxyState) -> Vec<Identity> + Send + Sync>;
+
+/// [`spawn_ca`] for the identities `wanted` picks (a waypoint: its own).
+pub fn spawn_ca_for(
+    opts: CaOptions,
+    certs: Arc<CertStore>,
+    state: StateReceiver,
+    wanted: WantedIdentities,
+) -> watch::Receiver<Option<String>> {
     let (err_tx, err_rx) = watch::channel(None);
     if let Some(roots) = &opts.roots_pem {
         if let Err(e) = certs.update_roots_pem(roots) {
             err_tx.send_replace(Some(format!("trust roots: {e}")));
         }
     }
-    tokio::spawn(run(opts, certs, state, err_tx));
+    tokio::spawn(run(opts, certs, state, wanted, err_tx));
     err_rx
 }
 
@@ -148,6 +169,7 @@ async fn run(
     opts: CaOptions,
     certs: Arc<CertStore>,
     mut state: StateReceiver,
+    wanted_of: WantedIdentities,
     err_tx: watch::Sender<Option<String>>,
 ) {
     let mut held: BTreeMap<Identity, Held> = BTreeMap::new();
@@ -157,11 +179,7 @@ async fn run(
     loop {
         let s = state.borrow_and_update().clone();
         let wanted: Vec<Identity> = {
-            let mut v: Vec<Identity> = s
-                .local_workloads(&opts.node)
-                .filter(|w| s.is_ambient(w))
-                .map(|w| s.identity_of(w))
-                .collect();
+            let mut v: Vec<Identity> = wanted_of(&s);
             v.sort();
             v.dedup();
             v

@@ -9,6 +9,11 @@
 //! config invalid is NACKed with the validator's message and the node keeps
 //! what it had. Responses that arrive together are published as one new
 //! state; nothing is published before every type has been received once.
+//!
+//! A waypoint uses the same client with [`XdsOptions::extra_types`] (the L7
+//! resources): those are held as received, checked as a whole by
+//! [`XdsOptions::extra_check`] (NACKed when it refuses), and published with
+//! the state in an [`XdsView`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -41,6 +46,37 @@ pub struct XdsOptions {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub connect_timeout: Duration,
+    /// Types subscribed to beyond the node's ([`type_urls::ALL`]), held as
+    /// received and published in [`XdsView::extra`].
+    pub extra_types: Vec<String>,
+    /// Checks the resources of an extra type after each response.
+    pub extra_check: Option<ExtraCheck>,
+}
+
+/// Judges the resources of one extra type (type URL, name -> message
+/// bytes) as they would be held; an error NACKs the response.
+#[derive(Clone)]
+pub struct ExtraCheck(pub ExtraCheckFn);
+
+/// The function of an [`ExtraCheck`].
+pub type ExtraCheckFn =
+    Arc<dyn Fn(&str, &BTreeMap<String, Vec<u8>>) -> Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for ExtraCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraCheck")
+    }
+}
+
+/// Extra resources: type URL -> name -> message bytes.
+pub type ExtraResources = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// One good configuration: the state and the extra types' resources,
+/// published together so that a waypoint never sees one without the other.
+#[derive(Debug)]
+pub struct XdsView {
+    pub state: Arc<ProxyState>,
+    pub extra: ExtraResources,
 }
 
 impl XdsOptions {
@@ -52,6 +88,8 @@ impl XdsOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            extra_types: Vec::new(),
+            extra_check: None,
         }
     }
 }
@@ -172,6 +210,16 @@ impl Held {
         Ok(cfg)
     }
 
+    /// The message bytes held of type `ty`, by name.
+    fn raw(&self, ty: &str) -> BTreeMap<String, Vec<u8>> {
+        self.types
+            .get(ty)
+            .into_iter()
+            .flatten()
+            .map(|(n, (_, b))| (n.clone(), b.clone()))
+            .collect()
+    }
+
     fn versions(&self, ty: &str) -> BTreeMap<String, String> {
         self.types
             .get(ty)
@@ -190,6 +238,8 @@ pub type ErrorReceiver = watch::Receiver<Option<String>>;
 /// A running client. Dropping it does not stop the client (see [`spawn_xds`]).
 pub struct XdsClient {
     pub state: StateReceiver,
+    /// The state with the extra types' resources (see [`XdsView`]).
+    pub view: watch::Receiver<Arc<XdsView>>,
     pub errors: ErrorReceiver,
     pub status: watch::Receiver<XdsStatus>,
 }
@@ -201,9 +251,20 @@ impl XdsClient {
         let (state_tx, state) = watch::channel(Arc::new(ProxyState::empty()));
         let (error_tx, errors) = watch::channel(None::<String>);
         let (status_tx, status) = watch::channel(XdsStatus::default());
-        tokio::spawn(run(opts, state_tx, error_tx, status_tx));
+        let (view_tx, view) = watch::channel(Arc::new(XdsView {
+            state: state.borrow().clone(),
+            extra: ExtraResources::new(),
+        }));
+        let out = Outputs {
+            state: state_tx,
+            view: view_tx,
+            errors: error_tx,
+            status: status_tx,
+        };
+        tokio::spawn(run(opts, out));
         XdsClient {
             state,
+            view,
             errors,
             status,
         }
@@ -235,12 +296,21 @@ impl Shared {
     }
 }
 
-async fn run(
-    opts: XdsOptions,
-    state_tx: watch::Sender<Arc<ProxyState>>,
-    error_tx: watch::Sender<Option<String>>,
-    status_tx: watch::Sender<XdsStatus>,
-) {
+/// Where a client publishes.
+struct Outputs {
+    state: watch::Sender<Arc<ProxyState>>,
+    view: watch::Sender<Arc<XdsView>>,
+    errors: watch::Sender<Option<String>>,
+    status: watch::Sender<XdsStatus>,
+}
+
+async fn run(opts: XdsOptions, out: Outputs) {
+    let Outputs {
+        state: state_tx,
+        view: view_tx,
+        errors: error_tx,
+        status: status_tx,
+    } = &out;
     let mut shared = Shared {
         held: Held::default(),
         seen: BTreeSet::new(),
@@ -249,11 +319,11 @@ async fn run(
     };
     let mut backoff = opts.initial_backoff;
     loop {
-        if state_tx.is_closed() {
+        if state_tx.is_closed() && view_tx.is_closed() {
             return;
         }
         status_tx.send_modify(|s| s.connections += 1);
-        let result = session(&opts, &mut shared, &state_tx, &error_tx, &status_tx).await;
+        let result = session(&opts, &mut shared, &out).await;
         status_tx.send_modify(|s| s.connected = false);
         let (got_response, reason) = match result {
             Ok(got) => (got, "the controller closed the stream".to_string()),
@@ -264,7 +334,7 @@ async fn run(
         }
         tracing::warn!(address = %opts.address, retry_in = ?backoff, "xDS: {reason}; keeping the last good config");
         shared.report(
-            &error_tx,
+            error_tx,
             Some(format!(
                 "xDS: {reason}; serving the last good config, retrying"
             )),
@@ -293,10 +363,19 @@ fn request(opts: &XdsOptions, ty: &str, held: &Held) -> DeltaDiscoveryRequest {
 async fn session(
     opts: &XdsOptions,
     shared: &mut Shared,
-    state_tx: &watch::Sender<Arc<ProxyState>>,
-    error_tx: &watch::Sender<Option<String>>,
-    status_tx: &watch::Sender<XdsStatus>,
+    out: &Outputs,
 ) -> Result<bool, (bool, String)> {
+    let Outputs {
+        state: state_tx,
+        view: view_tx,
+        errors: error_tx,
+        status: status_tx,
+    } = out;
+    let types: Vec<&str> = type_urls::ALL
+        .iter()
+        .copied()
+        .chain(opts.extra_types.iter().map(String::as_str))
+        .collect();
     let endpoint = tonic::transport::Endpoint::from_shared(opts.address.clone())
         .map_err(|e| (false, format!("bad address {}: {e}", opts.address)))?
         .connect_timeout(opts.connect_timeout)
@@ -308,9 +387,9 @@ async fn session(
         .await
         .map_err(|e| (false, format!("connecting to {}: {e}", opts.address)))?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(32);
-    for ty in type_urls::ALL {
-        // Capacity 32 > the number of types: cannot fail.
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(32 + types.len());
+    for ty in &types {
+        // The capacity exceeds the number of types: cannot fail.
         let _ = tx.try_send(request(opts, ty, &shared.held));
     }
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
@@ -361,6 +440,11 @@ async fn session(
                 }
             });
             let verdict = shared.held.apply(&resp).and_then(|next| {
+                if opts.extra_types.contains(&resp.type_url) {
+                    if let Some(check) = &opts.extra_check {
+                        (check.0)(&resp.type_url, &next.raw(&resp.type_url))?;
+                    }
+                }
                 let cfg = next.to_local_config()?;
                 ProxyState::new(&cfg)
                     .map(|state| (next, state))
@@ -400,7 +484,7 @@ async fn session(
                 return Err((got, "the request stream closed".into()));
             }
         }
-        if !shared.synced && type_urls::ALL.iter().all(|t| shared.seen.contains(*t)) {
+        if !shared.synced && types.iter().all(|t| shared.seen.contains(*t)) {
             shared.synced = true;
             tracing::info!(node = %opts.node, "xDS: initial sync complete");
         }
@@ -413,7 +497,14 @@ async fn session(
                 services = state.services().len(),
                 "xDS config applied"
             );
-            state_tx.send_replace(Arc::new(state));
+            let state = Arc::new(state);
+            state_tx.send_replace(state.clone());
+            let extra = opts
+                .extra_types
+                .iter()
+                .map(|t| (t.clone(), shared.held.raw(t)))
+                .collect();
+            view_tx.send_replace(Arc::new(XdsView { state, extra }));
         }
         shared.report(error_tx, None);
     }

@@ -16,8 +16,11 @@ pub mod ca_client;
 pub mod client;
 pub mod convert;
 
-pub use ca_client::{request_certificate, spawn_ca, CaOptions};
-pub use client::{spawn_xds, ErrorReceiver, StateReceiver, XdsClient, XdsOptions, XdsStatus};
+pub use ca_client::{request_certificate, spawn_ca, spawn_ca_for, CaOptions, WantedIdentities};
+pub use client::{
+    spawn_xds, ErrorReceiver, ExtraCheck, ExtraCheckFn, ExtraResources, StateReceiver, XdsClient,
+    XdsOptions, XdsStatus, XdsView,
+};
 
 #[cfg(test)]
 mod tests;

@@ -194,3 +194,113 @@ async fn xds_client_retries_with_backoff_while_the_controller_is_away() {
     assert!(client.errors.borrow().is_some());
     assert!(client.state.borrow().workloads().is_empty());
 }
+
+/// Answers every subscription with an empty response, except the L7 type:
+/// first `good`, then (after its ACK) `bad`.
+#[derive(Default, Clone)]
+struct ScriptedExtra {
+    replies: Replies,
+}
+
+fn l7(name: &str) -> Resource {
+    Resource {
+        name: name.into(),
+        version: name.into(),
+        resource: Some(prost_types::Any {
+            type_url: type_urls::L7_RESOURCE.into(),
+            value: name.as_bytes().to_vec(),
+        }),
+        aliases: vec![],
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for ScriptedExtra {
+    type DeltaAggregatedResourcesStream =
+        Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let replies = self.replies.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            let mut sent_bad = false;
+            while let Ok(Some(req)) = inbound.message().await {
+                n += 1;
+                let nonce = format!("n{n}");
+                let resources = if !req.response_nonce.is_empty() {
+                    replies.lock().unwrap().push((
+                        req.type_url.clone(),
+                        req.response_nonce.clone(),
+                        req.error_detail.as_ref().map(|e| e.message.clone()),
+                    ));
+                    if req.type_url != type_urls::L7_RESOURCE || sent_bad {
+                        continue;
+                    }
+                    sent_bad = true;
+                    vec![l7("bad")]
+                } else if req.type_url == type_urls::L7_RESOURCE {
+                    vec![l7("good")]
+                } else {
+                    vec![]
+                };
+                let _ = tx
+                    .send(Ok(DeltaDiscoveryResponse {
+                        type_url: req.type_url.clone(),
+                        resources,
+                        nonce,
+                        ..Default::default()
+                    }))
+                    .await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_types_are_checked_nacked_and_published_with_the_state() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = ScriptedExtra::default();
+    let replies = server.replies.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(server))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut opts = XdsOptions::new(format!("http://{addr}"), "waypoint~demo~wp");
+    opts.extra_types = vec![type_urls::L7_RESOURCE.to_string()];
+    opts.extra_check = Some(ExtraCheck(Arc::new(|_, held| {
+        match held.keys().find(|n| n.contains("bad")) {
+            Some(n) => Err(format!("resource {n}: refused")),
+            None => Ok(()),
+        }
+    })));
+    let client = XdsClient::start(opts);
+    let nack = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let found = replies
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|(_, _, e)| e.clone());
+            if let Some(m) = found {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a NACK");
+    assert!(nack.contains("resource bad: refused"), "{nack}");
+    // The good one was published (after the initial sync) and is kept.
+    let view = client.view.borrow().clone();
+    let held: Vec<&String> = view.extra[type_urls::L7_RESOURCE].keys().collect();
+    assert_eq!(held, ["good"]);
+    assert_eq!(client.status.borrow().nacks, 1);
+}
