@@ -18,6 +18,7 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "procps",
     "curl",
+    "prometheus",
 ];
 
 pub fn setup(progress: &dyn Fn(&str)) -> Result<()> {
