@@ -64,23 +64,8 @@ pub struct UpstreamAnswer {
     pub answer: Option<Box<Answer>>,
 }
 
-/// Request headers echoed back in [`Answer::headers`].
-const SHOWN: &[&str] = &[
-    "end-user",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "b3",
-    "authorization",
-    "x-forwarded-proto",
-    "x-forwarded-client-cert",
-];
-
-/// Headers bookinfo's services pass to their upstreams.
+/// Headers bookinfo's services pass to their upstreams (and echo back in
+/// [`Answer::headers`]).
 const PROPAGATED: &[&str] = &[
     "end-user",
     "x-request-id",
@@ -93,6 +78,9 @@ const PROPAGATED: &[&str] = &[
     "b3",
     "authorization",
 ];
+
+/// Further request headers echoed back in [`Answer::headers`].
+const SHOWN: &[&str] = &["x-forwarded-proto", "x-forwarded-client-cert"];
 
 /// Serves forever on `0.0.0.0:port`, HTTP/1.1 and HTTP/2 (prior knowledge).
 pub async fn serve(spec: ServerSpec) -> Result<()> {
@@ -169,8 +157,9 @@ async fn answer(
     } else {
         StatusCode::OK
     };
-    let headers = SHOWN
+    let headers = PROPAGATED
         .iter()
+        .chain(SHOWN)
         .filter_map(|h| Some((h.to_string(), header_str(&parts.headers, h)?.to_string())))
         .collect();
     let a = Answer {

@@ -23,3 +23,20 @@ pub mod sys;
 pub mod testbed;
 pub mod up;
 pub mod wire;
+
+/// The text of the seed config whose file name starts with `prefix` (e.g.
+/// `"07-"`), from `shared/seed-configs` beside the checkout.
+pub fn seed(prefix: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-configs");
+    let path = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("no seed {prefix}* in {}", dir.display()));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -15,23 +15,9 @@ use std::time::{Duration, Instant};
 
 use mesh_tests::bookinfo::{self, url, within_sigmas, Backend, Bookinfo};
 use mesh_tests::http_app::{Answer, HttpLoadReport};
+use mesh_tests::seed;
 
 const SIGMAS: f64 = 4.5;
-
-fn seed(name: &str) -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-configs");
-    let path = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(name))
-        })
-        .unwrap_or_else(|| panic!("no seed {name}* in {}", dir.display()));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 fn served(r: &HttpLoadReport, pod: &str) -> u64 {
     r.by_server.get(pod).copied().unwrap_or(0)

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mesh_tests::bookinfo::{url, Backend, Bookinfo};
 use mesh_tests::http_app::HttpLoadReport;
+use mesh_tests::seed;
 use serde_json::json;
 
 const ISSUER: &str = "testing@secure.istio.io";
@@ -19,21 +20,6 @@ fn fixture(name: &str) -> String {
         .join("../waypoint/tests/fixtures")
         .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn seed(name: &str) -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-configs");
-    let path = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(name))
-        })
-        .unwrap_or_else(|| panic!("no seed {name}* in {}", dir.display()));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn now() -> u64 {

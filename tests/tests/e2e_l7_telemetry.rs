@@ -4,27 +4,12 @@
 //! the waypoint's pod), and W3C trace context carried across bookinfo's
 //! productpage → reviews hop with a new span at each waypoint crossing.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mesh_tests::bookinfo::{url, Backend, Bookinfo};
 use mesh_tests::http_app::{Answer, HttpLoadReport};
-
-fn seed(name: &str) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-configs");
-    let path = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(name))
-        })
-        .unwrap_or_else(|| panic!("no seed {name}* in {}", dir.display()));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use mesh_tests::seed;
 
 fn status(r: &HttpLoadReport, code: u16) -> u64 {
     r.by_status.get(&code).copied().unwrap_or(0)
