@@ -5,7 +5,7 @@
 //! HBONE with the pod's identity; anything else is passed through as plain
 //! TCP from the pod's own netns, as if the mesh were not there.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::{baggage, relay, ConnectionTracker, PodContext};
 use crate::hbone::{ConnectRequest, HboneError};
+use crate::identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -77,73 +78,26 @@ async fn handle(
             .map(|wp| (svc.hostname.clone(), wp))
     });
     if let Some((service_host, wp)) = waypoint {
-        let identity = state.identity_of(&wp);
-        let req = ConnectRequest {
-            dst_identity: identity.clone(),
-            hbone_addr: SocketAddr::new(wp.ip, mesh_common::HBONE_PORT),
+        let hop = HboneHop {
+            identity: state.identity_of(&wp),
+            hbone_ip: wp.ip,
             target: orig,
-            forwarded_for: SocketAddr::new(ctx.ip, peer.port()),
-            service_host: Some(service_host.clone()),
-            baggage: Some(baggage(ctx)),
-            traceparent: None,
+            service_host: Some(service_host),
+            waypoint: Some(wp.key()),
         };
-        let mut tunnel = ctx
-            .hbone
-            .connect(req)
-            .await
-            .map_err(|source| OutboundError::Hbone {
-                target: orig,
-                source,
-            })?;
-        debug!(pod = %ctx.name, dst = %orig, waypoint = %wp.key(), "outbound via waypoint");
-        let (sent, received) = relay(&mut app, &mut tunnel)
-            .await
-            .map_err(OutboundError::Relay)?;
-        tracker.bytes(sent, received);
-        info!(
-            src.identity = %ctx.identity,
-            dst.identity = %identity,
-            dst.addr = %orig,
-            dst.service = %service_host,
-            waypoint = %wp.key(),
-            sent, received,
-            "outbound connection complete (HBONE via waypoint)"
-        );
-        return Ok(());
+        return via_hbone(ctx, &mut app, peer, hop, &tracker).await;
     }
     let upstream = state.resolve(orig);
     match upstream {
         Some(up) if state.is_ambient(&up.workload) => {
-            let req = ConnectRequest {
-                dst_identity: up.identity.clone(),
-                hbone_addr: SocketAddr::new(up.target.ip(), mesh_common::HBONE_PORT),
+            let hop = HboneHop {
+                identity: up.identity.clone(),
+                hbone_ip: up.target.ip(),
                 target: up.target,
-                forwarded_for: SocketAddr::new(ctx.ip, peer.port()),
                 service_host: up.service_host.clone(),
-                baggage: Some(baggage(ctx)),
-                traceparent: None,
+                waypoint: None,
             };
-            let mut tunnel =
-                ctx.hbone
-                    .connect(req)
-                    .await
-                    .map_err(|source| OutboundError::Hbone {
-                        target: up.target,
-                        source,
-                    })?;
-            debug!(pod = %ctx.name, dst = %up.target, identity = %up.identity, "outbound via HBONE");
-            let (sent, received) = relay(&mut app, &mut tunnel)
-                .await
-                .map_err(OutboundError::Relay)?;
-            tracker.bytes(sent, received);
-            info!(
-                src.identity = %ctx.identity,
-                dst.identity = %up.identity,
-                dst.addr = %up.target,
-                dst.service = up.service_host.as_deref().unwrap_or("-"),
-                sent, received,
-                "outbound connection complete (HBONE)"
-            );
+            via_hbone(ctx, &mut app, peer, hop, &tracker).await?;
         }
         other => {
             // Not in the mesh: the endpoint a service picked, or the address as asked.
@@ -162,6 +116,72 @@ async fn handle(
             tracker.bytes(sent, received);
             debug!(pod = %ctx.name, dst = %target, sent, received, "outbound passthrough complete");
         }
+    }
+    Ok(())
+}
+
+/// Where one outbound connection is tunnelled: an endpoint, or the
+/// waypoint of the service asked for.
+struct HboneHop {
+    identity: Identity,
+    /// Whose `:15008` the tunnel goes to.
+    hbone_ip: IpAddr,
+    /// The `CONNECT` authority: the endpoint, or the service VIP:port when
+    /// the tunnel goes to a waypoint.
+    target: SocketAddr,
+    service_host: Option<String>,
+    /// `namespace/name` of the waypoint, when there is one.
+    waypoint: Option<String>,
+}
+
+async fn via_hbone(
+    ctx: &PodContext,
+    app: &mut TcpStream,
+    peer: SocketAddr,
+    hop: HboneHop,
+    tracker: &ConnectionTracker,
+) -> Result<(), OutboundError> {
+    let req = ConnectRequest {
+        dst_identity: hop.identity.clone(),
+        hbone_addr: SocketAddr::new(hop.hbone_ip, mesh_common::HBONE_PORT),
+        target: hop.target,
+        forwarded_for: SocketAddr::new(ctx.ip, peer.port()),
+        service_host: hop.service_host.clone(),
+        baggage: Some(baggage(ctx)),
+        traceparent: None,
+    };
+    let mut tunnel = ctx
+        .hbone
+        .connect(req)
+        .await
+        .map_err(|source| OutboundError::Hbone {
+            target: hop.target,
+            source,
+        })?;
+    debug!(pod = %ctx.name, dst = %hop.target, identity = %hop.identity,
+        waypoint = hop.waypoint.as_deref().unwrap_or("-"), "outbound via HBONE");
+    let (sent, received) = relay(app, &mut tunnel)
+        .await
+        .map_err(OutboundError::Relay)?;
+    tracker.bytes(sent, received);
+    match &hop.waypoint {
+        Some(wp) => info!(
+            src.identity = %ctx.identity,
+            dst.identity = %hop.identity,
+            dst.addr = %hop.target,
+            dst.service = hop.service_host.as_deref().unwrap_or("-"),
+            waypoint = %wp,
+            sent, received,
+            "outbound connection complete (HBONE via waypoint)"
+        ),
+        None => info!(
+            src.identity = %ctx.identity,
+            dst.identity = %hop.identity,
+            dst.addr = %hop.target,
+            dst.service = hop.service_host.as_deref().unwrap_or("-"),
+            sent, received,
+            "outbound connection complete (HBONE)"
+        ),
     }
     Ok(())
 }
