@@ -2315,4 +2315,3 @@ fn check_header_value_option(f: &mut Findings, path: &str, v: &Value) {
         ),
     }
 }
-

@@ -493,8 +493,14 @@ fn envoy_filter_response_headers_and_x_ratelimit_headers_are_implemented() {
         got,
         vec![
             e("AMB0004", &format!("{base}.enable_x_ratelimit_headers")),
-            e("AMB0007", &format!("{base}.response_headers_to_add[2].header")),
-            e("AMB0013", &format!("{base}.response_headers_to_add[0].header.key")),
+            e(
+                "AMB0007",
+                &format!("{base}.response_headers_to_add[2].header")
+            ),
+            e(
+                "AMB0013",
+                &format!("{base}.response_headers_to_add[0].header.key")
+            ),
         ]
     );
     assert_eq!(
@@ -512,7 +518,10 @@ fn envoy_filter_response_headers_and_x_ratelimit_headers_are_implemented() {
     got.sort();
     assert_eq!(
         got,
-        vec![e("AMB0021", "spec.priority"), e("AMB0021", "spec.targetRefs")]
+        vec![
+            e("AMB0021", "spec.priority"),
+            e("AMB0021", "spec.targetRefs")
+        ]
     );
 }
 

@@ -393,32 +393,68 @@ async fn new_l7_kinds_appear_and_a_bad_one_is_refused_with_name_and_field() -> R
                     "max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "60s"},
                     "response_headers_to_add": [{"header": {"key": "x-rl", "value": "1"}}]}}}}}]});
     let objects = [
-        ("Gateway", "v1beta1", "ingress", json!({"selector": {"istio": "ingressgateway"},
-            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]})),
-        ("HTTPRoute", "v1", "reviews", json!({
+        (
+            "Gateway",
+            "v1beta1",
+            "ingress",
+            json!({"selector": {"istio": "ingressgateway"},
+            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}),
+        ),
+        (
+            "HTTPRoute",
+            "v1",
+            "reviews",
+            json!({
             "parentRefs": [{"name": "reviews", "kind": "Service", "group": ""}],
-            "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]})),
-        ("RequestAuthentication", "v1", "jwt", json!({"jwtRules": [{
+            "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]}),
+        ),
+        (
+            "RequestAuthentication",
+            "v1",
+            "jwt",
+            json!({"jwtRules": [{
             "issuer": "testing@secure.istio.io",
             "jwksUri": "https://keys.example.com/jwks.json",
-            "outputPayloadToHeader": "x-jwt-payload"}]})),
+            "outputPayloadToHeader": "x-jwt-payload"}]}),
+        ),
         ("EnvoyFilter", "v1alpha3", "rate-limit", rate_limit),
-        ("Telemetry", "v1alpha1", "sampling", json!({"tracing": [{"randomSamplingPercentage": 10}],
-            "accessLogging": [{"providers": [{"name": "envoy"}]}]})),
-        ("ServiceEntry", "v1", "external", json!({"hosts": ["api.example.com"],
-            "ports": [{"number": 443, "name": "https", "protocol": "TLS"}], "resolution": "DNS"})),
+        (
+            "Telemetry",
+            "v1alpha1",
+            "sampling",
+            json!({"tracing": [{"randomSamplingPercentage": 10}],
+            "accessLogging": [{"providers": [{"name": "envoy"}]}]}),
+        ),
+        (
+            "ServiceEntry",
+            "v1",
+            "external",
+            json!({"hosts": ["api.example.com"],
+            "ports": [{"number": 443, "name": "https", "protocol": "TLS"}], "resolution": "DNS"}),
+        ),
     ];
     for (kind, version, name, spec) in objects.iter().cloned() {
         let t = Instant::now();
         create_l7(&client, kind, version, name, spec).await?;
-        expect(&mut rx, &format!("{kind} demo/{name}"), t, |s| has_l7(s, kind, name)).await?;
+        expect(&mut rx, &format!("{kind} demo/{name}"), t, |s| {
+            has_l7(s, kind, name)
+        })
+        .await?;
     }
     // Read at the watched version, whatever version it was written at.
     {
         let snap = rx.borrow();
-        let gw = snap.l7.iter().find(|o| o.kind == "Gateway").context("Gateway")?;
+        let gw = snap
+            .l7
+            .iter()
+            .find(|o| o.kind == "Gateway")
+            .context("Gateway")?;
         assert_eq!(gw.api_version, "networking.istio.io/v1");
-        let ef = snap.l7.iter().find(|o| o.kind == "EnvoyFilter").context("EnvoyFilter")?;
+        let ef = snap
+            .l7
+            .iter()
+            .find(|o| o.kind == "EnvoyFilter")
+            .context("EnvoyFilter")?;
         assert_eq!(ef.api_version, "networking.istio.io/v1alpha3");
     }
     assert_eq!(*errors.borrow(), None, "no config error expected");
@@ -449,7 +485,10 @@ async fn new_l7_kinds_appear_and_a_bad_one_is_refused_with_name_and_field() -> R
         let snap = rx.borrow();
         assert!(!has_l7(&snap, "Telemetry", "broken"));
         for (kind, _, name, _) in &objects {
-            assert!(has_l7(&snap, kind, name), "{kind} {name} dropped beside the bad one");
+            assert!(
+                has_l7(&snap, kind, name),
+                "{kind} {name} dropped beside the bad one"
+            );
         }
     }
     // Fixing it clears the error and brings it in.

@@ -182,7 +182,11 @@ fn all_seeds_together_report_exactly_the_known_errors() {
     let expected: BTreeSet<String> = rows()
         .into_iter()
         .filter(|r| r.verdict == Verdict::Errors)
-        .flat_map(|r| r.expected.into_iter().map(move |e| format!("{}:{e}", r.file)))
+        .flat_map(|r| {
+            r.expected
+                .into_iter()
+                .map(move |e| format!("{}:{e}", r.file))
+        })
         .collect();
     let got: BTreeSet<String> = report["diagnostics"]
         .as_array()
@@ -419,10 +423,19 @@ spec:
         .replace("mode: SIMPLE", "mode: MUTUAL")
         .replace("port: 9080", "port: 0")
         .replace("https://keys.example.com/jwks.json", "keys.example.com")
-        .replace("outputPayloadToHeader: x-jwt-payload", "fromCookies: [session]")
+        .replace(
+            "outputPayloadToHeader: x-jwt-payload",
+            "fromCookies: [session]",
+        )
         .replace("max_tokens: 10", "max_tokens: 0")
-        .replace("randomSamplingPercentage: 5", "randomSamplingPercentage: 500")
-        .replace("action: AUDIT", "action: CUSTOM\n  provider: {name: ext-authz}");
+        .replace(
+            "randomSamplingPercentage: 5",
+            "randomSamplingPercentage: 500",
+        )
+        .replace(
+            "action: AUDIT",
+            "action: CUSTOM\n  provider: {name: ext-authz}",
+        );
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, bad_text).unwrap();
     let out = meshctl(&["analyze", "-o", "json", bad.to_str().unwrap()]);

@@ -1042,7 +1042,11 @@ mod tests {
             .unwrap_or_else(|| panic!("{name} is not watched"))
     }
 
-    fn obj(kind_name: &str, name: &str, spec: serde_json::Value) -> (IstioKind, Arc<DynamicObject>) {
+    fn obj(
+        kind_name: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> (IstioKind, Arc<DynamicObject>) {
         let k = kind(kind_name);
         let mut o = DynamicObject::new(name, &k.api_resource()).within("demo");
         o.data = json!({ "spec": spec });
@@ -1052,7 +1056,12 @@ mod tests {
     /// A valid object of each L7 kind watched besides VirtualService and
     /// DestinationRule, and a broken twin with the field that breaks it.
     #[allow(clippy::type_complexity)]
-    fn new_l7_kinds() -> Vec<(&'static str, serde_json::Value, serde_json::Value, &'static str)> {
+    fn new_l7_kinds() -> Vec<(
+        &'static str,
+        serde_json::Value,
+        serde_json::Value,
+        &'static str,
+    )> {
         vec![
             (
                 "Gateway",
@@ -1136,8 +1145,7 @@ mod tests {
         for e in std::fs::read_dir(&dir).expect("deploy/crds") {
             let text = std::fs::read_to_string(e.expect("entry").path()).expect("read");
             for doc in serde_yaml::Deserializer::from_str(&text) {
-                let v: serde_json::Value =
-                    serde::Deserialize::deserialize(doc).expect("CRD YAML");
+                let v: serde_json::Value = serde::Deserialize::deserialize(doc).expect("CRD YAML");
                 let spec = &v["spec"];
                 for ver in spec["versions"].as_array().into_iter().flatten() {
                     if ver["served"] == true {
@@ -1154,7 +1162,10 @@ mod tests {
         }
         for k in ISTIO_KINDS {
             let want = format!("{}/{}/{}/{}", k.group, k.version, k.kind, k.plural);
-            assert!(served.contains(&want), "no CRD serves {want}; served: {served:#?}");
+            assert!(
+                served.contains(&want),
+                "no CRD serves {want}; served: {served:#?}"
+            );
         }
     }
 
