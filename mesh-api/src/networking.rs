@@ -1518,6 +1518,23 @@ pub enum ServerTlsMode {
     OptionalMutual,
 }
 
+/// Server protocols the gateway role serves (upper case).
+const GATEWAY_PROTOCOLS: &[&str] = &["HTTP", "HTTP2", "GRPC", "HTTPS"];
+
+impl ServerTlsMode {
+    /// As written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerTlsMode::Passthrough => "PASSTHROUGH",
+            ServerTlsMode::Simple => "SIMPLE",
+            ServerTlsMode::Mutual => "MUTUAL",
+            ServerTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
+            ServerTlsMode::IstioMutual => "ISTIO_MUTUAL",
+            ServerTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+        }
+    }
+}
+
 /// `[namespace/]host` as Gateway servers and Sidecar listeners write hosts.
 fn check_ns_host(f: &mut Findings, path: &str, h: &str) {
     let host = match h.split_once('/') {
@@ -1538,12 +1555,11 @@ fn check_ns_host(f: &mut Findings, path: &str, h: &str) {
 }
 
 impl GatewaySpec {
+    /// Served by the waypoint binary's ingress gateway role: HTTP, HTTP2,
+    /// GRPC and HTTPS servers, TLS mode SIMPLE (credentialName, or
+    /// serverCertificate + privateKey), httpsRedirect. What that role does
+    /// not serve is named at its field.
     pub fn validate(&self, f: &mut Findings) {
-        f.push(
-            Code::NotApplied,
-            "",
-            "Ambit does not run Istio ingress/egress gateways: this Gateway is checked but not served",
-        );
         if self.servers.is_empty() {
             f.push(
                 Code::MissingField,
@@ -1572,6 +1588,22 @@ impl GatewaySpec {
                 .as_ref()
                 .and_then(|p| p.protocol.as_deref())
                 .map(str::to_ascii_uppercase);
+            if let Some(p) = proto.as_deref() {
+                // An unknown protocol is Port::validate's error already.
+                if PROTOCOLS.contains(&p) && !GATEWAY_PROTOCOLS.contains(&p) {
+                    f.push(
+                        Code::NotImplemented,
+                        format!("{sp}.port.protocol"),
+                        format!("{p} servers are not implemented by Ambit's gateway (HTTP, HTTP2, GRPC and HTTPS are); this server is not served"),
+                    );
+                }
+            }
+            if s.bind.is_some() {
+                not_implemented(f, &join(&sp, "bind"), "binding a server to an address");
+            }
+            if s.default_endpoint.is_some() {
+                not_implemented(f, &join(&sp, "defaultEndpoint"), "defaultEndpoint");
+            }
             let needs_tls = matches!(proto.as_deref(), Some("HTTPS") | Some("TLS"));
             match &s.tls {
                 None if needs_tls => f.push(
@@ -1603,6 +1635,44 @@ impl GatewaySpec {
                             join(&tp, "mode"),
                             "required for HTTPS and TLS servers",
                         );
+                    }
+                    // Only HTTPS servers are terminated; a TLS server was
+                    // reported by its protocol already.
+                    if proto.as_deref() == Some("HTTPS") {
+                        if let Some(m) = tls.mode.filter(|m| *m != ServerTlsMode::Simple) {
+                            f.push(
+                                Code::NotImplemented,
+                                join(&tp, "mode"),
+                                format!("{} is not implemented by Ambit's gateway (only SIMPLE is); this server is not served", m.name()),
+                            );
+                        }
+                    }
+                    if !tls.credential_names.is_empty() {
+                        not_implemented(
+                            f,
+                            &join(&tp, "credentialNames"),
+                            "credentialNames (use credentialName)",
+                        );
+                    }
+                    if !tls.tls_certificates.is_empty() {
+                        not_implemented(
+                            f,
+                            &join(&tp, "tlsCertificates"),
+                            "tlsCertificates (use credentialName, or serverCertificate and privateKey)",
+                        );
+                    }
+                    for (field, set) in [
+                        ("minProtocolVersion", tls.min_protocol_version.is_some()),
+                        ("maxProtocolVersion", tls.max_protocol_version.is_some()),
+                        ("cipherSuites", !tls.cipher_suites.is_empty()),
+                    ] {
+                        if set {
+                            not_implemented(
+                                f,
+                                &join(&tp, field),
+                                &format!("{field} (the gateway uses its TLS library's defaults)"),
+                            );
+                        }
                     }
                 }
                 None => {}
@@ -1922,6 +1992,17 @@ pub struct LocalRateLimit {
     pub filter_enforced: Option<RuntimeFractionalPercent>,
     #[serde(default)]
     pub response_headers_to_add: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_x_ratelimit_headers: Option<XRateLimitHeaders>,
+}
+
+/// Envoy's `x-ratelimit-*` response headers setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XRateLimitHeaders {
+    #[serde(rename = "DISABLE_X_RATELIMIT_HEADERS")]
+    Disable,
+    #[serde(rename = "DRAFT_VERSION_03")]
+    DraftVersion03,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -2083,6 +2164,20 @@ impl EnvoyFilterSpec {
                 "set only one of workloadSelector, targetRefs",
             );
         }
+        if !self.target_refs.is_empty() {
+            f.push(
+                Code::NotImplemented,
+                "spec.targetRefs",
+                "EnvoyFilter targetRefs are not implemented by Ambit; the filter is ignored",
+            );
+        }
+        if self.priority.is_some() {
+            not_implemented(
+                f,
+                "spec.priority",
+                "EnvoyFilter priority (local rate limits apply in resource order)",
+            );
+        }
         for (i, p) in self.config_patches.iter().enumerate() {
             let pp = format!("spec.configPatches[{i}]");
             match p.local_rate_limit_value() {
@@ -2185,12 +2280,38 @@ impl LocalRateLimit {
                 }
             }
         }
-        if !self.response_headers_to_add.is_empty() {
-            not_implemented(
-                f,
-                &join(base, "response_headers_to_add"),
-                "adding response headers to rate-limited responses",
-            );
+        for (i, v) in self.response_headers_to_add.iter().enumerate() {
+            check_header_value_option(f, &format!("{base}.response_headers_to_add[{i}]"), v);
         }
+    }
+}
+
+/// Envoy's `HeaderValueOption` as the waypoint reads it: `header.key`
+/// (a header name), `header.value`, and `append` or `append_action`
+/// (APPEND_IF_EXISTS_OR_ADD, OVERWRITE_IF_EXISTS_OR_ADD).
+fn check_header_value_option(f: &mut Findings, path: &str, v: &Value) {
+    let Some(h) = v.get("header") else {
+        f.push(Code::MissingField, join(path, "header"), "required");
+        return;
+    };
+    match h.get("key").and_then(Value::as_str) {
+        None | Some("") => f.push(Code::MissingField, join(path, "header.key"), "required"),
+        Some(k) => {
+            if !crate::util::is_header_name(k) {
+                f.push(
+                    Code::InvalidValue,
+                    join(path, "header.key"),
+                    format!("{k:?} is not an HTTP header name"),
+                );
+            }
+        }
+    }
+    match v.get("append_action").and_then(Value::as_str) {
+        None | Some("APPEND_IF_EXISTS_OR_ADD") | Some("OVERWRITE_IF_EXISTS_OR_ADD") => {}
+        Some(other) => f.push(
+            Code::NotImplemented,
+            join(path, "append_action"),
+            format!("{other} is not implemented by Ambit (APPEND_IF_EXISTS_OR_ADD and OVERWRITE_IF_EXISTS_OR_ADD are); the header is not added"),
+        ),
     }
 }

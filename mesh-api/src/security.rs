@@ -313,11 +313,8 @@ impl AuthorizationPolicySpec {
                 "spec.provider",
                 "provider is only allowed with action CUSTOM",
             ),
-            (Action::Audit, None) => f.push(
-                Code::NotImplemented,
-                "spec.action",
-                "AUDIT is not implemented by Ambit; this policy is ignored",
-            ),
+            // AUDIT is implemented (the waypoint evaluates and logs it, never
+            // denies), so it needs no warning.
             _ => {}
         }
         let Some(rules) = &self.rules else {
@@ -605,16 +602,14 @@ impl RequestAuthenticationSpec {
                 f.push(
                     Code::NotImplemented,
                     join(&rp, "jwksUri"),
-                    "neither jwksUri nor jwks: Istio would discover the keys via OpenID discovery from the issuer; Ambit does not implement discovery, so set jwksUri or jwks",
+                    "neither jwksUri nor jwks: Istio would find the keys by OpenID discovery from the issuer; Ambit does not implement discovery, so tokens of this issuer fail verification (set jwksUri or jwks)",
                 );
             }
             for (k, h) in r.from_headers.iter().enumerate() {
-                if h.name.as_deref().unwrap_or("").is_empty() {
-                    f.push(
-                        Code::MissingField,
-                        format!("{rp}.fromHeaders[{k}].name"),
-                        "required",
-                    );
+                let np = format!("{rp}.fromHeaders[{k}].name");
+                match h.name.as_deref() {
+                    None | Some("") => f.push(Code::MissingField, np, "required"),
+                    Some(n) => check_header_name(f, &np, n),
                 }
             }
             if !r.from_cookies.is_empty() {
@@ -624,17 +619,14 @@ impl RequestAuthenticationSpec {
                     "reading JWTs from cookies",
                 );
             }
-            if r.output_payload_to_header.is_some() {
-                crate::util::not_implemented(
-                    f,
-                    &join(&rp, "outputPayloadToHeader"),
-                    "outputPayloadToHeader",
-                );
+            if let Some(h) = &r.output_payload_to_header {
+                check_header_name(f, &join(&rp, "outputPayloadToHeader"), h);
             }
             for (k, c) in r.output_claim_to_headers.iter().enumerate() {
                 let cp = format!("{rp}.outputClaimToHeaders[{k}]");
-                if c.header.as_deref().unwrap_or("").is_empty() {
-                    f.push(Code::MissingField, join(&cp, "header"), "required");
+                match c.header.as_deref() {
+                    None | Some("") => f.push(Code::MissingField, join(&cp, "header"), "required"),
+                    Some(h) => check_header_name(f, &join(&cp, "header"), h),
                 }
                 if c.claim.as_deref().unwrap_or("").is_empty() {
                     f.push(Code::MissingField, join(&cp, "claim"), "required");
@@ -642,5 +634,17 @@ impl RequestAuthenticationSpec {
             }
             check_duration(f, &join(&rp, "timeout"), r.timeout.as_ref(), None);
         }
+    }
+}
+
+/// The waypoint drops a header it cannot name (and with it the token
+/// location or the output), so a bad name is an error here.
+fn check_header_name(f: &mut Findings, path: &str, h: &str) {
+    if !crate::util::is_header_name(h) {
+        f.push(
+            Code::InvalidValue,
+            path,
+            format!("{h:?} is not an HTTP header name"),
+        );
     }
 }

@@ -146,16 +146,63 @@ pub struct AccessLogFilter {
 /// The metrics provider Ambit implements: Prometheus, under Istio's
 /// standard metric names.
 pub const PROMETHEUS_PROVIDER: &str = "prometheus";
+/// The access log provider Ambit implements: Istio's built-in `envoy`
+/// (the waypoint's own log output).
+pub const ENVOY_ACCESS_LOG_PROVIDER: &str = "envoy";
 
 impl TelemetrySpec {
+    /// What Ambit's waypoint applies: the sampling percentage of tracing
+    /// (trace context is propagated), Istio's standard Prometheus metrics,
+    /// and the envoy access log on or off, per namespace (root namespace
+    /// for the mesh). Everything else is named as not implemented.
     pub fn validate(&self, f: &mut Findings) {
+        for (path, set) in [
+            ("spec.selector", self.selector.is_some()),
+            ("spec.targetRef", self.target_ref.is_some()),
+            ("spec.targetRefs", !self.target_refs.is_empty()),
+        ] {
+            if set {
+                crate::util::not_implemented(
+                    f,
+                    path,
+                    "selecting workloads (the Telemetry applies to its whole namespace)",
+                );
+            }
+        }
         for (i, t) in self.tracing.iter().enumerate() {
             let tp = format!("spec.tracing[{i}]");
-            crate::util::not_implemented(f, &tp, "tracing (span reporting to tracing providers)");
             if let Some(p) = t.random_sampling_percentage {
                 check_percent(f, &join(&tp, "randomSamplingPercentage"), p);
             }
             check_provider_names(f, &tp, &t.providers);
+            if !t.providers.is_empty() {
+                crate::util::not_implemented(
+                    f,
+                    &join(&tp, "providers"),
+                    "span reporting to tracing providers (trace context is propagated and sampled; no spans are sent)",
+                );
+            }
+            if t.match_.is_some() {
+                crate::util::not_implemented(f, &join(&tp, "match"), "tracing match");
+            }
+            if !t.custom_tags.is_empty() {
+                crate::util::not_implemented(f, &join(&tp, "customTags"), "custom span tags");
+            }
+            // No spans are reported anyway, so only asking for them is a gap.
+            if t.disable_span_reporting == Some(false) {
+                crate::util::not_implemented(
+                    f,
+                    &join(&tp, "disableSpanReporting"),
+                    "span reporting",
+                );
+            }
+            if t.use_request_id_for_trace_sampling.is_some() {
+                crate::util::not_implemented(
+                    f,
+                    &join(&tp, "useRequestIdForTraceSampling"),
+                    "sampling by request id",
+                );
+            }
         }
         for (i, m) in self.metrics.iter().enumerate() {
             let mp = format!("spec.metrics[{i}]");
@@ -181,6 +228,13 @@ impl TelemetrySpec {
                             "set only one of metric, customMetric",
                         );
                     }
+                }
+                if o.disabled.is_some() {
+                    crate::util::not_implemented(
+                        f,
+                        &join(&op, "disabled"),
+                        "disabling Istio's standard metrics (they are always on)",
+                    );
                 }
                 if !o.tag_overrides.is_empty() {
                     crate::util::not_implemented(
@@ -227,8 +281,26 @@ impl TelemetrySpec {
         for (i, a) in self.access_logging.iter().enumerate() {
             let ap = format!("spec.accessLogging[{i}]");
             check_provider_names(f, &ap, &a.providers);
-            if a.disabled != Some(true) {
-                crate::util::not_implemented(f, &ap, "access logging");
+            for (j, p) in a.providers.iter().enumerate() {
+                if let Some(n) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                    if n != ENVOY_ACCESS_LOG_PROVIDER {
+                        f.push(
+                            Code::NotImplemented,
+                            format!("{ap}.providers[{j}].name"),
+                            format!("access log provider {n:?} is not implemented by Ambit (only envoy: the log goes to the waypoint's output); ignored"),
+                        );
+                    }
+                }
+            }
+            if a.match_.is_some() {
+                crate::util::not_implemented(
+                    f,
+                    &join(&ap, "match"),
+                    "access log match (every request is logged)",
+                );
+            }
+            if a.filter.is_some() {
+                crate::util::not_implemented(f, &join(&ap, "filter"), "access log filters");
             }
         }
     }

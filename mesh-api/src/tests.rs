@@ -284,7 +284,58 @@ spec:
     ];
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(warnings(y), vec![e("AMB0022", "")]);
+    // Served by the gateway role: no warning for what it implements.
+    assert!(warnings(y).is_empty(), "{:?}", warnings(y));
+    let served = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: g, namespace: production}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [myapp.example.com]
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [myapp.example.com]
+    tls: {mode: SIMPLE, credentialName: myapp-tls}
+  - port: {number: 8443, name: grpc, protocol: GRPC}
+    hosts: ['*/grpc.example.com']
+";
+    assert!(diags(served).is_empty(), "{:#?}", diags(served));
+    let unserved = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: g}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: MUTUAL, credentialName: c, minProtocolVersion: TLSV1_3}
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ['*']
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ['*']
+    bind: 10.0.0.1
+  - port: {number: 8443, name: https2, protocol: HTTPS}
+    hosts: [b.example.com]
+    tls: {mode: PASSTHROUGH}
+";
+    assert!(errors(unserved).is_empty(), "{:?}", errors(unserved));
+    let mut got = warnings(unserved);
+    got.sort();
+    let mut want = vec![
+        e("AMB0021", "spec.servers[0].tls.mode"),
+        e("AMB0021", "spec.servers[0].tls.minProtocolVersion"),
+        e("AMB0021", "spec.servers[1].port.protocol"),
+        e("AMB0021", "spec.servers[2].port.protocol"),
+        e("AMB0021", "spec.servers[2].bind"),
+        e("AMB0021", "spec.servers[3].tls.mode"),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(message_of(unserved, "spec.servers[0].tls.mode").contains("MUTUAL"));
+    assert!(message_of(unserved, "spec.servers[1].port.protocol").starts_with("TLS servers"));
 }
 
 #[test]
@@ -414,6 +465,66 @@ spec:
     );
 }
 
+#[test]
+fn envoy_filter_response_headers_and_x_ratelimit_headers_are_implemented() {
+    let with = RATE_LIMIT.replace(
+        "stat_prefix: rl",
+        "stat_prefix: rl
+            enable_x_ratelimit_headers: DRAFT_VERSION_03
+            response_headers_to_add:
+            - append_action: OVERWRITE_IF_EXISTS_OR_ADD
+              header: {key: x-local-rate-limit, value: 'true'}",
+    );
+    assert!(diags(&with).is_empty(), "{:#?}", diags(&with));
+    let base = "spec.configPatches[0].patch.value.typed_config.value";
+    let bad = RATE_LIMIT.replace(
+        "stat_prefix: rl",
+        "stat_prefix: rl
+            enable_x_ratelimit_headers: DRAFT_VERSION_04
+            response_headers_to_add:
+            - header: {key: 'bad key', value: x}
+            - append_action: ADD_IF_ABSENT
+              header: {key: x-a, value: b}
+            - {}",
+    );
+    let mut got = errors(&bad);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            e("AMB0004", &format!("{base}.enable_x_ratelimit_headers")),
+            e(
+                "AMB0007",
+                &format!("{base}.response_headers_to_add[2].header")
+            ),
+            e(
+                "AMB0013",
+                &format!("{base}.response_headers_to_add[0].header.key")
+            ),
+        ]
+    );
+    assert_eq!(
+        warnings(&bad),
+        vec![e(
+            "AMB0021",
+            &format!("{base}.response_headers_to_add[1].append_action")
+        )]
+    );
+    let targeted = RATE_LIMIT.replace(
+        "spec:\n",
+        "spec:\n  priority: 10\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: g}]\n",
+    );
+    let mut got = warnings(&targeted);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            e("AMB0021", "spec.priority"),
+            e("AMB0021", "spec.targetRefs")
+        ]
+    );
+}
+
 // -------------------------------------------------------------- security --
 
 #[test]
@@ -489,6 +600,24 @@ spec:
   rules: [{}]
 ";
     assert_eq!(errors(custom), vec![e("AMB0007", "spec.provider")]);
+    let custom = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ap}
+spec:
+  action: CUSTOM
+  provider: {name: ext-authz}
+  rules: [{}]
+";
+    assert_eq!(warnings(custom), vec![e("AMB0021", "spec.action")]);
+    // AUDIT is evaluated and logged by the waypoint: nothing to warn about.
+    let audit = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ap}
+spec:
+  action: AUDIT
+  rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+";
+    assert!(diags(audit).is_empty(), "{:#?}", diags(audit));
     let allow_nothing = "apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: allow-nothing}
@@ -522,6 +651,52 @@ spec:
         ]
     );
     assert_eq!(warnings(y), vec![e("AMB0021", "spec.jwtRules[2].jwksUri")]);
+    assert!(message_of(y, "spec.jwtRules[2].jwksUri").contains("OpenID discovery"));
+    // What the waypoint implements passes without a word; cookies do not.
+    let full = "apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ra}
+spec:
+  jwtRules:
+  - issuer: a
+    audiences: [x]
+    jwksUri: https://a.example.com/jwks.json
+    fromHeaders: [{name: x-jwt, prefix: 'Bearer '}]
+    fromParams: [token]
+    forwardOriginalToken: true
+    outputPayloadToHeader: x-jwt-payload
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+    timeout: 2s
+  - issuer: b
+    jwks: '{\"keys\": []}'
+    fromCookies: [session]
+";
+    assert!(errors(full).is_empty(), "{:?}", errors(full));
+    assert_eq!(
+        warnings(full),
+        vec![e("AMB0021", "spec.jwtRules[1].fromCookies")]
+    );
+    let bad_headers = "apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ra}
+spec:
+  jwtRules:
+  - issuer: a
+    jwksUri: https://a.example.com/jwks.json
+    fromHeaders: [{name: 'x jwt'}]
+    outputPayloadToHeader: 'x:payload'
+    outputClaimToHeaders: [{header: 'x sub', claim: sub}]
+";
+    let mut got = errors(bad_headers);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            e("AMB0013", "spec.jwtRules[0].fromHeaders[0].name"),
+            e("AMB0013", "spec.jwtRules[0].outputClaimToHeaders[0].header"),
+            e("AMB0013", "spec.jwtRules[0].outputPayloadToHeader"),
+        ]
+    );
 }
 
 // ------------------------------------------------------------ telemetry --
@@ -551,8 +726,61 @@ spec:
             e("AMB0009", "spec.tracing[0].randomSamplingPercentage"),
         ]
     );
-    assert_eq!(warnings(y), vec![e("AMB0021", "spec.tracing[0]")]);
+    assert_eq!(warnings(y), vec![e("AMB0021", "spec.tracing[0].providers")]);
     assert!(message_of(y, "spec.metrics[0].dimensions").contains("tagOverrides"));
+}
+
+#[test]
+fn telemetry_what_the_waypoint_applies_passes_the_rest_is_named() {
+    let applied = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: bookinfo}
+spec:
+  tracing: [{randomSamplingPercentage: 10, disableSpanReporting: true}]
+  metrics: [{providers: [{name: prometheus}]}]
+  accessLogging:
+  - providers: [{name: envoy}]
+  - disabled: true
+";
+    assert!(diags(applied).is_empty(), "{:#?}", diags(applied));
+    let not = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: a}}
+  tracing:
+  - providers: [{name: zipkin}]
+    customTags: {a: {literal: {value: b}}}
+    useRequestIdForTraceSampling: true
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_COUNT}
+      disabled: true
+    - match: {metric: REQUEST_DURATION}
+      tagOverrides: {method: {value: request.method}}
+  accessLogging:
+  - providers: [{name: otel}]
+    filter: {expression: 'response.code >= 400'}
+    match: {mode: CLIENT}
+";
+    let mut got: Vec<_> = warnings(not)
+        .into_iter()
+        .filter(|(c, _)| c == "AMB0021")
+        .collect();
+    got.sort();
+    let mut want = vec![
+        e("AMB0021", "spec.selector"),
+        e("AMB0021", "spec.tracing[0].providers"),
+        e("AMB0021", "spec.tracing[0].customTags"),
+        e("AMB0021", "spec.tracing[0].useRequestIdForTraceSampling"),
+        e("AMB0021", "spec.metrics[0].overrides[0].disabled"),
+        e("AMB0021", "spec.metrics[0].overrides[1].tagOverrides"),
+        e("AMB0021", "spec.accessLogging[0].providers[0].name"),
+        e("AMB0021", "spec.accessLogging[0].filter"),
+        e("AMB0021", "spec.accessLogging[0].match"),
+    ];
+    want.sort();
+    assert_eq!(got, want);
 }
 
 // -------------------------------------------------------------- HTTPRoute --

@@ -291,6 +291,14 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     (d <= limit).then_some(c)
 }
 
+/// Whether `name` is an HTTP header name (an RFC 9110 token).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Reports a field Ambit accepts but does not implement.
 pub(crate) fn not_implemented(f: &mut Findings, path: &str, what: &str) {
     f.push(

@@ -3,7 +3,8 @@
 //! deleted through the API appear in the published Snapshot within a
 //! second; a bad AuthorizationPolicy is refused with its name and field
 //! while the rest keeps serving, and the refusal shows on the controller's
-//! `/debug/config_error`.
+//! `/debug/config_error`. The same for the L7 kinds (Gateway, HTTPRoute,
+//! RequestAuthentication, EnvoyFilter, Telemetry, ServiceEntry).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -332,6 +333,182 @@ async fn bad_authorization_policy_refused_with_name_and_field_rest_serves() -> R
         s.policies
             .iter()
             .any(|(p, _)| p.metadata().name == "broken")
+    })
+    .await?;
+    Ok(())
+}
+
+/// Creates `spec` as `kind` written at `version` (the source reads the
+/// kind at its own version; the API server converts).
+async fn create_l7(
+    client: &Client,
+    kind: &str,
+    version: &'static str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<()> {
+    let k = mesh_controller::source::kube::IstioKind {
+        version,
+        ..*ISTIO_KINDS
+            .iter()
+            .find(|k| k.kind == kind)
+            .with_context(|| format!("{kind} is not watched"))?
+    };
+    let o: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{}/{}", k.group, version), "kind": kind,
+        "metadata": {"name": name, "namespace": "demo"},
+        "spec": spec,
+    }))?;
+    Api::<DynamicObject>::namespaced_with(client.clone(), "demo", &k.api_resource())
+        .create(&PostParams::default(), &o)
+        .await
+        .with_context(|| format!("creating {kind} {name}"))?;
+    Ok(())
+}
+
+fn has_l7(s: &Snapshot, kind: &str, name: &str) -> bool {
+    s.l7.iter().any(|o| o.kind == kind && o.name == name)
+}
+
+/// The L7 kinds beyond VirtualService/DestinationRule: one of each created
+/// through the API (some at an older version) reaches the Snapshot; a bad
+/// Telemetry is refused with its name and field while the others stay, and
+/// fixing it brings it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_l7_kinds_appear_and_a_bad_one_is_refused_with_name_and_field() -> Result<()> {
+    let server = KubeApiServer::start().await?;
+    let client = server.client().await?;
+    server.create_namespace("demo", &[]).await?;
+    let (mut rx, mut errors) =
+        KubeSource::spawn(client.clone(), KubeSource::DEFAULT_DEBOUNCE).await?;
+
+    let rate_limit = json!({"configPatches": [{"applyTo": "HTTP_FILTER",
+        "match": {"context": "SIDECAR_INBOUND"},
+        "patch": {"operation": "INSERT_BEFORE", "value": {
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+                "type_url": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                "value": {"stat_prefix": "rl", "token_bucket": {
+                    "max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "60s"},
+                    "response_headers_to_add": [{"header": {"key": "x-rl", "value": "1"}}]}}}}}]});
+    let objects = [
+        (
+            "Gateway",
+            "v1beta1",
+            "ingress",
+            json!({"selector": {"istio": "ingressgateway"},
+            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}),
+        ),
+        (
+            "HTTPRoute",
+            "v1",
+            "reviews",
+            json!({
+            "parentRefs": [{"name": "reviews", "kind": "Service", "group": ""}],
+            "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]}),
+        ),
+        (
+            "RequestAuthentication",
+            "v1",
+            "jwt",
+            json!({"jwtRules": [{
+            "issuer": "testing@secure.istio.io",
+            "jwksUri": "https://keys.example.com/jwks.json",
+            "outputPayloadToHeader": "x-jwt-payload"}]}),
+        ),
+        ("EnvoyFilter", "v1alpha3", "rate-limit", rate_limit),
+        (
+            "Telemetry",
+            "v1alpha1",
+            "sampling",
+            json!({"tracing": [{"randomSamplingPercentage": 10}],
+            "accessLogging": [{"providers": [{"name": "envoy"}]}]}),
+        ),
+        (
+            "ServiceEntry",
+            "v1",
+            "external",
+            json!({"hosts": ["api.example.com"],
+            "ports": [{"number": 443, "name": "https", "protocol": "TLS"}], "resolution": "DNS"}),
+        ),
+    ];
+    for (kind, version, name, spec) in objects.iter().cloned() {
+        let t = Instant::now();
+        create_l7(&client, kind, version, name, spec).await?;
+        expect(&mut rx, &format!("{kind} demo/{name}"), t, |s| {
+            has_l7(s, kind, name)
+        })
+        .await?;
+    }
+    // Read at the watched version, whatever version it was written at.
+    {
+        let snap = rx.borrow();
+        let gw = snap
+            .l7
+            .iter()
+            .find(|o| o.kind == "Gateway")
+            .context("Gateway")?;
+        assert_eq!(gw.api_version, "networking.istio.io/v1");
+        let ef = snap
+            .l7
+            .iter()
+            .find(|o| o.kind == "EnvoyFilter")
+            .context("EnvoyFilter")?;
+        assert_eq!(ef.api_version, "networking.istio.io/v1alpha3");
+    }
+    assert_eq!(*errors.borrow(), None, "no config error expected");
+
+    // A bad Telemetry: refused with its name and field, the others stay.
+    let t = Instant::now();
+    create_l7(
+        &client,
+        "Telemetry",
+        "v1",
+        "broken",
+        json!({"tracing": [{"randomSamplingPercentage": 150}]}),
+    )
+    .await?;
+    let msg = tokio::time::timeout(WITHIN, errors.wait_for(|e| e.is_some()))
+        .await
+        .context("no config error within a second")??
+        .clone()
+        .unwrap_or_default();
+    eprintln!("  refused after {:?}: {msg}", t.elapsed());
+    assert!(
+        msg.contains("Telemetry demo/broken")
+            && msg.contains("spec.tracing[0].randomSamplingPercentage"),
+        "{msg}"
+    );
+    assert!(!msg.contains("sampling:"), "{msg}");
+    {
+        let snap = rx.borrow();
+        assert!(!has_l7(&snap, "Telemetry", "broken"));
+        for (kind, _, name, _) in &objects {
+            assert!(
+                has_l7(&snap, kind, name),
+                "{kind} {name} dropped beside the bad one"
+            );
+        }
+    }
+    // Fixing it clears the error and brings it in.
+    let t = Instant::now();
+    let telemetry = ISTIO_KINDS
+        .iter()
+        .find(|k| k.kind == "Telemetry")
+        .context("Telemetry watched")?;
+    Api::<DynamicObject>::namespaced_with(client.clone(), "demo", &telemetry.api_resource())
+        .patch(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tracing": [{"randomSamplingPercentage": 50}]}})),
+        )
+        .await?;
+    tokio::time::timeout(WITHIN, errors.wait_for(|e| e.is_none()))
+        .await
+        .context("error not cleared within a second after the fix")??;
+    expect(&mut rx, "the fixed Telemetry", t, |s| {
+        has_l7(s, "Telemetry", "broken")
     })
     .await?;
     Ok(())

@@ -20,8 +20,9 @@ enum Verdict {
 struct Row {
     file: String,
     verdict: Verdict,
-    /// `CODE@field`
-    errors: BTreeSet<String>,
+    /// `CODE@field`: the errors of an `errors` row, the warnings of a
+    /// `warnings` row.
+    expected: BTreeSet<String>,
 }
 
 fn rows() -> Vec<Row> {
@@ -39,17 +40,17 @@ fn rows() -> Vec<Row> {
             Some("errors") => Verdict::Errors,
             other => panic!("seed-verdicts.txt line {}: bad verdict {other:?}", n + 1),
         };
-        let errors: BTreeSet<String> = parts.map(str::to_string).collect();
+        let expected: BTreeSet<String> = parts.map(str::to_string).collect();
         assert_eq!(
-            verdict == Verdict::Errors,
-            !errors.is_empty(),
-            "seed-verdicts.txt line {}: list the expected errors exactly for `errors` rows",
+            verdict != Verdict::Clean,
+            !expected.is_empty(),
+            "seed-verdicts.txt line {}: list the expected errors (warnings) exactly for `errors` (`warnings`) rows",
             n + 1
         );
         out.push(Row {
             file,
             verdict,
-            errors,
+            expected,
         });
     }
     out
@@ -93,11 +94,16 @@ fn verdict_of(report: &serde_json::Value) -> Verdict {
 }
 
 fn errors_of(report: &serde_json::Value) -> BTreeSet<String> {
+    diagnostics_of(report, "Error")
+}
+
+/// `CODE@field` of the diagnostics at `severity`.
+fn diagnostics_of(report: &serde_json::Value, severity: &str) -> BTreeSet<String> {
     report["diagnostics"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|d| d["severity"] == "Error")
+        .filter(|d| d["severity"] == severity)
         .map(|d| {
             format!(
                 "{}@{}",
@@ -149,11 +155,14 @@ fn every_seed_gets_its_expected_verdict() {
             ));
             continue;
         }
-        let errors = errors_of(&report);
-        if errors != row.errors {
+        let (what, got) = match row.verdict {
+            Verdict::Errors => ("errors", errors_of(&report)),
+            _ => ("warnings", diagnostics_of(&report, "Warning")),
+        };
+        if got != row.expected {
             failures.push(format!(
-                "{}: errors {errors:?}, expected {:?}",
-                row.file, row.errors
+                "{}: {what} {got:?}, expected {:?}",
+                row.file, row.expected
             ));
         }
     }
@@ -172,7 +181,12 @@ fn all_seeds_together_report_exactly_the_known_errors() {
     assert_eq!(report["summary"]["files"], files.len());
     let expected: BTreeSet<String> = rows()
         .into_iter()
-        .flat_map(|r| r.errors.into_iter().map(move |e| format!("{}:{e}", r.file)))
+        .filter(|r| r.verdict == Verdict::Errors)
+        .flat_map(|r| {
+            r.expected
+                .into_iter()
+                .map(move |e| format!("{}:{e}", r.file))
+        })
         .collect();
     let got: BTreeSet<String> = report["diagnostics"]
         .as_array()
@@ -326,4 +340,155 @@ fn level_filters_output_but_not_the_verdict() {
     let report = json_of(&out);
     assert!(report["diagnostics"].as_array().unwrap().is_empty());
     assert!(report["summary"]["warnings"].as_u64().unwrap() > 0);
+}
+
+/// One of each L7 kind the waypoint and gateway serve, written as Ambit
+/// implements it: clean in both output forms; then the same set with one
+/// broken field and one unimplemented one per kind: errors and warnings
+/// named by kind, name and field, exit 1.
+#[test]
+fn l7_kinds_in_both_output_forms() {
+    const GOOD: &str = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [demo.example.com]
+    tls: {mode: SIMPLE, credentialName: demo-tls}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route, namespace: demo}
+spec:
+  parentRefs: [{name: reviews, kind: Service, group: ""}]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: demo}
+spec:
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwksUri: https://keys.example.com/jwks.json
+    outputPayloadToHeader: x-jwt-payload
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit, namespace: demo}
+spec:
+  action: AUDIT
+  rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: rl, namespace: demo}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: SIDECAR_INBOUND}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          '@type': type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value:
+            stat_prefix: rl
+            token_bucket: {max_tokens: 10, tokens_per_fill: 10, fill_interval: 60s}
+            enable_x_ratelimit_headers: DRAFT_VERSION_03
+            response_headers_to_add: [{header: {key: x-rl, value: '1'}}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: tel, namespace: demo}
+spec:
+  tracing: [{randomSamplingPercentage: 5}]
+  accessLogging: [{providers: [{name: envoy}]}]
+"#;
+    let dir = temp_dir("l7-kinds");
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, GOOD).unwrap();
+    let out = meshctl(&["analyze", "-o", "json", good.to_str().unwrap()]);
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(verdict_of(&report), Verdict::Clean, "{report:#}");
+    assert_eq!(report["summary"]["documents"], 6);
+    let out = meshctl(&["analyze", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+
+    let bad_text = GOOD
+        .replace("mode: SIMPLE", "mode: MUTUAL")
+        .replace("port: 9080", "port: 0")
+        .replace("https://keys.example.com/jwks.json", "keys.example.com")
+        .replace(
+            "outputPayloadToHeader: x-jwt-payload",
+            "fromCookies: [session]",
+        )
+        .replace("max_tokens: 10", "max_tokens: 0")
+        .replace(
+            "randomSamplingPercentage: 5",
+            "randomSamplingPercentage: 500",
+        )
+        .replace(
+            "action: AUDIT",
+            "action: CUSTOM\n  provider: {name: ext-authz}",
+        );
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, bad_text).unwrap();
+    let out = meshctl(&["analyze", "-o", "json", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json_of(&out);
+    let of = |sev: &str| -> BTreeSet<String> {
+        report["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["severity"] == sev)
+            .map(|d| {
+                format!(
+                    "{} {}@{}",
+                    d["object"]["kind"].as_str().unwrap(),
+                    d["code"].as_str().unwrap(),
+                    d["field"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let rl = "spec.configPatches[0].patch.value.typed_config.value";
+    let want_errors: BTreeSet<String> = [
+        "HTTPRoute AMB0011@spec.rules[0].backendRefs[0].port".to_string(),
+        "RequestAuthentication AMB0013@spec.jwtRules[0].jwksUri".to_string(),
+        format!("EnvoyFilter AMB0013@{rl}.token_bucket.max_tokens"),
+        "Telemetry AMB0009@spec.tracing[0].randomSamplingPercentage".to_string(),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(of("Error"), want_errors, "{report:#}");
+    let want_warnings: BTreeSet<String> = [
+        "Gateway AMB0021@spec.servers[0].tls.mode",
+        "RequestAuthentication AMB0021@spec.jwtRules[0].fromCookies",
+        "AuthorizationPolicy AMB0021@spec.action",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(of("Warning"), want_warnings, "{report:#}");
+    // The human form names the same: kind ns/name (file), field, reason.
+    let out = meshctl(&["analyze", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "Warning [AMB0021] Gateway demo/gw (",
+        "Error [AMB0009] Telemetry demo/tel (",
+    ] {
+        assert!(stdout.contains(line), "{line} not in:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("spec.servers[0].tls.mode: MUTUAL is not implemented by Ambit's gateway"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

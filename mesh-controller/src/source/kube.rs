@@ -7,10 +7,14 @@
 //! `spec.serviceAccountName`, `status.podIP`, labels, the `ambit.io/netns`
 //! annotation in local mode), Services, EndpointSlices
 //! (`discovery.k8s.io/v1`), and the Istio resources `security.istio.io/v1`
-//! PeerAuthentication and AuthorizationPolicy (enforced by the nodes) and
-//! `networking.istio.io/v1` VirtualService and DestinationRule (L7: checked
-//! and reported; they take effect through a waypoint, the nodes do not act
-//! on them).
+//! PeerAuthentication and AuthorizationPolicy (enforced by the nodes), and
+//! the L7 kinds (checked and reported; they take effect through a waypoint
+//! or the ingress gateway, the nodes do not act on them):
+//! `networking.istio.io/v1` VirtualService, DestinationRule, Gateway and
+//! ServiceEntry, `networking.istio.io/v1alpha3` EnvoyFilter (the only
+//! version Istio serves), `security.istio.io/v1` RequestAuthentication,
+//! `telemetry.istio.io/v1` Telemetry and `gateway.networking.k8s.io/v1`
+//! HTTPRoute ([`ISTIO_KINDS`]; each needs its CRD, `deploy/crds/`).
 //!
 //! Every event wakes one builder, which waits [`KubeSource::DEFAULT_DEBOUNCE`]
 //! so that a burst (a rollout, a `kubectl apply -f dir/`) becomes one
@@ -135,6 +139,49 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
         version: "v1",
         kind: "DestinationRule",
         plural: "destinationrules",
+        node: false,
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "Gateway",
+        plural: "gateways",
+        node: false,
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "ServiceEntry",
+        plural: "serviceentries",
+        node: false,
+    },
+    IstioKind {
+        group: "networking.istio.io",
+        version: "v1alpha3",
+        kind: "EnvoyFilter",
+        plural: "envoyfilters",
+        node: false,
+    },
+    IstioKind {
+        group: "security.istio.io",
+        version: "v1",
+        kind: "RequestAuthentication",
+        plural: "requestauthentications",
+        node: false,
+    },
+    IstioKind {
+        group: "telemetry.istio.io",
+        version: "v1",
+        kind: "Telemetry",
+        plural: "telemetries",
+        node: false,
+    },
+    // Not Istio's, but watched the same way (a waypoint routes by it).
+    IstioKind {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        kind: "HTTPRoute",
+        plural: "httproutes",
         node: false,
     },
 ];
@@ -986,6 +1033,183 @@ mod tests {
             "{:?}",
             b.problems
         );
+    }
+
+    fn kind(name: &str) -> IstioKind {
+        *ISTIO_KINDS
+            .iter()
+            .find(|k| k.kind == name)
+            .unwrap_or_else(|| panic!("{name} is not watched"))
+    }
+
+    fn obj(
+        kind_name: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> (IstioKind, Arc<DynamicObject>) {
+        let k = kind(kind_name);
+        let mut o = DynamicObject::new(name, &k.api_resource()).within("demo");
+        o.data = json!({ "spec": spec });
+        (k, Arc::new(o))
+    }
+
+    /// A valid object of each L7 kind watched besides VirtualService and
+    /// DestinationRule, and a broken twin with the field that breaks it.
+    #[allow(clippy::type_complexity)]
+    fn new_l7_kinds() -> Vec<(
+        &'static str,
+        serde_json::Value,
+        serde_json::Value,
+        &'static str,
+    )> {
+        vec![
+            (
+                "Gateway",
+                json!({"selector": {"istio": "ingressgateway"}, "servers": [
+                    {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}),
+                json!({"selector": {"istio": "ingressgateway"}, "servers": [
+                    {"port": {"number": 70000, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}),
+                "spec.servers[0].port.number",
+            ),
+            (
+                "ServiceEntry",
+                json!({"hosts": ["api.example.com"], "ports": [{"number": 443, "name": "https", "protocol": "TLS"}],
+                    "resolution": "DNS"}),
+                json!({"hosts": ["api.example.com"], "ports": [{"number": 443, "name": "https", "protocol": "TLS"}],
+                    "resolution": "SOMETIMES"}),
+                "spec.resolution",
+            ),
+            (
+                "EnvoyFilter",
+                json!({"configPatches": [{"applyTo": "HTTP_FILTER",
+                    "match": {"context": "SIDECAR_INBOUND"},
+                    "patch": {"operation": "INSERT_BEFORE", "value": {
+                        "name": "envoy.filters.http.local_ratelimit",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+                            "type_url": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                            "value": {"stat_prefix": "rl", "token_bucket": {
+                                "max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "60s"}}}}}}]}),
+                json!({"configPatches": [{"applyTo": "HTTP_FILTER",
+                    "match": {"context": "SIDECAR_INBOUND"},
+                    "patch": {"operation": "INSERT_BEFORE", "value": {
+                        "name": "envoy.filters.http.local_ratelimit",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+                            "type_url": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                            "value": {"stat_prefix": "rl", "token_bucket": {
+                                "max_tokens": 0, "fill_interval": "60s"}}}}}}]}),
+                "token_bucket.max_tokens",
+            ),
+            (
+                "RequestAuthentication",
+                json!({"jwtRules": [{"issuer": "testing@secure.istio.io",
+                    "jwksUri": "https://keys.example.com/jwks.json"}]}),
+                json!({"jwtRules": [{"issuer": "testing@secure.istio.io",
+                    "jwksUri": "keys.example.com/jwks.json"}]}),
+                "spec.jwtRules[0].jwksUri",
+            ),
+            (
+                "Telemetry",
+                json!({"tracing": [{"randomSamplingPercentage": 10}]}),
+                json!({"tracing": [{"randomSamplingPercentage": 150}]}),
+                "spec.tracing[0].randomSamplingPercentage",
+            ),
+            (
+                "HTTPRoute",
+                json!({"parentRefs": [{"name": "reviews", "kind": "Service", "group": ""}],
+                    "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]}),
+                json!({"parentRefs": [{"name": "reviews", "kind": "Service", "group": ""}],
+                    "rules": [{"backendRefs": [{"name": "reviews", "port": 0}]}]}),
+                "spec.rules[0].backendRefs[0].port",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_l7_kind_is_watched() {
+        for k in super::super::L7_KINDS {
+            assert!(
+                ISTIO_KINDS.iter().any(|w| w.kind == *k),
+                "{k} is kept for waypoints but not watched"
+            );
+        }
+    }
+
+    /// Each watched kind has a CRD in deploy/crds/ that serves it at the
+    /// version the watch reads (else the watch never lists).
+    #[test]
+    fn every_watched_kind_has_a_crd_serving_its_version() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+        let mut served = BTreeSet::new();
+        for e in std::fs::read_dir(&dir).expect("deploy/crds") {
+            let text = std::fs::read_to_string(e.expect("entry").path()).expect("read");
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let v: serde_json::Value = serde::Deserialize::deserialize(doc).expect("CRD YAML");
+                let spec = &v["spec"];
+                for ver in spec["versions"].as_array().into_iter().flatten() {
+                    if ver["served"] == true {
+                        served.insert(format!(
+                            "{}/{}/{}/{}",
+                            spec["group"].as_str().unwrap_or(""),
+                            ver["name"].as_str().unwrap_or(""),
+                            spec["names"]["kind"].as_str().unwrap_or(""),
+                            spec["names"]["plural"].as_str().unwrap_or(""),
+                        ));
+                    }
+                }
+            }
+        }
+        for k in ISTIO_KINDS {
+            let want = format!("{}/{}/{}/{}", k.group, k.version, k.kind, k.plural);
+            assert!(
+                served.contains(&want),
+                "no CRD serves {want}; served: {served:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn new_l7_kinds_kept_and_a_bad_one_of_each_refused_alone() {
+        let mut istio = Vec::new();
+        for (k, good, bad, _) in new_l7_kinds() {
+            istio.push(obj(k, &format!("good-{}", k.to_lowercase()), good));
+            istio.push(obj(k, &format!("bad-{}", k.to_lowercase()), bad));
+        }
+        let b = build(&Objects {
+            istio,
+            ..Default::default()
+        });
+        assert!(!b.fatal, "{:?}", b.problems);
+        let kept: BTreeSet<String> = b
+            .snapshot
+            .l7
+            .iter()
+            .map(|o| format!("{} {}/{}", o.kind, o.namespace, o.name))
+            .collect();
+        let want: BTreeSet<String> = new_l7_kinds()
+            .iter()
+            .map(|(k, ..)| format!("{k} demo/good-{}", k.to_lowercase()))
+            .collect();
+        assert_eq!(kept, want, "{:?}", b.problems);
+        for (k, _, _, field) in new_l7_kinds() {
+            let name = format!("{k} demo/bad-{}", k.to_lowercase());
+            assert!(
+                b.problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{name}: field ")) && p.contains(field)),
+                "{name} not refused at {field}: {:#?}",
+                b.problems
+            );
+        }
+        // The versions as read: EnvoyFilter is only served as v1alpha3.
+        let ef = b
+            .snapshot
+            .l7
+            .iter()
+            .find(|o| o.kind == "EnvoyFilter")
+            .expect("EnvoyFilter kept");
+        assert_eq!(ef.api_version, "networking.istio.io/v1alpha3");
     }
 
     #[test]
