@@ -10,7 +10,9 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::HOST;
@@ -21,10 +23,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mesh_node::hbone::{
-    serve_connection, ConnectRequest, HboneClient, InboundTunnel, SocketFactory, HBONE_PORT,
+    serve_connection, ConnectRequest, HboneClient, HboneStream, InboundTunnel, SocketFactory,
+    HBONE_PORT,
 };
 use mesh_node::identity::{CertStore, Identity};
 use mesh_node::state::ProxyState;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -275,8 +279,92 @@ impl Connector for HboneConnector {
                 .await
                 .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e))?;
             debug!(dst = %endpoint.addr, %identity, "upstream via HBONE");
-            Ok(Box::new(stream) as BoxIo)
+            Ok(Box::new(ClosingTunnel(Some(stream))) as BoxIo)
         })
+    }
+}
+
+/// How long a dropped upstream tunnel waits for the endpoint's side to end.
+const TUNNEL_LINGER: Duration = Duration::from_secs(5);
+
+/// An upstream tunnel that ends the way a closed TCP socket does. hyper
+/// drops a finished connection's I/O; an h2 stream dropped before the peer
+/// ended its side is reset (CANCEL), which the endpoint's node proxy can
+/// only report as a failed connection. Dropped, this sends END_STREAM and
+/// reads the peer's side to its end (at most [`TUNNEL_LINGER`]) first.
+struct ClosingTunnel(Option<HboneStream>);
+
+impl ClosingTunnel {
+    fn stream(&mut self) -> io::Result<Pin<&mut HboneStream>> {
+        match self.0.as_mut() {
+            Some(s) => Ok(Pin::new(s)),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "tunnel closed")),
+        }
+    }
+}
+
+impl AsyncRead for ClosingTunnel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for ClosingTunnel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().stream() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for ClosingTunnel {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.0.take() else {
+            return;
+        };
+        // HboneStream's shutdown queues END_STREAM without waiting.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = Pin::new(&mut stream).poll_shutdown(&mut cx);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut buf = [0u8; 4096];
+            let drain = async {
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(TUNNEL_LINGER, drain).await;
+        });
     }
 }
 
