@@ -328,6 +328,20 @@ impl LocalMesh {
             &self.tb.wire_netns,
             &["addr", "add", &format!("{CONTROLLER_IP}/24"), "dev", "br0"],
         )?;
+        // Routes back to the pods: waypoints run in pods and talk to the
+        // controller from their pod address, as in a cluster.
+        for n in self.tb.nodes() {
+            ip_in(
+                &self.tb.wire_netns,
+                &[
+                    "route",
+                    "add",
+                    &format!("10.10.{}.0/24", n.index),
+                    "via",
+                    &n.wire_ip.to_string(),
+                ],
+            )?;
+        }
         self.controller = Some(usize::MAX);
         self.write_folder()?;
         self.start_controller()
