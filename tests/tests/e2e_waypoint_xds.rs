@@ -190,8 +190,9 @@ fn seed_routing_hot_changes_and_a_refused_virtual_service() {
     // Its certificate (which reviews' node proxies check on HBONE) came
     // from the controller's CA.
     assert!(
-        log.iter().any(|l| l.contains("certificate from the CA installed")
-            && l.contains("identity=spiffe://cluster.local/ns/bookinfo/sa/waypoint")),
+        log.iter()
+            .any(|l| l.contains("certificate from the CA installed")
+                && l.contains("identity=spiffe://cluster.local/ns/bookinfo/sa/waypoint")),
         "no CA-issued certificate for the waypoint:\n{}",
         log.join("\n")
     );
@@ -203,13 +204,19 @@ fn seed_routing_hot_changes_and_a_refused_virtual_service() {
     let mut measured = Vec::new();
     let at = b.apply_l7(&all_to_v1()).unwrap();
     let took = until_served(&b, JASON, "reviews-v1", at, PROPAGATION);
-    assert!(took.is_some(), "seed 53 not in force within {PROPAGATION:?}");
+    assert!(
+        took.is_some(),
+        "seed 53 not in force within {PROPAGATION:?}"
+    );
     measured.extend(took);
     all_served(&b, JASON, "reviews-v1", 10);
     // And back to seed 54.
     let at = b.apply_l7(&jason_to_v2()).unwrap();
     let took = until_served(&b, JASON, "reviews-v2", at, PROPAGATION);
-    assert!(took.is_some(), "seed 54 not in force again within {PROPAGATION:?}");
+    assert!(
+        took.is_some(),
+        "seed 54 not in force again within {PROPAGATION:?}"
+    );
     measured.extend(took);
     all_served(&b, ANON, "reviews-v1", 5);
     eprintln!("propagation (rename → routing served): {measured:?}");
@@ -244,7 +251,10 @@ fn seed_routing_hot_changes_and_a_refused_virtual_service() {
     // Fixed: the folder is in force again and the next change applies.
     let at = b.apply_l7(&all_to_v3()).unwrap();
     let took = until_served(&b, ANON, "reviews-v3", at, PROPAGATION);
-    assert!(took.is_some(), "the change after a refusal not in force within {PROPAGATION:?}");
+    assert!(
+        took.is_some(),
+        "the change after a refusal not in force within {PROPAGATION:?}"
+    );
     eprintln!("propagation after the fix: {took:?}");
     assert_eq!(b.mesh.controller_status("/debug/config_error").unwrap(), "");
 }
@@ -253,7 +263,14 @@ fn seed_routing_hot_changes_and_a_refused_virtual_service() {
 fn controller_killed_under_traffic_then_the_waypoint_resynchronises() {
     let mut b = start(&jason_to_v2());
     assert!(
-        until_served(&b, JASON, "reviews-v2", Instant::now(), Duration::from_secs(5)).is_some(),
+        until_served(
+            &b,
+            JASON,
+            "reviews-v2",
+            Instant::now(),
+            Duration::from_secs(5)
+        )
+        .is_some(),
         "jason never reached v2: {}",
         served_by(&b, JASON)
     );
@@ -305,7 +322,10 @@ fn controller_killed_under_traffic_then_the_waypoint_resynchronises() {
     // A further change applies within the bound.
     let at = b.apply_l7(&all_to_v3()).unwrap();
     let took = until_served(&b, JASON, "reviews-v3", at, PROPAGATION);
-    assert!(took.is_some(), "a change after the restart not in force within {PROPAGATION:?}");
+    assert!(
+        took.is_some(),
+        "a change after the restart not in force within {PROPAGATION:?}"
+    );
     eprintln!("propagation after the restart: {took:?}");
     all_served(&b, ANON, "reviews-v3", 5);
 }
