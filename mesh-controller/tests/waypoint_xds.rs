@@ -379,11 +379,7 @@ async fn every_node_sees_a_waypoint_pod_that_is_not_enrolled() {
     );
     assert_ne!(pods, PODS);
     let marker = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: reviews-2, namespace: demo, labels: {app: reviews}}\nspec: {nodeName: node-a, serviceAccountName: reviews}\nstatus: {podIP: 10.10.1.3}\n";
-    std::fs::write(
-        s.folder.path().join("pods.yaml"),
-        format!("{pods}{marker}"),
-    )
-    .expect("write");
+    std::fs::write(s.folder.path().join("pods.yaml"), format!("{pods}{marker}")).expect("write");
     // node-b runs none of demo's pods: it knows the waypoint only from the
     // shared workloads, and must, to tunnel demo's services to it.
     let node = l7_client(&s.c, "node-b");

@@ -353,7 +353,10 @@ impl LocalMesh {
         cmd.arg("--folder")
             .arg(self.folder())
             .args(["--listen", &format!("{CONTROLLER_IP}:{CONTROLLER_PORT}")])
-            .args(["--status-listen", &format!("{CONTROLLER_IP}:{CONTROLLER_STATUS_PORT}")])
+            .args([
+                "--status-listen",
+                &format!("{CONTROLLER_IP}:{CONTROLLER_STATUS_PORT}"),
+            ])
             .arg("--ca-dir")
             .arg(self.dir.join("ca"))
             .arg("--bootstrap-dir")
