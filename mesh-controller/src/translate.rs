@@ -279,7 +279,14 @@ impl Translated {
             let (k, e) = intern(prev_view.map(|v| &v.workloads), &name, msg.encode_to_vec());
             let view = t.nodes.entry(id).or_default();
             view.workloads.insert(k, e);
-            view.namespaces.insert(ns);
+            view.namespaces.insert(ns.clone());
+            // Every node must find the waypoint to tunnel to it
+            // (`ProxyState::waypoint_for`), even when its pod is not
+            // enrolled (`istio.io/dataplane-mode: none`, as waypoints are).
+            let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, false);
+            let (k, e) = intern(prev.map(|p| &p.workloads), &name, msg.encode_to_vec());
+            t.workloads.insert(k, e);
+            t.shared_ns.insert(ns);
         }
 
         // L7 resources, by namespace (for waypoints).

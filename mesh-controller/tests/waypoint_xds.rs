@@ -367,3 +367,28 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).await.expect("read");
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_sees_a_waypoint_pod_that_is_not_enrolled() {
+    let s = start().await;
+    // The waypoint pod opts out of the data plane (as waypoints do), and a
+    // new pod marks when the change has landed.
+    let pods = PODS.replace(
+        "metadata: {name: waypoint, namespace: demo, labels: {app: waypoint}}",
+        "metadata: {name: waypoint, namespace: demo, labels: {app: waypoint, istio.io/dataplane-mode: none}}",
+    );
+    assert_ne!(pods, PODS);
+    let marker = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: reviews-2, namespace: demo, labels: {app: reviews}}\nspec: {nodeName: node-a, serviceAccountName: reviews}\nstatus: {podIP: 10.10.1.3}\n";
+    std::fs::write(s.folder.path().join("pods.yaml"), format!("{pods}{marker}")).expect("write");
+    // node-b runs none of demo's pods: it knows the waypoint only from the
+    // shared workloads, and must, to tunnel demo's services to it.
+    let node = l7_client(&s.c, "node-b");
+    let v = wait_view(&node, Duration::from_secs(5), |v| {
+        v.state.workload("demo", "reviews-2").is_some()
+    })
+    .await;
+    assert!(
+        v.state.workload("demo", "waypoint").is_some(),
+        "node-b does not see the waypoint"
+    );
+}

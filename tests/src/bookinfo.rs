@@ -122,6 +122,15 @@ impl Bookinfo {
     /// outside bookinfo (e.g. a direct pair for a benchmark); `ambient`
     /// enrols the pod's namespace.
     pub fn start_with(backends: &[Backend], extra: &[(&str, PodSpec, bool)]) -> Result<Bookinfo> {
+        Self::start_mode(backends, extra, false)
+    }
+
+    /// `controlled`: the nodes take their config from mesh-controller.
+    fn start_mode(
+        backends: &[Backend],
+        extra: &[(&str, PodSpec, bool)],
+        controlled: bool,
+    ) -> Result<Bookinfo> {
         let mut mesh = LocalMesh::new(&["node-a", "node-b"])?;
         mesh.namespace(NAMESPACE, true).namespace_label(
             NAMESPACE,
@@ -160,6 +169,9 @@ impl Bookinfo {
                 target_port: PORT,
                 selector: BTreeMap::from([("app".into(), app.into())]),
             });
+        }
+        if controlled {
+            mesh.use_controller()?;
         }
         mesh.start_node("node-a", &[])?;
         mesh.start_node("node-b", &[])?;
@@ -346,6 +358,62 @@ impl Bookinfo {
     /// How many requests reached `pod`'s server so far.
     pub fn requests_seen(&self, pod: &str) -> Result<usize> {
         Ok(self.server_log(pod)?.len())
+    }
+}
+
+// ---- Controller mode: the waypoint in xDS mode ----
+
+/// The controller folder's file holding the L7 resources.
+pub const L7_FILE: &str = "l7.yaml";
+
+/// The L7 YAML documents with `bookinfo` as the namespace of those that
+/// name none (as `kubectl apply -n bookinfo` would).
+pub fn in_bookinfo(l7_yaml: &str) -> Result<String> {
+    let mut out = String::new();
+    for doc in serde_yaml::Deserializer::from_str(l7_yaml) {
+        let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
+        if v.is_null() {
+            continue;
+        }
+        if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
+            let key = serde_yaml::Value::from("namespace");
+            if !meta.contains_key(&key) {
+                meta.insert(key, NAMESPACE.into());
+            }
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&v)?);
+    }
+    Ok(out)
+}
+
+impl Bookinfo {
+    /// Like [`Self::start`], with mesh-controller: the nodes (and, once
+    /// [`Self::start_waypoint_xds`] runs, the waypoint) get their config
+    /// from it over xDS; the L7 resources go in its folder
+    /// ([`Self::apply_l7`]).
+    pub fn start_controlled(backends: &[Backend]) -> Result<Bookinfo> {
+        Self::start_mode(backends, &[], true)
+    }
+
+    /// Replaces the L7 resources in the controller's folder; returns the
+    /// instant the file was renamed into place.
+    pub fn apply_l7(&self, l7_yaml: &str) -> Result<std::time::Instant> {
+        self.apply_l7_raw(&in_bookinfo(l7_yaml)?)
+    }
+
+    /// Writes the folder's L7 file verbatim (e.g. a resource the controller
+    /// must refuse).
+    pub fn apply_l7_raw(&self, text: &str) -> Result<std::time::Instant> {
+        self.mesh.write_folder_file(L7_FILE, text)
+    }
+
+    /// (Re)starts the waypoint in xDS mode: its config from the controller.
+    pub fn start_waypoint_xds(&mut self, args: &[&str]) -> Result<()> {
+        self.stop_waypoint()?;
+        let idx = self.mesh.start_waypoint_xds("waypoint", NAMESPACE, args)?;
+        self.waypoint = Some(idx);
+        Ok(())
     }
 }
 

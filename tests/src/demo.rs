@@ -7,6 +7,9 @@
 //!  node-b: server-2 (demo, sa server)  outsider (legacy, not in the mesh)
 //!  service server.demo 10.96.0.10:80 -> :8080 on app=server
 //!  demo: PeerAuthentication STRICT; only sa client may call app=server
+//!  shop (use-waypoint: waypoint): reviews-v1 (node-a), reviews-v2 and the
+//!    waypoint (node-b); service reviews.shop 10.96.0.20:9080;
+//!    VirtualService: end-user jason -> v2, everyone else -> v1
 //! ```
 //!
 //! mesh-controller reads the same as Kubernetes-shaped YAML from a folder,
@@ -16,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::mesh::{LocalMesh, Service};
 use crate::testbed::PodSpec;
@@ -83,6 +86,7 @@ pub fn bring_up(step: &dyn Fn(&str)) -> Result<LocalMesh> {
         selector: BTreeMap::from([("app".to_string(), "server".to_string())]),
     });
     mesh.set_policies_yaml(POLICIES)?;
+    add_shop(&mut mesh)?;
     step("starting mesh-controller (the folder of YAML, the CA, delta xDS)");
     mesh.use_controller()?;
     step("starting mesh-node on node-a and node-b (loading eBPF, enrolling pods)");
@@ -91,7 +95,137 @@ pub fn bring_up(step: &dyn Fn(&str)) -> Result<LocalMesh> {
     step("starting the server replicas");
     mesh.serve("server-1", 8080, false)?;
     mesh.serve("server-2", 8080, false)?;
+    step("starting the shop's reviews and its waypoint (L7 config over xDS)");
+    start_shop(&mut mesh)?;
     Ok(mesh)
+}
+
+// ---- The shop: L7 routing by a waypoint in xDS mode ----
+
+pub const SHOP_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+pub const SHOP_PORT: u16 = 9080;
+
+/// The shop's L7 resources, in the controller's folder beside the rest.
+pub const SHOP_L7: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {exact: jason}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+/// Namespace `shop` (ambient, `istio.io/use-waypoint: waypoint`): pods
+/// reviews-v1 (node-a) and reviews-v2 (node-b) behind service reviews, and
+/// the waypoint (node-b, not enrolled), which takes its config from
+/// mesh-controller over xDS.
+fn add_shop(mesh: &mut LocalMesh) -> Result<()> {
+    mesh.namespace("shop", true)
+        .namespace_label("shop", "istio.io/use-waypoint", "waypoint");
+    mesh.add_pod(
+        "node-b",
+        PodSpec::new("waypoint", "shop", "waypoint")
+            .label("istio.io/dataplane-mode", "none")
+            .label("gateway.istio.io/managed", "istio.io-mesh-controller"),
+    )?;
+    for (version, node) in [("v1", "node-a"), ("v2", "node-b")] {
+        mesh.add_pod(
+            node,
+            PodSpec::new(&format!("reviews-{version}"), "shop", "reviews")
+                .label("app", "reviews")
+                .label("version", version),
+        )?;
+    }
+    mesh.add_service(Service {
+        name: "reviews".into(),
+        namespace: "shop".into(),
+        vip: SHOP_VIP,
+        port: SHOP_PORT,
+        target_port: SHOP_PORT,
+        selector: BTreeMap::from([("app".to_string(), "reviews".to_string())]),
+    });
+    Ok(())
+}
+
+fn start_shop(mesh: &mut LocalMesh) -> Result<()> {
+    mesh.write_folder_file("shop-l7.yaml", SHOP_L7)?;
+    for pod in ["reviews-v1", "reviews-v2"] {
+        let mut cmd = std::process::Command::new(crate::mesh::binary("ambit-probe")?);
+        cmd.args(["http", "--name", pod, "--port", &SHOP_PORT.to_string()]);
+        let idx = mesh.tb.spawn_in_pod(pod, &format!("{pod}:http"), cmd)?;
+        mesh.tb.with_proc(idx, |p| {
+            p.wait_for_line("listening", Duration::from_secs(10))
+        })??;
+    }
+    mesh.start_waypoint_xds("waypoint", "shop", &[])?;
+    Ok(())
+}
+
+/// Who served `n` GETs from the client to reviews.shop with `headers`.
+fn shop_served_by(mesh: &LocalMesh, headers: &[&str], n: u64) -> Result<BTreeMap<String, u64>> {
+    let mut cmd = std::process::Command::new(crate::mesh::binary("ambit-probe")?);
+    cmd.args([
+        "http-load",
+        "--url",
+        &format!("http://{SHOP_VIP}:{SHOP_PORT}/reviews"),
+        "--requests",
+        &n.to_string(),
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = mesh.tb.run_in_pod("client", cmd, Duration::from_secs(30))?;
+    let line = out.lines().last().unwrap_or("");
+    let r: crate::http_app::HttpLoadReport =
+        serde_json::from_str(line).with_context(|| format!("load report: {out}"))?;
+    Ok(r.by_server)
+}
+
+/// The L7 fact: `end-user: jason` → v2, everyone else → v1. The first
+/// L7 sync may land just after the waypoint's start: retried briefly.
+fn demonstrate_shop(mesh: &LocalMesh, report: &mut DemoReport, say: &dyn Fn(&str)) -> Result<()> {
+    let n = 5;
+    let only = |m: &BTreeMap<String, u64>, pod: &str| m.get(pod) == Some(&n) && m.len() == 1;
+    let start = std::time::Instant::now();
+    let (jason, others) = loop {
+        let jason = shop_served_by(mesh, &["end-user: jason"], n)?;
+        let others = shop_served_by(mesh, &[], n)?;
+        if (only(&jason, "reviews-v2") && only(&others, "reviews-v1"))
+            || start.elapsed() > Duration::from_secs(5)
+        {
+            break (jason, others);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    report.l7_routed = only(&jason, "reviews-v2") && only(&others, "reviews-v1");
+    let show = |m: &BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    say(&format!(
+        "L7 via the shop's waypoint (VirtualService over xDS): end-user: jason -> {}; everyone else -> {}",
+        show(&jason),
+        show(&others)
+    ));
+    Ok(())
 }
 
 /// What the demonstration observed.
@@ -102,6 +236,8 @@ pub struct DemoReport {
     pub tls_on_wire: bool,
     pub plaintext_on_wire: bool,
     pub outsider_refused: bool,
+    /// The shop's waypoint sent jason to v2 and everyone else to v1.
+    pub l7_routed: bool,
 }
 
 /// Runs the sample traffic and prints what it shows through `say`.
@@ -155,6 +291,7 @@ pub fn demonstrate(mesh: &LocalMesh, say: &dyn Fn(&str)) -> Result<DemoReport> {
             ));
         }
     }
+    demonstrate_shop(mesh, &mut report, say)?;
     Ok(report)
 }
 

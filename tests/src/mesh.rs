@@ -277,8 +277,13 @@ impl LocalMesh {
         let mut docs: Vec<Value> = Vec::new();
         for (n, ambient) in &self.namespaces {
             let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}});
+            // The extra labels too (`istio.io/use-waypoint` declares a waypoint).
+            let mut labels = self.namespace_labels.get(n).cloned().unwrap_or_default();
             if *ambient {
-                ns["metadata"]["labels"] = json!({AMBIENT_LABEL: "ambient"});
+                labels.insert(AMBIENT_LABEL.to_string(), "ambient".to_string());
+            }
+            if !labels.is_empty() {
+                ns["metadata"]["labels"] = json!(labels);
             }
             docs.push(ns);
         }
@@ -323,6 +328,20 @@ impl LocalMesh {
             &self.tb.wire_netns,
             &["addr", "add", &format!("{CONTROLLER_IP}/24"), "dev", "br0"],
         )?;
+        // Routes back to the pods: waypoints run in pods and talk to the
+        // controller from their pod address, as in a cluster.
+        for n in self.tb.nodes() {
+            ip_in(
+                &self.tb.wire_netns,
+                &[
+                    "route",
+                    "add",
+                    &format!("10.10.{}.0/24", n.index),
+                    "via",
+                    &n.wire_ip.to_string(),
+                ],
+            )?;
+        }
         self.controller = Some(usize::MAX);
         self.write_folder()?;
         self.start_controller()
@@ -334,7 +353,10 @@ impl LocalMesh {
         cmd.arg("--folder")
             .arg(self.folder())
             .args(["--listen", &format!("{CONTROLLER_IP}:{CONTROLLER_PORT}")])
-            .args(["--status-listen", &format!("{CONTROLLER_IP}:15014")])
+            .args([
+                "--status-listen",
+                &format!("{CONTROLLER_IP}:{CONTROLLER_STATUS_PORT}"),
+            ])
             .arg("--ca-dir")
             .arg(self.dir.join("ca"))
             .arg("--bootstrap-dir")
@@ -473,6 +495,85 @@ impl LocalMesh {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+// ---- Controller mode: waypoints in xDS mode (see `start_waypoint_xds`) ----
+
+/// The controller's status address (`/debug/syncz`, `/debug/config_error`).
+pub const CONTROLLER_STATUS_PORT: u16 = 15014;
+
+impl LocalMesh {
+    /// Writes `text` as `<folder>/<name>` atomically (written beside, then
+    /// renamed: the controller never reads half a file) and returns the
+    /// instant of the rename, from which propagation is measured.
+    pub fn write_folder_file(&self, name: &str, text: &str) -> Result<std::time::Instant> {
+        let dir = self.folder();
+        std::fs::create_dir_all(&dir)?;
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        Ok(std::time::Instant::now())
+    }
+
+    /// `GET <path>` on the controller's status server, from node-a's netns
+    /// (the controller listens on the wire).
+    pub fn controller_status(&self, path: &str) -> Result<String> {
+        let node = self.tb.nodes().first().context("no node")?.name.clone();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "5"]).arg(format!(
+            "http://{CONTROLLER_IP}:{CONTROLLER_STATUS_PORT}{path}"
+        ));
+        self.tb.run_in_node(&node, cmd, Duration::from_secs(10))
+    }
+
+    /// The bootstrap token file the controller issues to waypoint `ns/pod`.
+    pub fn waypoint_token(&self, pod: &str, ns: &str) -> PathBuf {
+        // The node id `waypoint~<ns>~<name>` (mesh_proto::waypoint_id).
+        self.dir
+            .join("bootstrap")
+            .join(format!("waypoint~{ns}~{pod}.token"))
+    }
+
+    /// Starts the waypoint binary in xDS mode in pod `pod` of namespace
+    /// `ns` (declared by `istio.io/use-waypoint: <pod>` on `ns`), with the
+    /// token the controller wrote, and waits until it serves.
+    pub fn start_waypoint_xds(&mut self, pod: &str, ns: &str, args: &[&str]) -> Result<usize> {
+        if self.controller.is_none() {
+            bail!("start_waypoint_xds needs the controller (use_controller)");
+        }
+        let token = self.waypoint_token(pod, ns);
+        // The controller issues it once it has read the namespace and the pod.
+        let start = std::time::Instant::now();
+        while !token.exists() {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("the controller wrote no token {}", token.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let boot = self.dir.join("bootstrap");
+        let mut cmd = Command::new(binary("waypoint")?);
+        cmd.args([
+            "--xds-address",
+            &format!("http://{CONTROLLER_IP}:{CONTROLLER_PORT}"),
+        ])
+        .arg("--bootstrap-token")
+        .arg(&token)
+        .arg("--xds-roots")
+        .arg(boot.join("root-cert.pem"))
+        .args(["--name", pod, "--namespace", ns])
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("AMBIT_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        let idx = self.tb.spawn_in_pod(pod, &format!("waypoint@{pod}"), cmd)?;
+        self.tb
+            .with_proc(idx, |p| {
+                p.wait_for_line("waypoint ready", Duration::from_secs(20))
+            })?
+            .context("the waypoint (xDS mode) did not start")?;
+        Ok(idx)
     }
 }
 

@@ -21,7 +21,9 @@ pub fn run(once: bool) -> Result<()> {
     let mesh = demo::bring_up(&|m| pb.set_message(m.to_string()));
     let mesh = match mesh {
         Ok(m) => {
-            pb.finish_with_message("local mesh up: 2 nodes, 4 pods, mesh-node on each node");
+            pb.finish_with_message(
+                "local mesh up: 2 nodes, 7 pods, mesh-node on each node, a waypoint in shop",
+            );
             m
         }
         Err(e) => {
@@ -35,9 +37,10 @@ pub fn run(once: bool) -> Result<()> {
     let ok = report.answered_by.len() == 2
         && report.tls_on_wire
         && !report.plaintext_on_wire
-        && report.outsider_refused;
+        && report.outsider_refused
+        && report.l7_routed;
     if ok {
-        println!("the mesh works: both replicas answered over mTLS, nothing in plaintext on the wire, STRICT held.");
+        println!("the mesh works: both replicas answered over mTLS, nothing in plaintext on the wire, STRICT held, the waypoint routed by header.");
     }
     if !once {
         println!(

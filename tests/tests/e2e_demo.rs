@@ -25,4 +25,10 @@ fn the_local_mesh_demo_shows_a_working_mesh() {
             .any(|l| l.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client")),
         "no identity line:\n{out}"
     );
+    // The shop's waypoint, configured over xDS, routes by header.
+    assert!(report.l7_routed, "L7 routing not shown:\n{out}");
+    assert!(
+        out.contains("end-user: jason -> reviews-v2 x5; everyone else -> reviews-v1 x5"),
+        "no L7 line:\n{out}"
+    );
 }
