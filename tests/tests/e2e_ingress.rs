@@ -22,6 +22,17 @@ const OUTSIDE: &str = "outside";
 const GATEWAY_IDENTITY: &str =
     "src.identity=spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway";
 
+/// One request per upstream connection for `host`: the node proxy logs a
+/// tunnel (with its source identity) when it ends, and the gateway would
+/// otherwise keep it pooled. Not part of the seeds; it changes no routing.
+fn one_request_per_connection(host: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: {host}-per-request}}\nspec:\n  host: {host}\n  \
+         trafficPolicy:\n    connectionPool:\n      http: {{maxRequestsPerConnection: 1}}\n"
+    )
+}
+
 fn seed(name: &str) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-configs");
     let path = std::fs::read_dir(&dir)
@@ -101,6 +112,34 @@ fn gateway_log(b: &Bookinfo, idx: usize) -> Vec<String> {
     b.mesh.tb.with_proc(idx, |p| p.lines()).expect("gateway")
 }
 
+/// SIGTERM: the gateway drains and exits.
+fn stop_gateway(b: &Bookinfo, idx: usize) {
+    let status = b
+        .mesh
+        .tb
+        .with_proc(idx, |p| {
+            p.signal(libc::SIGTERM);
+            p.wait_timeout(Duration::from_secs(10))
+        })
+        .expect("gateway");
+    assert!(status.is_some(), "the gateway did not exit on SIGTERM");
+}
+
+/// Waits for productpage's node proxy to log a tunnel from the gateway.
+fn assert_tunnel_from_gateway(b: &Bookinfo, gw: usize) {
+    let line = b
+        .mesh
+        .wait_node_log("node-b", GATEWAY_IDENTITY, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}\ngateway log:\n{}", gateway_log(b, gw).join("\n")));
+    // A tunnel the gateway ends by resetting the stream once it has its
+    // response (the HBONE client does not half-close) is logged as a failed
+    // relay; either way the node proxy accepted it from that identity.
+    assert!(
+        line.contains("inbound connection complete") || line.contains("inbound relay failed"),
+        "{line}"
+    );
+}
+
 /// The admin server of the gateway, from inside its pod.
 fn admin(b: &Bookinfo, path: &str) -> Seen {
     let url = format!("http://127.0.0.1:15020{path}");
@@ -115,7 +154,12 @@ fn bookinfo_gateway_routes_productpage_over_hbone() {
     let b = start(&[Backend::new("productpage", "v1", "node-b")], &[]);
     let creds = b.mesh.dir().join("credentials");
     std::fs::create_dir_all(&creds).expect("credentials dir");
-    let l7 = format!("{}---\n{}", seed("04-"), seed("05-"));
+    let l7 = format!(
+        "{}---\n{}---\n{}",
+        seed("04-"),
+        seed("05-"),
+        one_request_per_connection("productpage")
+    );
     let gw = b
         .start_ingress(&l7, "bookinfo", &creds, &[])
         .expect("ingress gateway");
@@ -137,14 +181,6 @@ fn bookinfo_gateway_routes_productpage_over_hbone() {
         "/other must not reach productpage"
     );
 
-    // productpage's node proxy received the tunnel from the gateway's
-    // identity (the app closes each connection, so the proxy logs it).
-    let line = b
-        .mesh
-        .wait_node_log("node-b", GATEWAY_IDENTITY, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}\ngateway log:\n{}", gateway_log(&b, gw).join("\n")));
-    assert!(line.contains("inbound connection complete"), "{line}");
-
     // One admin server for the gateway: ready, and the requests counted.
     assert_eq!(admin(&b, "/healthz/ready").status, 200);
     let m = admin(&b, "/metrics");
@@ -159,6 +195,11 @@ fn bookinfo_gateway_routes_productpage_over_hbone() {
     };
     assert_eq!(counted("200"), 2.0, "{}", m.body);
     assert_eq!(counted("404"), 1.0, "{}", m.body);
+
+    // productpage's node proxy received the tunnel from the gateway's
+    // identity (logged when it ends: one request per connection).
+    assert_tunnel_from_gateway(&b, gw);
+    stop_gateway(&b, gw);
 }
 
 /// Seeds 39+40 (my-gateway, example.com): HTTP is redirected to https,
@@ -188,7 +229,12 @@ fn my_gateway_redirects_and_terminates_tls_for_example_com() {
     let creds = b.mesh.dir().join("credentials");
     let ca_pem = b.mesh.dir().join("example-ca.pem");
     write_tls_secret(&creds.join("tls-secret"), "example.com", &ca_pem);
-    let l7 = format!("{}---\n{}", seed("39-"), seed("40-"));
+    let l7 = format!(
+        "{}---\n{}---\n{}",
+        seed("39-"),
+        seed("40-"),
+        one_request_per_connection("myapp")
+    );
     let gw = b
         .start_ingress(&l7, "web", &creds, &[])
         .expect("ingress gateway");
@@ -197,7 +243,10 @@ fn my_gateway_redirects_and_terminates_tls_for_example_com() {
     let ca = ca_pem.display().to_string();
 
     // HTTP: 301 to https, same host and path; the app is not reached.
-    let r = curl(&b, &["-H", "Host: example.com", &format!("http://{ip}/a?b=1")]);
+    let r = curl(
+        &b,
+        &["-H", "Host: example.com", &format!("http://{ip}/a?b=1")],
+    );
     assert_eq!(r.status, 301, "{r:?}");
     assert_eq!(r.location, "https://example.com/a?b=1");
     assert_eq!(seen(&b, "myapp"), 0);
@@ -218,14 +267,12 @@ fn my_gateway_redirects_and_terminates_tls_for_example_com() {
     assert_eq!(r.served_by(), "myapp");
     assert_eq!(seen(&b, "myapp"), 1);
     // Not a certificate the system trusts: without the CA, curl refuses.
-    let untrusted = curl_in(&b, OUTSIDE, &["--resolve", &resolve, "https://example.com/x"]);
+    let untrusted = curl_in(
+        &b,
+        OUTSIDE,
+        &["--resolve", &resolve, "https://example.com/x"],
+    );
     assert!(untrusted.is_err(), "{untrusted:?}");
-    // Reached over HBONE from the gateway's identity.
-    let line = b
-        .mesh
-        .wait_node_log("node-b", GATEWAY_IDENTITY, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}\ngateway log:\n{}", gateway_log(&b, gw).join("\n")));
-    assert!(line.contains("inbound connection complete"), "{line}");
 
     // A host no server names: 404 on both ports.
     let r = curl(&b, &["-H", "Host: other.com", &format!("http://{ip}/")]);
@@ -244,6 +291,10 @@ fn my_gateway_redirects_and_terminates_tls_for_example_com() {
     );
     assert_eq!(r.status, 404, "{r:?}");
     assert_eq!(seen(&b, "myapp"), 1);
+
+    // myapp was reached over HBONE from the gateway's identity.
+    assert_tunnel_from_gateway(&b, gw);
+    stop_gateway(&b, gw);
 }
 
 /// A DENY AuthorizationPolicy selecting the gateway workload (`istio:

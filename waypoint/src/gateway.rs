@@ -74,8 +74,8 @@ use crate::connector::{Connector, Io};
 use crate::discovery::{Discovery, Labels};
 use crate::policy::Policies;
 use crate::proxy::{Peer, Waypoint};
-use crate::security::{Scope as SecurityScope, TargetRef, ROOT_NAMESPACE};
 use crate::routes::{split_host_port, Binding, RouteTable};
+use crate::security::{Scope as SecurityScope, TargetRef, ROOT_NAMESPACE};
 
 /// Why a server's certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -302,7 +302,11 @@ impl GatewayWorkload {
 
 /// The security policies and rate limits that select the gateway workload,
 /// compiled to apply to every request of the gateway.
-fn gateway_policies(resources: &[&Resource], w: &GatewayWorkload, issues: &mut Vec<Issue>) -> Config {
+fn gateway_policies(
+    resources: &[&Resource],
+    w: &GatewayWorkload,
+    issues: &mut Vec<Issue>,
+) -> Config {
     let mut c = Config::default();
     // The gateway is the workload: every request is its traffic.
     let whole = || SecurityScope::Targets(vec![TargetRef::Gateway]);

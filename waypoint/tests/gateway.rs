@@ -748,12 +748,21 @@ spec:
 #[test]
 fn only_policies_selecting_the_gateway_workload_are_compiled_for_it() {
     let creds = Credentials::new(&[]);
-    // Seed 16 is bookinfo's `app: productpage` SIDECAR_INBOUND limit.
+    // Seed 29 is a SIDECAR_INBOUND limit of namespace `default`; the
+    // inline one selects the gateway but is for the sidecar context.
     let yaml = seeds(&[
         "04-000-gateway-bookinfo-gateway.yaml",
         "05-000-virtualservice-bookinfo.yaml",
-        "16-000-envoyfilter-rate-limit.yaml",
-    ]) + GATEWAY_POLICIES;
+        "29-001-envoyfilter-rate-limit-filter.yaml",
+    ]) + GATEWAY_POLICIES
+        + "---\n"
+        + &GATEWAY_POLICIES
+            .split("---\n")
+            .find(|d| d.contains("kind: EnvoyFilter"))
+            .expect("the gateway's filter")
+            .replace("name: edge-rate-limit", "name: sidecar-only")
+            .replace("context: GATEWAY", "context: SIDECAR_INBOUND")
+            .replace("stat_prefix: edge", "stat_prefix: sidecar");
     let (gw, issues) = GatewayConfig::from_yaml(&yaml, "t", &ingress(), creds.path());
     assert!(issues.is_empty(), "{issues:?}");
     let cfg = &gw.listeners[0].config;
@@ -770,7 +779,10 @@ fn only_policies_selecting_the_gateway_workload_are_compiled_for_it() {
         .iter()
         .map(|p| p.resource.as_str())
         .collect();
-    assert_eq!(authn, ["RequestAuthentication istio-system/jwt-at-the-edge"]);
+    assert_eq!(
+        authn,
+        ["RequestAuthentication istio-system/jwt-at-the-edge"]
+    );
     let limits: Vec<&str> = cfg
         .ratelimits
         .filters
@@ -821,11 +833,26 @@ fn gateway_workload_selection() {
             .collect()
     };
     assert!(w.selected_by("istio-system", None, false));
-    assert!(w.selected_by("istio-system", Some(&sel(&[("istio", "ingressgateway")])), false));
-    assert!(!w.selected_by("istio-system", Some(&sel(&[("istio", "egressgateway")])), false));
-    assert!(!w.selected_by("istio-system", None, true), "targetRefs name others");
+    assert!(w.selected_by(
+        "istio-system",
+        Some(&sel(&[("istio", "ingressgateway")])),
+        false
+    ));
+    assert!(!w.selected_by(
+        "istio-system",
+        Some(&sel(&[("istio", "egressgateway")])),
+        false
+    ));
+    assert!(
+        !w.selected_by("istio-system", None, true),
+        "targetRefs name others"
+    );
     assert!(!w.selected_by("bookinfo", None, false));
-    assert!(!w.selected_by("bookinfo", Some(&sel(&[("istio", "ingressgateway")])), false));
+    assert!(!w.selected_by(
+        "bookinfo",
+        Some(&sel(&[("istio", "ingressgateway")])),
+        false
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -863,7 +890,11 @@ async fn gateway_policies_are_enforced_at_the_gateway() {
     // came before routing, so it took none; the 403 too).
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(http_get(addr, "bookinfo.example", "/productpage").await.status);
+        statuses.push(
+            http_get(addr, "bookinfo.example", "/productpage")
+                .await
+                .status,
+        );
     }
     assert_eq!(
         statuses,
@@ -933,7 +964,10 @@ async fn listeners_share_one_engine_and_one_admin_server() {
     let r = https_get_h1(tls, "example.com", "/").await;
     assert_eq!(r.body, "myapp");
 
-    assert_eq!(admin_get(admin, "/healthz/ready").await.status, StatusCode::OK);
+    assert_eq!(
+        admin_get(admin, "/healthz/ready").await.status,
+        StatusCode::OK
+    );
     let m = admin_get(admin, "/metrics").await;
     assert_eq!(m.status, StatusCode::OK);
     // Both ports' requests on the one registry.
