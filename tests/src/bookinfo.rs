@@ -424,3 +424,70 @@ pub fn within_sigmas(observed: u64, n: u64, p: f64, k: f64) -> bool {
     let sigma = (n as f64 * p * (1.0 - p)).sqrt();
     (observed as f64 - expected).abs() <= k * sigma
 }
+
+// ---- ingress gateway (tests/tests/e2e_ingress.rs) ----------------------
+//
+// The ingress gateway pod as Istio installs it (`istio-ingressgateway` in
+// `istio-system`, labels `istio: ingressgateway`), not enrolled: the
+// gateway speaks HBONE itself with its own identity, as the waypoint does.
+
+pub const INGRESS_POD: &str = "istio-ingressgateway";
+pub const INGRESS_NAMESPACE: &str = "istio-system";
+
+/// The ingress gateway pod, for [`Bookinfo::start_with`] (not ambient).
+pub fn ingress_pod() -> PodSpec {
+    PodSpec::new(INGRESS_POD, INGRESS_NAMESPACE, "istio-ingressgateway")
+        .label("istio", "ingressgateway")
+        .label("app", "istio-ingressgateway")
+        .label("istio.io/dataplane-mode", "none")
+}
+
+impl Bookinfo {
+    /// Starts `waypoint --role gateway` in the ingress pod with these L7
+    /// resources (those without a namespace put in `default_namespace`, as
+    /// `kubectl apply -n` would) and TLS Secrets from `credentials`; waits
+    /// until all its listeners are up and returns its process index.
+    pub fn start_ingress(
+        &self,
+        l7_yaml: &str,
+        default_namespace: &str,
+        credentials: &std::path::Path,
+        args: &[&str],
+    ) -> Result<usize> {
+        let mut docs = vec![serde_yaml::to_string(&self.mesh.config_value())?];
+        for doc in serde_yaml::Deserializer::from_str(l7_yaml) {
+            let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
+            if v.is_null() {
+                continue;
+            }
+            if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
+                let key = serde_yaml::Value::from("namespace");
+                if !meta.contains_key(&key) {
+                    meta.insert(key, default_namespace.into());
+                }
+            }
+            docs.push(serde_yaml::to_string(&v)?);
+        }
+        let path = self.mesh.dir().join("ingress.yaml");
+        std::fs::write(&path, docs.join("---\n"))?;
+        let mut cmd = Command::new(binary("waypoint")?);
+        cmd.args(["--role", "gateway", "--config"])
+            .arg(&path)
+            .args(["--name", INGRESS_POD, "--namespace", INGRESS_NAMESPACE])
+            .arg("--credentials")
+            .arg(credentials)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("AMBIT_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        let idx = self.mesh.tb.spawn_in_pod(INGRESS_POD, "ingress", cmd)?;
+        self.mesh
+            .tb
+            .with_proc(idx, |p| {
+                p.wait_for_line("gateway ready", Duration::from_secs(10))
+            })?
+            .context("the ingress gateway did not start")?;
+        Ok(idx)
+    }
+}

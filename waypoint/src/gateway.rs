@@ -25,9 +25,23 @@
 //!   allows, or that no bound VirtualService routes, gets `404`; the rest
 //!   goes through the same [`Waypoint`] engine as the mesh.
 //!
+//! * Policies: RequestAuthentications, AuthorizationPolicies and local
+//!   rate limit EnvoyFilters that select the gateway workload apply to
+//!   every request of the gateway, as in Istio: the policy is in the root
+//!   namespace or the workload's own, and its `selector` /
+//!   `workloadSelector` labels (if any) are all on the workload. Policies
+//!   with `targetRef(s)` name Services or Gateway API Gateways, not this
+//!   workload, and do not apply; neither do the destination-scoped
+//!   policies of other namespaces (they are the destination waypoint's).
+//!   Rate limit patches apply with `match.context` `GATEWAY` or `ANY`.
+//! * Every listener shares one [`Waypoint`] engine ([`Gateway`]): one
+//!   metrics registry (one admin server), and pools and outlier state per
+//!   destination across ports; each listener passes its own routes and
+//!   policies per request ([`Waypoint::handle_with`]).
+//!
 //! Simplifications: one route table per port (the hosts of all servers on
-//! it), not one per HTTPS server; each listener has its own [`Waypoint`]
-//! (its own pools and outlier state).
+//! it), not one per HTTPS server; rate limit buckets are per port (as an
+//! Envoy filter instance per listener has its own).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -61,6 +75,7 @@ use crate::discovery::{Discovery, Labels};
 use crate::policy::Policies;
 use crate::proxy::{Peer, Waypoint};
 use crate::routes::{split_host_port, Binding, RouteTable};
+use crate::security::{Scope as SecurityScope, TargetRef, ROOT_NAMESPACE};
 
 /// Why a server's certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +261,99 @@ impl Listener {
 #[derive(Clone, Debug, Default)]
 pub struct GatewayConfig {
     pub listeners: Vec<Listener>,
+    /// Every DestinationRule: what the shared engine resolves clusters by.
+    pub policies: Policies,
+}
+
+/// The gateway workload, as the policies that select it see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewayWorkload {
+    pub namespace: String,
+    pub labels: Labels,
+}
+
+impl GatewayWorkload {
+    pub fn new(namespace: &str, labels: Labels) -> Self {
+        GatewayWorkload {
+            namespace: namespace.to_string(),
+            labels,
+        }
+    }
+
+    /// Istio's workload selection: a policy of `namespace` (the root
+    /// namespace's apply in every namespace) whose selector labels are all
+    /// on the workload; an empty selector selects the whole namespace.
+    /// `targeted` policies (`targetRef(s)`) never select by namespace or
+    /// labels.
+    pub fn selected_by(
+        &self,
+        namespace: &str,
+        selector: Option<&BTreeMap<String, String>>,
+        targeted: bool,
+    ) -> bool {
+        !targeted
+            && (namespace == ROOT_NAMESPACE || namespace == self.namespace)
+            && selector
+                .into_iter()
+                .flatten()
+                .all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// The security policies and rate limits that select the gateway workload,
+/// compiled to apply to every request of the gateway.
+fn gateway_policies(
+    resources: &[&Resource],
+    w: &GatewayWorkload,
+    issues: &mut Vec<Issue>,
+) -> Config {
+    let mut c = Config::default();
+    // The gateway is the workload: every request is its traffic.
+    let whole = || SecurityScope::Targets(vec![TargetRef::Gateway]);
+    for r in resources {
+        let ns = r.namespace();
+        match r {
+            Resource::RequestAuthentication(o)
+                if w.selected_by(
+                    ns,
+                    o.spec.selector.as_ref().map(|s| &s.match_labels),
+                    o.spec.target_ref.is_some() || !o.spec.target_refs.is_empty(),
+                ) =>
+            {
+                let before = c.authn.policies.len();
+                c.authn.add(&res_name(r), ns, &o.spec, issues);
+                for p in &mut c.authn.policies[before..] {
+                    p.scope = whole();
+                }
+            }
+            Resource::AuthorizationPolicy(o)
+                if w.selected_by(
+                    ns,
+                    o.spec.selector.as_ref().map(|s| &s.match_labels),
+                    o.spec.target_ref.is_some() || !o.spec.target_refs.is_empty(),
+                ) =>
+            {
+                let before = c.authz.policies.len();
+                c.authz.add(&res_name(r), ns, &o.spec, issues);
+                for p in &mut c.authz.policies[before..] {
+                    p.scope = whole();
+                }
+            }
+            Resource::EnvoyFilter(o)
+                if w.selected_by(
+                    ns,
+                    o.spec.workload_selector.as_ref().map(|s| &s.labels),
+                    false,
+                ) =>
+            {
+                // targetRefs are reported (and the filter ignored) there.
+                c.ratelimits
+                    .add_gateway_envoy_filter(&res_name(r), &o.spec, issues)
+            }
+            _ => {}
+        }
+    }
+    c
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CredentialError> {
@@ -413,11 +521,13 @@ impl GatewayConfig {
     /// certificates are read from `credentials` (see the module docs).
     pub fn from_resources<'a>(
         resources: impl IntoIterator<Item = &'a Resource>,
-        labels: &Labels,
+        workload: &GatewayWorkload,
         credentials: &Path,
     ) -> (Self, Vec<Issue>) {
+        let labels = &workload.labels;
         let resources: Vec<&Resource> = resources.into_iter().collect();
         let mut issues = Vec::new();
+        let selected = gateway_policies(&resources, workload, &mut issues);
         let mut policies = Policies::default();
         // port -> (protocol, servers)
         let mut ports: BTreeMap<u16, (ListenerProtocol, Vec<GatewayServer>)> = BTreeMap::new();
@@ -468,12 +578,12 @@ impl GatewayConfig {
                 port,
                 protocol,
                 servers,
-                // Policies (JWT, authorization, rate limits) that select
-                // the gateway workload are not applied here yet: the
-                // mesh's are the destination waypoint's business.
                 config: Config {
                     routes,
                     policies: policies.clone(),
+                    authn: selected.authn.clone(),
+                    authz: selected.authz.clone(),
+                    ratelimits: selected.ratelimits.clone(),
                     ..Config::default()
                 },
             });
@@ -486,14 +596,20 @@ impl GatewayConfig {
                 unique.push(i);
             }
         }
-        (GatewayConfig { listeners }, unique)
+        (
+            GatewayConfig {
+                listeners,
+                policies,
+            },
+            unique,
+        )
     }
 
     /// Like [`GatewayConfig::from_resources`] over parsed documents;
     /// documents with errors are refused whole.
     pub fn from_documents(
         docs: &[ParsedDocument],
-        labels: &Labels,
+        workload: &GatewayWorkload,
         credentials: &Path,
     ) -> (Self, Vec<Issue>) {
         let mut refused = Vec::new();
@@ -510,7 +626,7 @@ impl GatewayConfig {
                 }
             }
         }
-        let (c, mut issues) = Self::from_resources(good, labels, credentials);
+        let (c, mut issues) = Self::from_resources(good, workload, credentials);
         refused.append(&mut issues);
         (c, refused)
     }
@@ -519,14 +635,40 @@ impl GatewayConfig {
     pub fn from_yaml(
         text: &str,
         source: &str,
-        labels: &Labels,
+        workload: &GatewayWorkload,
         credentials: &Path,
     ) -> (Self, Vec<Issue>) {
         Self::from_documents(
             &mesh_api::parse_documents(text, source),
-            labels,
+            workload,
             credentials,
         )
+    }
+
+    /// Every listener ready to serve on one shared engine. Fails only when
+    /// a TLS configuration cannot be built.
+    pub fn into_gateway(
+        self,
+        discovery: Arc<dyn Discovery>,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Gateway, rustls::Error> {
+        let waypoint = Waypoint::new(
+            Config {
+                policies: self.policies,
+                ..Config::default()
+            },
+            discovery.clone(),
+            connector,
+        );
+        let listeners = self
+            .listeners
+            .into_iter()
+            .map(|l| ListenerService::with_engine(l, waypoint.clone(), discovery.clone()))
+            .collect::<Result<_, _>>()?;
+        Ok(Gateway {
+            waypoint,
+            listeners,
+        })
     }
 }
 
@@ -586,6 +728,9 @@ pub struct ListenerService {
     pub port: u16,
     pub protocol: ListenerProtocol,
     servers: Vec<GatewayServer>,
+    /// This port's routes and the policies selecting the gateway.
+    config: Arc<Config>,
+    /// The engine, shared by the listeners of a [`Gateway`].
     waypoint: Arc<Waypoint>,
     discovery: Arc<dyn Discovery>,
     tls: Option<TlsAcceptor>,
@@ -608,6 +753,13 @@ fn https_location(authority: &str, uri: &Uri) -> String {
     format!("https://{authority}{path}")
 }
 
+/// The listeners of one gateway workload on one engine.
+pub struct Gateway {
+    /// The shared engine: its telemetry is what the admin server serves.
+    pub waypoint: Arc<Waypoint>,
+    pub listeners: Vec<Arc<ListenerService>>,
+}
+
 /// The gateway is the mesh's edge: the caller's address is appended to
 /// `x-forwarded-for`, as Istio's gateways (`use_remote_address`) do.
 fn append_forwarded_for(headers: &mut http::HeaderMap, caller: SocketAddr) {
@@ -624,21 +776,42 @@ fn append_forwarded_for(headers: &mut http::HeaderMap, caller: SocketAddr) {
 impl ListenerService {
     /// Fails only when the TLS configuration cannot be built (an HTTPS
     /// port is never served in clear).
+    /// The listener on an engine of its own (see [`GatewayConfig::into_gateway`]
+    /// for listeners sharing one).
     pub fn new(
         listener: Listener,
         discovery: Arc<dyn Discovery>,
         connector: Arc<dyn Connector>,
     ) -> Result<Arc<Self>, rustls::Error> {
+        let waypoint = Waypoint::new(listener.config.clone(), discovery.clone(), connector);
+        Self::with_engine(listener, waypoint, discovery)
+    }
+
+    /// The listener on `waypoint`'s engine (its pools, outlier state and
+    /// metrics); routes and policies stay the listener's.
+    pub fn with_engine(
+        listener: Listener,
+        waypoint: Arc<Waypoint>,
+        discovery: Arc<dyn Discovery>,
+    ) -> Result<Arc<Self>, rustls::Error> {
         let tls = listener.tls_config()?.map(TlsAcceptor::from);
-        let waypoint = Waypoint::new(listener.config, discovery.clone(), connector);
         Ok(Arc::new(ListenerService {
             port: listener.port,
             protocol: listener.protocol,
             servers: listener.servers,
+            config: Arc::new(listener.config),
             waypoint,
             discovery,
             tls,
         }))
+    }
+
+    /// The hosts of this port's servers (for logs).
+    pub fn hosts(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .flat_map(|s| s.hosts.iter().map(|h| h.host.clone()))
+            .collect()
     }
 
     /// Host check, HTTPS redirect, then the engine. `sni`: the server name
@@ -681,13 +854,7 @@ impl ListenerService {
         }
         // A host a server allows but no bound VirtualService routes has no
         // virtual host in Envoy: 404, never the mesh's default route.
-        if self
-            .waypoint
-            .config()
-            .routes
-            .host_routes(&authority)
-            .is_none()
-        {
+        if self.config.routes.host_routes(&authority).is_none() {
             return local_reply(StatusCode::NOT_FOUND, "route not found");
         }
         if self.protocol == ListenerProtocol::Https && req.uri().scheme().is_none() {
@@ -706,7 +873,10 @@ impl ListenerService {
             }
         }
         append_forwarded_for(req.headers_mut(), peer.addr);
-        self.waypoint.clone().handle(req, peer).await
+        self.waypoint
+            .clone()
+            .handle_with(req, peer, self.config.clone())
+            .await
     }
 
     /// Serves one accepted connection (TLS handshake first on HTTPS).

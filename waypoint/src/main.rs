@@ -14,7 +14,8 @@
 //! Istio Gateway servers that select the workload's labels, one listener
 //! per server port (`--gateway-ip`, `--port-offset`), certificates of
 //! `credentialName: X` read from `<dir>/X/tls.crt` and `<dir>/X/tls.key`
-//! (see `waypoint::gateway`), and no HBONE listener.
+//! (see `waypoint::gateway`), and no HBONE listener; `--admin` serves the
+//! metrics of all its listeners.
 //!
 //! `waypoint --xds-address http://host:15010 --bootstrap-token <file>
 //! --xds-roots <pem> --name <name> --namespace <ns>` takes all of that from
@@ -30,7 +31,7 @@ use clap::Parser;
 use mesh_node::identity::CertStore;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
-use waypoint::gateway::{GatewayConfig, ListenerService};
+use waypoint::gateway::{GatewayConfig, GatewayWorkload};
 use waypoint::hbone::{HboneConnector, MarkedSocketFactory, MeshDiscovery};
 use waypoint::{Config, Waypoint};
 
@@ -175,7 +176,8 @@ async fn main() -> Result<()> {
         SocketAddr::new(me.ip, 0),
     ));
     if cli.role == Role::Gateway {
-        return run_gateway(&cli, &l7, &source, &me.labels, discovery, connector).await;
+        let workload = GatewayWorkload::new(&me.namespace, me.labels.clone());
+        return run_gateway(&cli, &l7, &source, &workload, discovery, connector).await;
     }
     let wp = Waypoint::new(config, discovery.clone(), connector);
     // ambit:telemetry begin — admin server on its own thread and runtime.
@@ -211,45 +213,56 @@ async fn main() -> Result<()> {
 
 // ---- gateway role (waypoint::gateway) ----
 
-/// The gateway role: a listener per Gateway server port, until SIGTERM or
-/// Ctrl-C.
+/// The gateway role: a listener per Gateway server port on one shared
+/// engine, and the admin server, until SIGTERM or Ctrl-C.
 async fn run_gateway(
     cli: &Cli,
     l7: &str,
     source: &str,
-    labels: &std::collections::BTreeMap<String, String>,
+    workload: &GatewayWorkload,
     discovery: Arc<MeshDiscovery>,
     connector: Arc<HboneConnector>,
 ) -> Result<()> {
-    let (gateway, issues) = GatewayConfig::from_yaml(l7, source, labels, &cli.credentials);
+    let (gateway, issues) = GatewayConfig::from_yaml(l7, source, workload, &cli.credentials);
     for i in &issues {
         warn!(issue = %i, "gateway config");
     }
     if gateway.listeners.is_empty() {
-        bail!("no Gateway server selects this workload (labels {labels:?})");
+        bail!(
+            "no Gateway server selects this workload (labels {:?})",
+            workload.labels
+        );
     }
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let mut servers = Vec::new();
-    for l in gateway.listeners {
+    // Bind every port before serving any: a port taken fails the start.
+    let mut bound = Vec::new();
+    for l in &gateway.listeners {
         let port = l.port.checked_add(cli.port_offset).with_context(|| {
             format!("port {} + offset {} is over 65535", l.port, cli.port_offset)
         })?;
         let addr = SocketAddr::new(cli.gateway_ip, port);
-        let (protocol, hosts) = (
-            l.protocol,
-            l.servers
-                .iter()
-                .flat_map(|s| s.hosts.iter().map(|h| h.host.clone()))
-                .collect::<Vec<_>>(),
-        );
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
-        let service = ListenerService::new(l, discovery.clone(), connector.clone())
-            .with_context(|| format!("the TLS configuration of port {port}"))?;
-        info!(listen = %addr, ?protocol, ?hosts, "gateway listener ready");
+        bound.push((addr, listener));
+    }
+    let gateway = gateway
+        .into_gateway(discovery, connector)
+        .context("the TLS configuration of an HTTPS port")?;
+    // ambit:telemetry begin — one admin server for every listener.
+    gateway
+        .waypoint
+        .telemetry()
+        .set_access_log(!cli.no_access_log);
+    let (_admin_addr, _admin_thread) = waypoint::admin::spawn(cli.admin, gateway.waypoint.clone())
+        .with_context(|| format!("admin server on {}", cli.admin))?;
+    // ambit:telemetry end
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for (service, (addr, listener)) in gateway.listeners.into_iter().zip(bound) {
+        info!(listen = %addr, protocol = ?service.protocol, hosts = ?service.hosts(), "gateway listener ready");
         servers.push(tokio::spawn(service.serve(listener, drain_rx.clone())));
     }
+    info!(workload = %format!("{}/{}", workload.namespace, cli.name), admin = %cli.admin, "gateway ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

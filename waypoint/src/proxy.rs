@@ -361,9 +361,23 @@ impl Waypoint {
         req: Request<Incoming>,
         peer: &Peer,
     ) -> Response<ProxyBody> {
+        let cfg = self.config();
+        self.handle_with(req, peer, cfg).await
+    }
+
+    /// Like [`Waypoint::handle`] under `cfg` instead of the waypoint's own
+    /// config: the gateway's listeners share one engine (pools, outlier
+    /// state, metrics) but each has its own routes and policies. Clusters
+    /// still resolve under the waypoint's own config.
+    pub async fn handle_with(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: &Peer,
+        cfg: Arc<Config>,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let mut meta = RequestMeta::from_request(&req);
-        let resp = self.clone().handle_request(req, peer, &mut meta).await;
+        let resp = self.clone().handle_request(req, peer, &mut meta, cfg).await;
         self.telemetry.record(
             &meta,
             &peer.source,
@@ -380,8 +394,8 @@ impl Waypoint {
         req: Request<Incoming>,
         peer: &Peer,
         meta: &mut RequestMeta,
+        cfg: Arc<Config>,
     ) -> Response<ProxyBody> {
-        let cfg = self.config();
         let (mut parts, body) = req.into_parts();
         let authority = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
             parts

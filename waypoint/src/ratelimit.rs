@@ -292,6 +292,15 @@ impl LocalRateLimitFilter {
     }
 }
 
+/// Which proxy compiles a filter, for `match.context`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PatchContext {
+    /// The waypoint: where the destination's traffic is received.
+    SidecarInbound,
+    /// The ingress gateway role.
+    Gateway,
+}
+
 /// All local rate limit filters of the config.
 #[derive(Debug, Default)]
 pub struct RateLimits {
@@ -401,13 +410,51 @@ impl RateLimits {
         spec: &EnvoyFilterSpec,
         issues: &mut Vec<Issue>,
     ) {
+        let scope = match &spec.workload_selector {
+            _ if namespace == ROOT_NAMESPACE && spec.workload_selector.is_none() => Scope::All,
+            Some(sel) if !sel.labels.is_empty() => Scope::Workloads {
+                namespace: namespace.to_string(),
+                labels: sel.labels.clone(),
+            },
+            _ => Scope::Namespace(namespace.to_string()),
+        };
+        self.add_patches(resource, spec, scope, PatchContext::SidecarInbound, issues)
+    }
+
+    // ambit:gateway begin
+    /// Compiles the local rate limit patches of an EnvoyFilter that selects
+    /// the ingress gateway workload (the caller decided that): they cover
+    /// every request of the gateway, and `match.context` must be `GATEWAY`
+    /// or `ANY` (a `SIDECAR_INBOUND` patch is not the gateway's).
+    pub fn add_gateway_envoy_filter(
+        &mut self,
+        resource: &str,
+        spec: &EnvoyFilterSpec,
+        issues: &mut Vec<Issue>,
+    ) {
+        self.add_patches(resource, spec, Scope::All, PatchContext::Gateway, issues)
+    }
+    // ambit:gateway end
+
+    fn add_patches(
+        &mut self,
+        resource: &str,
+        spec: &EnvoyFilterSpec,
+        scope: Scope,
+        context: PatchContext,
+        issues: &mut Vec<Issue>,
+    ) {
         let mut findings = mesh_api::diag::Findings::default();
         spec.validate(&mut findings);
         for f in &findings.items {
             let implemented = IMPLEMENTED_HERE
                 .iter()
                 .any(|n| f.field.ends_with(&format!(".{n}")));
-            if f.code == Code::NotImplemented && !implemented {
+            // mesh-api judges contexts for the mesh's inbound side; the
+            // gateway applies its own rule below.
+            let gateway_context =
+                context == PatchContext::Gateway && f.field.ends_with(".match.context");
+            if f.code == Code::NotImplemented && !implemented && !gateway_context {
                 issues.push(Issue::new(resource, &f.field, f.message.clone()));
             }
         }
@@ -426,22 +473,18 @@ impl RateLimits {
                 "ignored: the waypoint applies local rate limits in resource order",
             ));
         }
-        let scope = match &spec.workload_selector {
-            _ if namespace == ROOT_NAMESPACE && spec.workload_selector.is_none() => Scope::All,
-            Some(sel) if !sel.labels.is_empty() => Scope::Workloads {
-                namespace: namespace.to_string(),
-                labels: sel.labels.clone(),
-            },
-            _ => Scope::Namespace(namespace.to_string()),
-        };
         for (index, p) in spec.config_patches.iter().enumerate() {
             // What is not a local rate limit insert was reported by validate.
             let Some((raw, rel)) = raw_config(p) else {
                 continue;
             };
             if let Some(ctx) = p.match_.as_ref().and_then(|m| m.context.as_deref()) {
-                if !matches!(ctx, "SIDECAR_INBOUND" | "ANY") {
-                    continue; // reported by validate
+                let ours = match context {
+                    PatchContext::SidecarInbound => "SIDECAR_INBOUND",
+                    PatchContext::Gateway => "GATEWAY",
+                };
+                if ctx != ours && ctx != "ANY" {
+                    continue; // reported by validate (inbound), not ours (gateway)
                 }
             }
             let base = format!("spec.configPatches[{index}].{rel}");

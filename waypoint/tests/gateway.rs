@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use waypoint::discovery::Labels;
-use waypoint::gateway::{GatewayConfig, ListenerProtocol, ListenerService};
+use waypoint::gateway::{GatewayConfig, GatewayWorkload, ListenerProtocol, ListenerService};
 use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 
 /// `shared/seed-configs` next to the checkout, found upwards from the
@@ -46,6 +46,11 @@ fn ingress_labels() -> Labels {
     [("istio".to_string(), "ingressgateway".to_string())]
         .into_iter()
         .collect()
+}
+
+/// The ingress gateway workload as Istio installs it.
+fn ingress() -> GatewayWorkload {
+    GatewayWorkload::new("istio-system", ingress_labels())
 }
 
 // ---------------------------------------------------------- certificates --
@@ -172,7 +177,7 @@ async fn start_gateway(
     disc: StaticDiscovery,
     creds: &Path,
 ) -> HashMap<u16, SocketAddr> {
-    let (gw, issues) = GatewayConfig::from_yaml(yaml, "test.yaml", &ingress_labels(), creds);
+    let (gw, issues) = GatewayConfig::from_yaml(yaml, "test.yaml", &ingress(), creds);
     assert!(issues.is_empty(), "gateway issues: {issues:?}");
     let disc = Arc::new(disc);
     let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -512,7 +517,7 @@ fn virtual_service_hosts_meet_server_hosts() {
         "43-003-gateway-myapp-gateway.yaml",
         "41-003-virtualservice-myapp.yaml",
     ]);
-    let (gw, issues) = GatewayConfig::from_yaml(&yaml, "t", &ingress_labels(), creds.path());
+    let (gw, issues) = GatewayConfig::from_yaml(&yaml, "t", &ingress(), creds.path());
     assert!(issues.is_empty(), "{issues:?}");
     let ports: Vec<(u16, ListenerProtocol)> =
         gw.listeners.iter().map(|l| (l.port, l.protocol)).collect();
@@ -535,7 +540,12 @@ fn virtual_service_hosts_meet_server_hosts() {
     let other: Labels = [("istio".to_string(), "egressgateway".to_string())]
         .into_iter()
         .collect();
-    let (gw, _) = GatewayConfig::from_yaml(&yaml, "t", &other, creds.path());
+    let (gw, _) = GatewayConfig::from_yaml(
+        &yaml,
+        "t",
+        &GatewayWorkload::new("istio-system", other),
+        creds.path(),
+    );
     assert!(gw.listeners.is_empty());
 }
 
@@ -580,7 +590,7 @@ spec:
 #[test]
 fn server_host_namespaces_restrict_the_bound_virtual_services() {
     let creds = Credentials::new(&[]);
-    let (gw, issues) = GatewayConfig::from_yaml(NAMESPACES, "t", &ingress_labels(), creds.path());
+    let (gw, issues) = GatewayConfig::from_yaml(NAMESPACES, "t", &ingress(), creds.path());
     assert!(issues.is_empty(), "{issues:?}");
     let table = &gw.listeners[0].config.routes;
     let dest = |host: &str| -> Vec<String> {
@@ -635,7 +645,7 @@ spec:
 #[test]
 fn unsupported_servers_are_issues_naming_the_field() {
     let creds = Credentials::new(&[]);
-    let (gw, issues) = GatewayConfig::from_yaml(UNSUPPORTED, "t", &ingress_labels(), creds.path());
+    let (gw, issues) = GatewayConfig::from_yaml(UNSUPPORTED, "t", &ingress(), creds.path());
     let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -653,4 +663,315 @@ fn unsupported_servers_are_issues_naming_the_field() {
     // The supported server is still served.
     let ports: Vec<u16> = gw.listeners.iter().map(|l| l.port).collect();
     assert_eq!(ports, [80]);
+}
+
+// ------------------------------------------- policies at the gateway --
+
+/// Policies around seeds 04+05: those selecting the gateway workload
+/// (`istio: ingressgateway` in `istio-system`) apply at the gateway; the
+/// destination-scoped ones (bookinfo's namespace-wide, `app: productpage`,
+/// another gateway's) are the destination waypoint's and do not.
+const GATEWAY_POLICIES: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin*"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all, namespace: bookinfo}
+spec:
+  action: DENY
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-productpage, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  action: DENY
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-egress, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: egressgateway}}
+  action: DENY
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt-at-the-edge, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules:
+  - issuer: edge-issuer
+    jwks: '{"keys": []}'
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: edge-rate-limit, namespace: istio-system}
+spec:
+  workloadSelector: {labels: {istio: ingressgateway}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: GATEWAY
+      listener:
+        filterChain:
+          filter:
+            name: envoy.filters.network.http_connection_manager
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value:
+            stat_prefix: edge
+            token_bucket: {max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}
+            filter_enabled:
+              runtime_key: e
+              default_value: {numerator: 100, denominator: HUNDRED}
+            filter_enforced:
+              runtime_key: f
+              default_value: {numerator: 100, denominator: HUNDRED}
+"#;
+
+#[test]
+fn only_policies_selecting_the_gateway_workload_are_compiled_for_it() {
+    let creds = Credentials::new(&[]);
+    // Seed 29 is a SIDECAR_INBOUND limit of namespace `default`; the
+    // inline one selects the gateway but is for the sidecar context.
+    let yaml = seeds(&[
+        "04-000-gateway-bookinfo-gateway.yaml",
+        "05-000-virtualservice-bookinfo.yaml",
+        "29-001-envoyfilter-rate-limit-filter.yaml",
+    ]) + GATEWAY_POLICIES
+        + "---\n"
+        + &GATEWAY_POLICIES
+            .split("---\n")
+            .find(|d| d.contains("kind: EnvoyFilter"))
+            .expect("the gateway's filter")
+            .replace("name: edge-rate-limit", "name: sidecar-only")
+            .replace("context: GATEWAY", "context: SIDECAR_INBOUND")
+            .replace("stat_prefix: edge", "stat_prefix: sidecar");
+    let (gw, issues) = GatewayConfig::from_yaml(&yaml, "t", &ingress(), creds.path());
+    assert!(issues.is_empty(), "{issues:?}");
+    let cfg = &gw.listeners[0].config;
+    let authz: Vec<&str> = cfg
+        .authz
+        .policies
+        .iter()
+        .map(|p| p.resource.as_str())
+        .collect();
+    assert_eq!(authz, ["AuthorizationPolicy istio-system/deny-admin"]);
+    let authn: Vec<&str> = cfg
+        .authn
+        .policies
+        .iter()
+        .map(|p| p.resource.as_str())
+        .collect();
+    assert_eq!(
+        authn,
+        ["RequestAuthentication istio-system/jwt-at-the-edge"]
+    );
+    let limits: Vec<&str> = cfg
+        .ratelimits
+        .filters
+        .iter()
+        .map(|f| f.stat_prefix.as_str())
+        .collect();
+    assert_eq!(limits, ["edge"]);
+
+    // The same gateway in another namespace: istio-system's policies are
+    // the root namespace's and still select it by its labels.
+    let (gw, _) = GatewayConfig::from_yaml(
+        &yaml,
+        "t",
+        &GatewayWorkload::new("edge", ingress_labels()),
+        creds.path(),
+    );
+    assert_eq!(gw.listeners[0].config.authz.policies.len(), 1);
+    // A gateway in bookinfo: bookinfo's namespace-wide DENY is its own.
+    let (gw, _) = GatewayConfig::from_yaml(
+        &yaml,
+        "t",
+        &GatewayWorkload::new("bookinfo", ingress_labels()),
+        creds.path(),
+    );
+    let authz: Vec<&str> = gw.listeners[0]
+        .config
+        .authz
+        .policies
+        .iter()
+        .map(|p| p.resource.as_str())
+        .collect();
+    assert_eq!(
+        authz,
+        [
+            "AuthorizationPolicy istio-system/deny-admin",
+            "AuthorizationPolicy bookinfo/deny-all"
+        ]
+    );
+}
+
+#[test]
+fn gateway_workload_selection() {
+    let w = ingress();
+    let sel = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert!(w.selected_by("istio-system", None, false));
+    assert!(w.selected_by(
+        "istio-system",
+        Some(&sel(&[("istio", "ingressgateway")])),
+        false
+    ));
+    assert!(!w.selected_by(
+        "istio-system",
+        Some(&sel(&[("istio", "egressgateway")])),
+        false
+    ));
+    assert!(
+        !w.selected_by("istio-system", None, true),
+        "targetRefs name others"
+    );
+    assert!(!w.selected_by("bookinfo", None, false));
+    assert!(!w.selected_by(
+        "bookinfo",
+        Some(&sel(&[("istio", "ingressgateway")])),
+        false
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_policies_are_enforced_at_the_gateway() {
+    let productpage = Backend::start("productpage").await;
+    let disc = StaticDiscovery::new().with("productpage", vec![productpage.endpoint()]);
+    let yaml = seeds(&[
+        "04-000-gateway-bookinfo-gateway.yaml",
+        "05-000-virtualservice-bookinfo.yaml",
+    ]) + GATEWAY_POLICIES;
+    let creds = Credentials::new(&[]);
+    let ports = start_gateway(&yaml, disc, creds.path()).await;
+    let addr = ports[&80];
+    // bookinfo's DENY policies are not the gateway's: the page is served.
+    let r = http_get(addr, "bookinfo.example", "/productpage").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, "productpage");
+    // The gateway's DENY on /admin*: 403 before routing (no route would
+    // match /admin either; 403, not 404, shows the policy ran).
+    let r = http_get(addr, "bookinfo.example", "/admin/x").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    // The gateway's RequestAuthentication: a token it cannot verify is 401.
+    let s = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = http1::handshake(TokioIo::new(s)).await.expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/productpage")
+        .header("host", "bookinfo.example")
+        .header("authorization", "Bearer not.a.jwt")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = Sender::send(&mut sender, req).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // The gateway's rate limit: 4 tokens a minute, 3 used above (the 401
+    // came before routing, so it took none; the 403 too).
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            http_get(addr, "bookinfo.example", "/productpage")
+                .await
+                .status,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
+
+// --------------------------------------------------- shared engine --
+
+/// Sums the samples of `name` whose label set contains every `labels` pair.
+fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn admin_get(addr: SocketAddr, path: &str) -> Reply {
+    http_get(addr, "admin", path).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_share_one_engine_and_one_admin_server() {
+    let creds = Credentials::new(&[("tls-secret", "example.com")]);
+    let myapp = Backend::start("myapp").await;
+    let productpage = Backend::start("productpage").await;
+    let disc = Arc::new(
+        StaticDiscovery::new()
+            .with("myapp", vec![myapp.endpoint()])
+            .with("productpage", vec![productpage.endpoint()]),
+    );
+    // Port 80: bookinfo's `*` and example.com's redirect; 443: example.com.
+    let yaml = seeds(&[
+        "04-000-gateway-bookinfo-gateway.yaml",
+        "05-000-virtualservice-bookinfo.yaml",
+        "39-002-gateway-my-gateway.yaml",
+        "40-002-virtualservice-gateway-vs.yaml",
+    ]);
+    let (cfg, issues) = GatewayConfig::from_yaml(&yaml, "t", &ingress(), creds.path());
+    assert!(issues.is_empty(), "{issues:?}");
+    let gw = cfg
+        .into_gateway(disc, Arc::new(TcpConnector))
+        .expect("TLS config");
+    assert_eq!(gw.listeners.len(), 2);
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let mut ports = HashMap::new();
+    for l in &gw.listeners {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        ports.insert(l.port, listener.local_addr().expect("addr"));
+        tokio::spawn(l.clone().serve(listener, rx.clone()));
+    }
+    let (admin, _thread) =
+        waypoint::admin::spawn("127.0.0.1:0".parse().expect("addr"), gw.waypoint.clone())
+            .expect("admin");
+
+    let r = http_get(ports[&80], "bookinfo.example", "/productpage").await;
+    assert_eq!(r.body, "productpage");
+    let tls = tls_connect(&creds, ports[&443], "example.com", &[b"http/1.1"])
+        .await
+        .expect("TLS");
+    let r = https_get_h1(tls, "example.com", "/").await;
+    assert_eq!(r.body, "myapp");
+
+    assert_eq!(
+        admin_get(admin, "/healthz/ready").await.status,
+        StatusCode::OK
+    );
+    let m = admin_get(admin, "/metrics").await;
+    assert_eq!(m.status, StatusCode::OK);
+    // Both ports' requests on the one registry.
+    let ok = metric_sum(&m.body, "istio_requests_total", &["response_code=\"200\""]);
+    assert_eq!(ok, 2.0, "{}", m.body);
+    let _ = _tx;
 }

@@ -125,6 +125,9 @@ async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
                 "inbound connection complete (HBONE, mTLS)"
             );
         }
-        Err(e) => warn!(pod = %ctx.name, error = %e, "inbound relay failed"),
+        // The source identity names the peer that reset the tunnel.
+        Err(e) => {
+            warn!(pod = %ctx.name, src.identity = %peer_id, error = %e, "inbound relay failed")
+        }
     }
 }
