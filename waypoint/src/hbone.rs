@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::connector::{BoxIo, ConnectFuture, Connector};
 use crate::discovery::{Discovery, Endpoint, Labels};
 use crate::proxy::{Peer, Waypoint};
+use crate::sniff::{sniff, Prefixed, Sniffed, SNIFF_WAIT}; // ambit:grpc
 
 // ------------------------------------------------------------ discovery --
 
@@ -498,13 +499,27 @@ async fn tunnel(
         service = service.as_deref().unwrap_or("-"),
         "HBONE tunnel accepted"
     );
-    let stream = match t.accept() {
+    let mut stream = match t.accept() {
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "HBONE tunnel accept failed");
             return;
         }
     };
+    // ambit:grpc begin — a tunnel that carries no HTTP is relayed as TCP.
+    let (sniffed, first) = match sniff(&mut stream, SNIFF_WAIT).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "HBONE tunnel ended while sniffing");
+            return;
+        }
+    };
+    let stream = Prefixed::new(first, stream);
+    if sniffed == Sniffed::Tcp {
+        relay_tcp(stream, &caller, service.as_deref(), &waypoint, &discovery).await;
+        return;
+    }
+    // ambit:grpc end
     let labels = discovery.source_labels(addr.ip());
     let peer = Arc::new(Peer {
         addr,
@@ -534,6 +549,62 @@ async fn tunnel(
         debug!(error = %e, "tunnelled HTTP connection ended");
     }
 }
+
+// ambit:grpc begin
+/// Relays a non-HTTP tunnel to one endpoint of the service it was opened
+/// for, through the waypoint's connector (HBONE to the endpoint).
+async fn relay_tcp<I: crate::connector::Io>(
+    mut down: I,
+    caller: &Caller,
+    service: Option<&str>,
+    waypoint: &Waypoint,
+    discovery: &MeshDiscovery,
+) {
+    let Some(host) = service else {
+        warn!(target = %caller.target, "TCP tunnel to no known service; closed");
+        return;
+    };
+    // Fail closed: a relayed stream escapes RequestAuthentication and
+    // AuthorizationPolicy (a caller could stay silent, then speak HTTP).
+    let cfg = waypoint.config();
+    if !cfg.authn.is_empty() || !cfg.authz.is_empty() {
+        warn!(service = host, caller.identity = %caller.identity, "TCP tunnel refused: L7 policies are in force");
+        return;
+    }
+    let eps = discovery.endpoints(host, Some(caller.target.port()));
+    if eps.is_empty() {
+        warn!(service = host, "TCP tunnel: no endpoints; closed");
+        return;
+    }
+    let ep = &eps[rand::Rng::gen_range(&mut rand::thread_rng(), 0..eps.len())];
+    let connector = waypoint.connector();
+    let mut up = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, connector.connect(ep)).await {
+        Ok(Ok(up)) => up,
+        Ok(Err(e)) => {
+            warn!(service = host, endpoint = %ep.addr, error = %e, "TCP tunnel: connect failed");
+            return;
+        }
+        Err(_) => {
+            warn!(service = host, endpoint = %ep.addr, "TCP tunnel: connect timeout");
+            return;
+        }
+    };
+    info!(caller.identity = %caller.identity, service = host, endpoint = %ep.addr, "TCP passthrough");
+    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        Ok((sent, received)) => info!(
+            service = host,
+            endpoint = %ep.addr,
+            bytes_sent = sent,
+            bytes_received = received,
+            "TCP passthrough ended"
+        ),
+        Err(e) => debug!(service = host, error = %e, "TCP passthrough ended"),
+    }
+}
+
+/// Connect timeout of TCP passthrough (Istio's default `connectTimeout`).
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+// ambit:grpc end
 
 /// A request to the service's VIP (`Host: 10.96.0.20:9080`, or no host)
 /// is routed as the service's host name, as Istio's waypoint routes by the

@@ -40,6 +40,7 @@ pub mod ratelimit;
 pub mod resilience;
 pub mod routes;
 pub mod security;
+pub mod sniff; // ambit:grpc
 pub mod telemetry;
 pub mod trace;
 

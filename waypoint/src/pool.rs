@@ -14,6 +14,11 @@
 //! with `x-envoy-overloaded: true`. Each connection carries one request at
 //! a time and goes back to the idle list when its response body has been
 //! read to the end.
+//!
+//! ambit:grpc — HTTP/2 upstreams (prior knowledge) are multiplexed: a
+//! lease carries a clone of the connection's `http2::SendRequest` while
+//! the connection has room (`maxRequestsPerConnection` not reached); the
+//! same `maxConnections`, pending and `http2MaxRequests` limits apply.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +27,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_api::networking::ConnectionPoolSettings;
 use mesh_api::util::parse_duration;
 use tokio::sync::Notify;
@@ -32,7 +37,67 @@ use crate::body::OnEnd;
 use crate::connector::Connector;
 use crate::discovery::Endpoint;
 
-pub type Sender = http1::SendRequest<Full<Bytes>>;
+// ambit:grpc begin — upstream protocol.
+/// The HTTP version spoken to an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c; TLS is the connector's business).
+    Http2,
+}
+
+/// A leased connection's request sender.
+pub enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    /// A clone of a multiplexed connection's sender.
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+pub type SendResult = Result<
+    http::Response<hyper::body::Incoming>,
+    hyper::client::conn::TrySendError<http::Request<Full<Bytes>>>,
+>;
+
+impl Sender {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    pub fn proto(&self) -> Proto {
+        match self {
+            Sender::H1(_) => Proto::Http1,
+            Sender::H2(_) => Proto::Http2,
+        }
+    }
+
+    /// Sends `req`; a request that was not written comes back in the error.
+    pub async fn try_send_request(&mut self, req: http::Request<Full<Bytes>>) -> SendResult {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
+}
+
+/// One HTTP/2 connection shared by the leases that carry its sender.
+struct H2Conn {
+    id: u64,
+    sender: http2::SendRequest<Full<Bytes>>,
+    /// Requests it was handed (for `maxRequestsPerConnection`).
+    used: u32,
+    in_flight: usize,
+}
+// ambit:grpc end
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolLimits {
@@ -42,6 +107,9 @@ pub struct PoolLimits {
     /// 0: unlimited.
     pub max_requests_per_connection: u32,
     pub connect_timeout: Duration,
+    /// ambit:grpc — `h2UpgradePolicy: UPGRADE`: HTTP/1.1 requests go
+    /// upstream over HTTP/2.
+    pub h2_upgrade: bool,
 }
 
 impl Default for PoolLimits {
@@ -53,6 +121,7 @@ impl Default for PoolLimits {
             max_requests: u32::MAX as usize,
             max_requests_per_connection: 0,
             connect_timeout: Duration::from_secs(10),
+            h2_upgrade: false,
         }
     }
 }
@@ -75,6 +144,9 @@ impl PoolLimits {
             l.max_requests = lim(h.http2_max_requests, l.max_requests);
             l.max_requests_per_connection =
                 u32::try_from(h.max_requests_per_connection.unwrap_or(0).max(0)).unwrap_or(0);
+            // ambit:grpc
+            l.h2_upgrade = h.h2_upgrade_policy
+                == Some(mesh_api::networking::H2UpgradePolicy::Upgrade);
         }
         Ok(l)
     }
@@ -103,6 +175,12 @@ struct State {
     pending: usize,
     active: usize,
     active_by_host: HashMap<SocketAddr, usize>,
+    // ambit:grpc — HTTP/2 connections (open ones count in `connections`).
+    h2: HashMap<SocketAddr, Vec<H2Conn>>,
+    /// HTTP/2 connections being opened per endpoint: requests wait for them
+    /// rather than open their own.
+    h2_connecting: HashMap<SocketAddr, usize>,
+    next_h2_id: u64,
 }
 
 /// Counters, for tests and metrics.
@@ -128,6 +206,8 @@ pub struct Lease {
     addr: SocketAddr,
     sender: Option<Sender>,
     used: u32,
+    /// ambit:grpc — the HTTP/2 connection this lease shares (0: HTTP/1.1).
+    h2_conn: u64,
     /// Set when the response was read to the end and the connection may
     /// carry another request.
     pub reusable: bool,
@@ -140,6 +220,11 @@ impl Lease {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// ambit:grpc — the protocol of the leased connection.
+    pub fn proto(&self) -> Option<Proto> {
+        self.sender.as_ref().map(Sender::proto)
     }
 }
 
@@ -158,6 +243,11 @@ impl Lease {
             return;
         };
         let pool = self.pool.clone();
+        // ambit:grpc — an HTTP/2 lease gives back a stream, not the connection.
+        if let Sender::H2(_) = sender {
+            pool.release_h2(self.addr, self.h2_conn);
+            return;
+        }
         {
             let mut st = pool.lock();
             st.active = st.active.saturating_sub(1);
@@ -211,7 +301,8 @@ impl Pool {
             connections: st.connections,
             pending: st.pending,
             active: st.active,
-            idle: st.idle.values().map(Vec::len).sum(),
+            idle: st.idle.values().map(Vec::len).sum::<usize>()
+                + st.h2.values().flatten().filter(|c| c.in_flight == 0).count(),
         }
     }
 
@@ -346,6 +437,7 @@ impl Pool {
             addr,
             sender: Some(sender),
             used,
+            h2_conn: 0,
             reusable: false,
         }
     }
@@ -360,9 +452,234 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
+        Ok(Sender::H1(sender))
+    }
+}
+
+// ambit:grpc begin — HTTP/2 upstreams.
+enum H2Step {
+    Use(u64, http2::SendRequest<Full<Bytes>>, u32),
+    Connect,
+    Wait,
+}
+
+impl Pool {
+    /// Leases a connection to `ep` speaking `proto`.
+    pub async fn acquire_proto(
+        self: &Arc<Self>,
+        ep: &Endpoint,
+        proto: Proto,
+    ) -> Result<Lease, PoolError> {
+        match proto {
+            Proto::Http1 => self.acquire(ep).await,
+            Proto::Http2 => self.acquire_h2(ep).await,
+        }
+    }
+
+    /// Leases a stream on an HTTP/2 connection to `ep`: an open one with
+    /// room, one being opened, or a new one as `maxConnections` allows.
+    async fn acquire_h2(self: &Arc<Self>, ep: &Endpoint) -> Result<Lease, PoolError> {
+        {
+            let mut st = self.lock();
+            if st.active >= self.limits.max_requests {
+                return Err(PoolError::Overflow("max requests"));
+            }
+            st.active += 1;
+            *st.active_by_host.entry(ep.addr).or_default() += 1;
+        }
+        let mut admitted = Admitted {
+            pool: self,
+            addr: ep.addr,
+            pending: false,
+            armed: true,
+        };
+        let limit = self.limits.max_requests_per_connection;
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            let step = {
+                let mut guard = self.lock();
+                let st = &mut *guard;
+                let mut found = None;
+                let mut dead = 0;
+                if let Some(list) = st.h2.get_mut(&ep.addr) {
+                    list.retain(|c| {
+                        let gone = c.in_flight == 0 && c.sender.is_closed();
+                        dead += usize::from(gone);
+                        !gone
+                    });
+                    if let Some(c) = list
+                        .iter_mut()
+                        .find(|c| !c.sender.is_closed() && (limit == 0 || c.used < limit))
+                    {
+                        c.used += 1;
+                        c.in_flight += 1;
+                        found = Some(H2Step::Use(c.id, c.sender.clone(), c.used));
+                    }
+                }
+                st.connections = st.connections.saturating_sub(dead);
+                let connecting = st.h2_connecting.get(&ep.addr).copied().unwrap_or(0) > 0;
+                match found {
+                    Some(s) => s,
+                    None if !connecting && st.connections < self.limits.max_connections => {
+                        st.connections += 1;
+                        H2Step::Connect
+                    }
+                    None if !connecting && evict_idle(st, ep.addr) => H2Step::Connect,
+                    None => {
+                        if !admitted.pending {
+                            if st.pending >= self.limits.max_pending {
+                                return Err(PoolError::Overflow("pending requests"));
+                            }
+                            st.pending += 1;
+                            admitted.pending = true;
+                        }
+                        notified.as_mut().enable();
+                        H2Step::Wait
+                    }
+                }
+            };
+            match step {
+                H2Step::Use(id, sender, used) => {
+                    admitted.armed = false;
+                    let mut l = self.lease(ep.addr, Sender::H2(sender), used, &mut admitted);
+                    l.h2_conn = id;
+                    return Ok(l);
+                }
+                H2Step::Wait => notified.await,
+                H2Step::Connect => {
+                    // Counted as connecting until it ends, even if this
+                    // future is dropped (a per-try timeout).
+                    let mut connecting = Connecting::new(self, ep.addr);
+                    let opened =
+                        tokio::time::timeout(self.limits.connect_timeout, self.open_h2(ep)).await;
+                    let sender = match opened {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return Err(PoolError::Connect(e)),
+                        Err(_) => return Err(PoolError::ConnectTimeout),
+                    };
+                    let id = {
+                        let mut st = self.lock();
+                        st.next_h2_id += 1;
+                        let id = st.next_h2_id;
+                        st.h2.entry(ep.addr).or_default().push(H2Conn {
+                            id,
+                            sender: sender.clone(),
+                            used: 1,
+                            in_flight: 1,
+                        });
+                        id
+                    };
+                    connecting.opened = true;
+                    drop(connecting);
+                    admitted.armed = false;
+                    let mut l = self.lease(ep.addr, Sender::H2(sender), 1, &mut admitted);
+                    l.h2_conn = id;
+                    return Ok(l);
+                }
+            }
+        }
+    }
+
+    /// One request on HTTP/2 connection `id` ended. A connection that is
+    /// closed or spent closes once its last stream ends.
+    fn release_h2(&self, addr: SocketAddr, id: u64) {
+        let limit = self.limits.max_requests_per_connection;
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            st.active = st.active.saturating_sub(1);
+            if let Some(n) = st.active_by_host.get_mut(&addr) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(list) = st.h2.get_mut(&addr) {
+                if let Some(i) = list.iter().position(|c| c.id == id) {
+                    let c = &mut list[i];
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    let spent = limit != 0 && c.used >= limit;
+                    if c.in_flight == 0 && (spent || c.sender.is_closed()) {
+                        // Dropping the last sender ends the connection.
+                        list.swap_remove(i);
+                        st.connections = st.connections.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        self.released.notify_waiters();
+    }
+
+    async fn open_h2(&self, ep: &Endpoint) -> std::io::Result<http2::SendRequest<Full<Bytes>>> {
+        let io = self.connector.connect(ep).await?;
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2 connection ended");
+            }
+        });
         Ok(sender)
     }
 }
+
+/// Closes an idle connection (HTTP/1.1, or HTTP/2 without streams) to an
+/// endpoint other than `addr`, so one to `addr` may open in its place.
+fn evict_idle(st: &mut State, addr: SocketAddr) -> bool {
+    if let Some(victim) = st
+        .idle
+        .iter_mut()
+        .find(|(a, l)| **a != addr && !l.is_empty())
+        .and_then(|(_, l)| l.pop())
+    {
+        drop(victim);
+        return true;
+    }
+    for (a, list) in st.h2.iter_mut() {
+        if *a == addr {
+            continue;
+        }
+        if let Some(i) = list.iter().position(|c| c.in_flight == 0) {
+            list.swap_remove(i);
+            return true;
+        }
+    }
+    false
+}
+
+/// An HTTP/2 connection being opened to `addr`; dropped unopened (failure
+/// or cancellation) it gives its slot back and wakes the requests waiting.
+struct Connecting<'a> {
+    pool: &'a Pool,
+    addr: SocketAddr,
+    opened: bool,
+}
+
+impl<'a> Connecting<'a> {
+    fn new(pool: &'a Pool, addr: SocketAddr) -> Self {
+        *pool.lock().h2_connecting.entry(addr).or_default() += 1;
+        Connecting {
+            pool,
+            addr,
+            opened: false,
+        }
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        {
+            let mut st = self.pool.lock();
+            if let Some(n) = st.h2_connecting.get_mut(&self.addr) {
+                *n = n.saturating_sub(1);
+            }
+            if !self.opened {
+                st.connections = st.connections.saturating_sub(1);
+            }
+        }
+        self.pool.released.notify_waiters();
+    }
+}
+// ambit:grpc end
 
 /// Undoes the admission of a request that got no connection.
 struct Admitted<'a> {

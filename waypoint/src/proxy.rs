@@ -49,7 +49,7 @@ use crate::headers::HeaderRules;
 use crate::mirror::shadow_authority;
 use crate::outlier::OutlierDetector;
 use crate::policy::{ClusterSpec, ResolveError};
-use crate::pool::{Pool, PoolError};
+use crate::pool::{Pool, PoolError, PoolLimits, Proto};
 use crate::resilience::{Outcome, RetryPolicy};
 use crate::routes::{split_host_port, Action, DestinationRef, RequestInfo, Route};
 // ambit:telemetry
@@ -113,6 +113,10 @@ struct Upstream {
     headers: HeaderMap,
     body: Bytes,
     source_ip: IpAddr,
+    /// ambit:grpc — the downstream request's version (the upstream
+    /// protocol follows it) and whether it asked for trailers (`te`).
+    version: http::Version,
+    te_trailers: bool,
 }
 
 impl Upstream {
@@ -126,6 +130,39 @@ impl Upstream {
         r.headers_mut().insert(header::HOST, host);
         Ok(r)
     }
+
+    // ambit:grpc begin
+    /// The upstream protocol: the downstream's (Envoy's
+    /// USE_DOWNSTREAM_PROTOCOL), or HTTP/2 under `h2UpgradePolicy: UPGRADE`.
+    fn proto(&self, limits: &PoolLimits) -> Proto {
+        if self.version == http::Version::HTTP_2 || limits.h2_upgrade {
+            Proto::Http2
+        } else {
+            Proto::Http1
+        }
+    }
+
+    /// The request for an HTTP/2 upstream: authority and scheme in the URI
+    /// (`:authority`, `:scheme`), no `host`, `te: trailers` kept (gRPC).
+    fn build_h2(&self) -> Result<Request<Full<Bytes>>, http::Error> {
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(self.authority.as_str())
+            .path_and_query(self.path_and_query.as_str())
+            .build()?;
+        let mut r = Request::builder()
+            .method(self.method.clone())
+            .version(http::Version::HTTP_2)
+            .uri(uri)
+            .body(Full::new(self.body.clone()))?;
+        *r.headers_mut() = self.headers.clone();
+        if self.te_trailers {
+            r.headers_mut()
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        Ok(r)
+    }
+    // ambit:grpc end
 
     fn query(&self) -> Option<&str> {
         self.path_and_query.split_once('?').map(|(_, q)| q)
@@ -202,6 +239,47 @@ fn abort_reply(a: AbortWith) -> Response<ProxyBody> {
     flagged(r, ResponseFlag::FAULT_ABORT)
 }
 
+// ambit:grpc begin
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// A local reply to a gRPC request becomes a gRPC status (`grpc-status`,
+/// the reason in `grpc-message`) as Envoy's do, so gRPC clients see a
+/// status instead of a bare HTTP error. Upstream responses pass untouched.
+fn grpc_local_reply(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
+    if r.extensions().get::<UpstreamHost>().is_some() || r.headers().contains_key("grpc-status")
+    {
+        return r;
+    }
+    // The gRPC HTTP-to-status mapping, except that a timeout is a deadline.
+    let code: u16 = match r.status().as_u16() {
+        200 => return r,
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        504 => 4,
+        429 | 502 | 503 => 14,
+        _ => 2,
+    };
+    let reason = r.status().canonical_reason().unwrap_or("local reply");
+    // Envoy's form: a trailers-only response, `200` and no body.
+    *r.status_mut() = StatusCode::OK;
+    *r.body_mut() = full(Bytes::new());
+    let h = r.headers_mut();
+    h.insert("grpc-status", HeaderValue::from(code));
+    h.insert("grpc-message", HeaderValue::from_static(reason));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    r
+}
+// ambit:grpc end
+
 /// Is this hyper error an HTTP/2 REFUSED_STREAM?
 fn refused_stream(e: &hyper::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -275,6 +353,12 @@ impl Waypoint {
         self.telemetry.metrics_text()
     }
     // ambit:telemetry end
+
+    /// ambit:grpc — how upstream endpoints are reached (TCP passthrough
+    /// of tunnels that carry no HTTP uses it too).
+    pub fn connector(&self) -> Arc<dyn Connector> {
+        self.connector.clone()
+    }
 
     pub fn config(&self) -> Arc<Config> {
         self.config
@@ -377,7 +461,9 @@ impl Waypoint {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let mut meta = RequestMeta::from_request(&req);
+        let grpc = is_grpc(req.headers()); // ambit:grpc
         let resp = self.clone().handle_request(req, peer, &mut meta, cfg).await;
+        let resp = if grpc { grpc_local_reply(resp) } else { resp }; // ambit:grpc
         self.telemetry.record(
             &meta,
             &peer.source,
@@ -546,6 +632,12 @@ impl Waypoint {
             }
         }
         let mut headers = parts.headers.clone();
+        // ambit:grpc — `te: trailers` is hop-by-hop but HTTP/2 upstreams need it.
+        let te_trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
         strip_hop_by_hop(&mut headers, false);
         headers.remove(header::HOST);
         if !headers.contains_key("x-request-id") {
@@ -575,6 +667,8 @@ impl Waypoint {
             headers,
             body,
             source_ip: peer.addr.ip(),
+            version: parts.version,
+            te_trailers,
         };
 
         for m in &route.mirrors {
@@ -740,7 +834,9 @@ impl Waypoint {
         // sent).
         let mut resent = false;
         loop {
-            let mut lease = match cluster.pool.acquire(ep).await {
+            // ambit:grpc — the upstream protocol follows the request.
+            let proto = up.proto(&cluster.pool.limits);
+            let mut lease = match cluster.pool.acquire_proto(ep, proto).await {
                 Ok(l) => l,
                 Err(PoolError::Overflow(_)) => return (Outcome::Overflow, overloaded()),
                 Err(e) => {
@@ -757,7 +853,11 @@ impl Waypoint {
                     );
                 }
             };
-            let Ok(req) = up.build() else {
+            let req = match lease.proto() {
+                Some(Proto::Http2) => up.build_h2(), // ambit:grpc
+                _ => up.build(),
+            };
+            let Ok(req) = req else {
                 return (
                     Outcome::Response {
                         status: StatusCode::BAD_REQUEST,
