@@ -181,6 +181,10 @@ struct State {
     /// rather than open their own.
     h2_connecting: HashMap<SocketAddr, usize>,
     next_h2_id: u64,
+    /// Endpoints that answered over HTTP/2, and those that failed it
+    /// before ever answering (HTTP/1.1-only servers: spoken to in HTTP/1.1).
+    h2_works: std::collections::HashSet<SocketAddr>,
+    h1_only: std::collections::HashSet<SocketAddr>,
 }
 
 /// Counters, for tests and metrics.
@@ -579,6 +583,23 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Whether `addr` is known not to speak HTTP/2.
+    pub fn h1_only(&self, addr: SocketAddr) -> bool {
+        self.lock().h1_only.contains(&addr)
+    }
+
+    /// `addr` answered (`ok`) or failed a request over HTTP/2. Returns true
+    /// when it has never answered over HTTP/2 and is now taken for an
+    /// HTTP/1.1-only server.
+    pub fn h2_result(&self, addr: SocketAddr, ok: bool) -> bool {
+        let mut st = self.lock();
+        if ok {
+            st.h2_works.insert(addr);
+            return false;
+        }
+        !st.h2_works.contains(&addr) && st.h1_only.insert(addr)
     }
 
     /// One request on HTTP/2 connection `id` ended. A connection that is

@@ -833,9 +833,15 @@ impl Waypoint {
         // sent once more on another connection (not a retry: nothing was
         // sent).
         let mut resent = false;
+        let mut fell_back = false; // ambit:grpc
         loop {
-            // ambit:grpc — the upstream protocol follows the request.
-            let proto = up.proto(&cluster.pool.limits);
+            // ambit:grpc — the upstream protocol follows the request, but
+            // an endpoint that failed HTTP/2 before ever answering in it is
+            // taken for HTTP/1.1-only.
+            let mut proto = up.proto(&cluster.pool.limits);
+            if proto == Proto::Http2 && cluster.pool.h1_only(ep.addr) {
+                proto = Proto::Http1;
+            }
             let mut lease = match cluster.pool.acquire_proto(ep, proto).await {
                 Ok(l) => l,
                 Err(PoolError::Overflow(_)) => return (Outcome::Overflow, overloaded()),
@@ -872,7 +878,17 @@ impl Waypoint {
                     local_reply(StatusCode::SERVICE_UNAVAILABLE, "no connection"),
                 );
             };
-            match sender.try_send_request(req).await {
+            let sent = sender.try_send_request(req).await;
+            // ambit:grpc begin
+            if proto == Proto::Http2 && cluster.pool.h2_result(ep.addr, sent.is_ok()) && !fell_back
+            {
+                tracing::debug!(endpoint = %ep.addr, "HTTP/2 refused; HTTP/1.1 from now on");
+                fell_back = true;
+                drop(lease);
+                continue;
+            }
+            // ambit:grpc end
+            match sent {
                 Ok(resp) => {
                     let grpc_status = resp
                         .headers()
