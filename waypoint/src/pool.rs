@@ -145,8 +145,8 @@ impl PoolLimits {
             l.max_requests_per_connection =
                 u32::try_from(h.max_requests_per_connection.unwrap_or(0).max(0)).unwrap_or(0);
             // ambit:grpc
-            l.h2_upgrade = h.h2_upgrade_policy
-                == Some(mesh_api::networking::H2UpgradePolicy::Upgrade);
+            l.h2_upgrade =
+                h.h2_upgrade_policy == Some(mesh_api::networking::H2UpgradePolicy::Upgrade);
         }
         Ok(l)
     }
@@ -306,7 +306,11 @@ impl Pool {
             pending: st.pending,
             active: st.active,
             idle: st.idle.values().map(Vec::len).sum::<usize>()
-                + st.h2.values().flatten().filter(|c| c.in_flight == 0).count(),
+                + st.h2
+                    .values()
+                    .flatten()
+                    .filter(|c| c.in_flight == 0)
+                    .count(),
         }
     }
 

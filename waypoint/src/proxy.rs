@@ -250,8 +250,7 @@ fn is_grpc(h: &HeaderMap) -> bool {
 /// the reason in `grpc-message`) as Envoy's do, so gRPC clients see a
 /// status instead of a bare HTTP error. Upstream responses pass untouched.
 fn grpc_local_reply(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
-    if r.extensions().get::<UpstreamHost>().is_some() || r.headers().contains_key("grpc-status")
-    {
+    if r.extensions().get::<UpstreamHost>().is_some() || r.headers().contains_key("grpc-status") {
         return r;
     }
     // The gRPC HTTP-to-status mapping, except that a timeout is a deadline.
@@ -637,7 +636,10 @@ impl Waypoint {
             .get_all(header::TE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
         strip_hop_by_hop(&mut headers, false);
         headers.remove(header::HOST);
         if !headers.contains_key("x-request-id") {

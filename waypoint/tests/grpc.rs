@@ -84,9 +84,7 @@ async fn backend(delay: Duration) -> (SocketAddr, Arc<Seen>) {
                         } else {
                             frames.push_back(Frame::data(Bytes::from_static(b"ok")));
                         }
-                        Ok::<_, std::convert::Infallible>(
-                            r.body(Frames(frames)).expect("response"),
-                        )
+                        Ok::<_, std::convert::Infallible>(r.body(Frames(frames)).expect("response"))
                     }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -142,12 +140,26 @@ async fn grpc_unary_call_gets_its_trailers_over_http2() {
         .expect("response");
     assert_eq!(resp.status(), StatusCode::OK);
     let collected = resp.into_body().collect().await.expect("body");
-    let trailers = collected.trailers().cloned().expect("trailers reach the client");
-    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
-    assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"fine"[..]));
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reach the client");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(
+        trailers.get("grpc-message").map(|v| v.as_bytes()),
+        Some(&b"fine"[..])
+    );
     assert_eq!(&collected.to_bytes()[..], GRPC_REPLY);
     assert_eq!(*seen.versions.lock().expect("lock"), [Version::HTTP_2]);
-    let h = seen.last_headers.lock().expect("lock").clone().expect("headers");
+    let h = seen
+        .last_headers
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("headers");
     assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
 }
 
@@ -171,9 +183,22 @@ async fn concurrent_http2_requests_share_one_upstream_connection() {
     for t in tasks {
         assert_eq!(&t.await.expect("task")[..], b"ok");
     }
-    assert_eq!(seen.connections.load(Ordering::SeqCst), 1, "one upstream connection");
-    assert_eq!(seen.max_inflight.load(Ordering::SeqCst), 8, "multiplexed, not queued");
-    assert!(seen.versions.lock().expect("lock").iter().all(|v| *v == Version::HTTP_2));
+    assert_eq!(
+        seen.connections.load(Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+    assert_eq!(
+        seen.max_inflight.load(Ordering::SeqCst),
+        8,
+        "multiplexed, not queued"
+    );
+    assert!(seen
+        .versions
+        .lock()
+        .expect("lock")
+        .iter()
+        .all(|v| *v == Version::HTTP_2));
 }
 
 #[tokio::test]
@@ -222,7 +247,10 @@ async fn grpc_local_reply_carries_grpc_status() {
     // No endpoint: the waypoint's own 503 becomes UNAVAILABLE (14).
     let wp = start_proxy("", StaticDiscovery::new().with("health", vec![])).await;
     let mut c = h2_client(wp).await;
-    let resp = c.send_request(grpc_request("health")).await.expect("response");
+    let resp = c
+        .send_request(grpc_request("health"))
+        .await
+        .expect("response");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         resp.headers().get("grpc-status").map(|v| v.as_bytes()),
@@ -251,7 +279,9 @@ async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
     let acc = accepted.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = echo.accept().await else { return };
+            let Ok((mut s, _)) = echo.accept().await else {
+                return;
+            };
             acc.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let _ = s.write_all(b"220 hello\r\n").await;
@@ -279,7 +309,8 @@ async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
     let store = |id: &Identity| {
         let s = CertStore::with_roots_pem(ca.root_pem().as_bytes()).expect("roots");
         let (chain, key) = ca.issue(id, Duration::from_secs(3600)).expect("issue");
-        s.insert_pem(chain.as_bytes(), key.as_bytes()).expect("insert");
+        s.insert_pem(chain.as_bytes(), key.as_bytes())
+            .expect("insert");
         Arc::new(s)
     };
     let server_certs = store(&wp_id);
