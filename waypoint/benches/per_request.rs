@@ -84,7 +84,10 @@ async fn waypoint(backend: SocketAddr, access_log: bool) -> SocketAddr {
     assert!(issues.is_empty(), "{issues:?}");
     let disc = StaticDiscovery::new().with(
         HOST,
-        vec![Endpoint::new(backend, &[("app", "reviews"), ("version", "v1")])],
+        vec![Endpoint::new(
+            backend,
+            &[("app", "reviews"), ("version", "v1")],
+        )],
     );
     let wp = Waypoint::new(cfg, Arc::new(disc), Arc::new(TcpConnector));
     wp.telemetry().set_access_log(access_log);
@@ -187,13 +190,18 @@ fn main() {
         }
         let per = |d: Duration| d.as_secs_f64() * 1e6 / (requests / rounds * rounds) as f64;
         let direct = per(cpu[0]);
-        eprintln!("per-request CPU (client + backend + proxy, one thread), {requests} requests each:");
+        eprintln!(
+            "per-request CPU (client + backend + proxy, one thread), {requests} requests each:"
+        );
         for (i, m) in modes.iter().enumerate() {
             let p = per(cpu[i]);
             if i == 0 {
                 eprintln!("  {m:9} {p:7.2} µs");
             } else {
-                eprintln!("  {m:9} {p:7.2} µs   waypoint's share {:7.2} µs", p - direct);
+                eprintln!(
+                    "  {m:9} {p:7.2} µs   waypoint's share {:7.2} µs",
+                    p - direct
+                );
             }
         }
     });
