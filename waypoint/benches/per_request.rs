@@ -21,6 +21,14 @@
 //! Modes: `direct`, `waypoint` (access log on, formatted by the same
 //! tracing-subscriber fmt layer as the binary into /dev/null), `nolog`
 //! (access log off). Without `--mode`, all three run, alternating rounds.
+//!
+//! The waypoint's share (mode minus `direct`; callgrind counts user space
+//! only, CPU time includes the kernel's four extra socket operations):
+//!
+//! | | instructions, log / no log | CPU µs, log / no log |
+//! |---|---|---|
+//! | before the series cache etc. | 123k / 98k | 25 / 21 |
+//! | after | 86k / 74k | 20 / 17 |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
