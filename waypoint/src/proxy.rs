@@ -302,11 +302,15 @@ enum Try {
     },
 }
 
-fn request_id() -> String {
-    let mut rng = rand::thread_rng();
-    let a: u64 = rng.gen();
-    let b: u64 = rng.gen();
-    format!("{a:016x}{b:016x}")
+/// 32 random hex digits, formatted without an allocation.
+fn request_id() -> Option<HeaderValue> {
+    let v: u128 = rand::thread_rng().gen();
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        let nibble = (v >> (124 - 4 * i)) as u8 & 0xf;
+        *b = b"0123456789abcdef"[nibble as usize];
+    }
+    HeaderValue::from_bytes(&buf).ok()
 }
 
 impl Waypoint {
@@ -630,7 +634,8 @@ impl Waypoint {
                 new_authority = a.clone();
             }
         }
-        let mut headers = parts.headers.clone();
+        // The request head is not needed past here: move, not copy.
+        let mut headers = std::mem::take(&mut parts.headers);
         // ambit:grpc — `te: trailers` is hop-by-hop but HTTP/2 upstreams need it.
         let te_trailers = headers
             .get_all(header::TE)
@@ -643,7 +648,7 @@ impl Waypoint {
         strip_hop_by_hop(&mut headers, false);
         headers.remove(header::HOST);
         if !headers.contains_key("x-request-id") {
-            if let Ok(v) = HeaderValue::from_str(&request_id()) {
+            if let Some(v) = request_id() {
                 headers.insert("x-request-id", v);
             }
         }

@@ -17,8 +17,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::pin::Pin;
@@ -107,6 +107,8 @@ pub struct SourceInfo {
     pub version: SharedStr,
     /// The connection came through an HBONE (mTLS) tunnel.
     pub mutual_tls: bool,
+    /// The metric series this caller recorded into lately.
+    series: SeriesCache,
 }
 
 /// A label value shared by many requests (one per connection): cloning
@@ -164,6 +166,7 @@ impl Default for SourceInfo {
             app: u.clone(),
             version: u,
             mutual_tls: false,
+            series: SeriesCache::default(),
         }
     }
 }
@@ -178,6 +181,7 @@ impl SourceInfo {
             app: v(app_of(labels)),
             version: v(version_of(labels)),
             mutual_tls,
+            series: SeriesCache::default(),
         }
     }
 
@@ -185,7 +189,124 @@ impl SourceInfo {
     /// wins over what discovery says about the address.
     pub fn with_principal(mut self, principal: &str) -> Self {
         self.principal = SharedStr::from(principal);
+        // Series cached under the old principal carry its label.
+        self.series = SeriesCache::default();
         self
+    }
+}
+
+// -------------------------------------------------------- series cache --
+
+/// The four series of one label set, resolved: recording into them is a
+/// few atomic adds, where `Family::get_or_create` hashes ~20 labels per
+/// family and building the labels allocates.
+#[derive(Clone)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// What decides a request's labels besides its caller (the
+/// [`SourceInfo`] that holds the cache), and which registry they are in.
+struct SeriesKey {
+    telemetry: usize,
+    destination_workload: Option<Arc<WorkloadInfo>>,
+    destination_service: Option<String>,
+    destination_app: Option<String>,
+    destination_version: Option<String>,
+    grpc: bool,
+    grpc_status: Option<String>,
+    code: u16,
+    flag: Option<&'static str>,
+    delayed: bool,
+}
+
+/// [`SeriesKey`] borrowed from one request, compared without allocating.
+struct SeriesKeyRef<'a> {
+    telemetry: usize,
+    destination_workload: Option<&'a Arc<WorkloadInfo>>,
+    destination_service: Option<&'a str>,
+    destination_app: Option<&'a str>,
+    destination_version: Option<&'a str>,
+    grpc: bool,
+    grpc_status: Option<&'a str>,
+    code: u16,
+    flag: Option<&'static str>,
+    delayed: bool,
+}
+
+impl SeriesKeyRef<'_> {
+    fn matches(&self, k: &SeriesKey) -> bool {
+        let same_workload = match (self.destination_workload, &k.destination_workload) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+            _ => false,
+        };
+        self.telemetry == k.telemetry
+            && self.code == k.code
+            && self.grpc == k.grpc
+            && self.flag == k.flag
+            && self.delayed == k.delayed
+            && same_workload
+            && self.destination_service == k.destination_service.as_deref()
+            && self.destination_app == k.destination_app.as_deref()
+            && self.destination_version == k.destination_version.as_deref()
+            && self.grpc_status == k.grpc_status.as_deref()
+    }
+
+    fn to_owned(&self) -> SeriesKey {
+        SeriesKey {
+            telemetry: self.telemetry,
+            destination_workload: self.destination_workload.cloned(),
+            destination_service: self.destination_service.map(str::to_string),
+            destination_app: self.destination_app.map(str::to_string),
+            destination_version: self.destination_version.map(str::to_string),
+            grpc: self.grpc,
+            grpc_status: self.grpc_status.map(str::to_string),
+            code: self.code,
+            flag: self.flag,
+            delayed: self.delayed,
+        }
+    }
+}
+
+/// The last few label sets of one caller (one downstream connection): a
+/// keep-alive connection's requests mostly share theirs.
+#[derive(Default)]
+struct SeriesCache(Mutex<Vec<(SeriesKey, Series)>>);
+
+const SERIES_CACHED: usize = 4;
+
+impl SeriesCache {
+    fn get(&self, k: &SeriesKeyRef<'_>) -> Option<Series> {
+        let v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter()
+            .find(|(key, _)| k.matches(key))
+            .map(|(_, s)| s.clone())
+    }
+
+    fn put(&self, k: SeriesKey, s: Series) {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() >= SERIES_CACHED {
+            v.remove(0);
+        }
+        v.push((k, s));
+    }
+}
+
+impl Clone for SeriesCache {
+    /// A copy starts empty (a copy may change its labels, see
+    /// [`SourceInfo::with_principal`]).
+    fn clone(&self) -> Self {
+        SeriesCache::default()
+    }
+}
+
+impl std::fmt::Debug for SeriesCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeriesCache")
     }
 }
 
@@ -318,7 +439,11 @@ pub struct Telemetry {
     rl_rate_limited: Family<StatPrefix, Counter>,
     rl_enforced: Family<StatPrefix, Counter>,
     access_log: AtomicBool,
+    /// Tells this registry's cached series from another's.
+    id: usize,
 }
+
+static NEXT_TELEMETRY_ID: AtomicUsize = AtomicUsize::new(0);
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS_MS)
@@ -399,6 +524,7 @@ impl Telemetry {
             rl_rate_limited,
             rl_enforced,
             access_log: AtomicBool::new(true),
+            id: NEXT_TELEMETRY_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -448,51 +574,31 @@ impl Telemetry {
         let upstream = resp.extensions().get::<UpstreamHost>();
         let dest_wl = upstream.and_then(|u| discovery.workload(u.addr.ip()));
         let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
-        let flags: Value = match (flag, meta.delayed) {
-            (None, false) => Cow::Borrowed("-"),
-            (Some(f), false) => Cow::Borrowed(f),
-            (None, true) => Cow::Borrowed("DI"),
-            (Some(f), true) => Cow::Owned(format!("DI,{f}")),
-        };
-        let svc = meta.destination_service.as_deref();
-        let grpc_status: Value = if meta.grpc {
-            owned_or_unknown(
+        let key = SeriesKeyRef {
+            telemetry: self.id,
+            destination_workload: dest_wl.as_ref(),
+            destination_service: meta.destination_service.as_deref(),
+            destination_app: upstream.and_then(|u| app_of(&u.labels)),
+            destination_version: upstream.and_then(|u| version_of(&u.labels)),
+            grpc: meta.grpc,
+            grpc_status: if meta.grpc {
                 resp.headers()
                     .get("grpc-status")
-                    .and_then(|v| v.to_str().ok()),
-            )
-        } else {
-            Cow::Borrowed("")
-        };
-        let labels = RequestLabels {
-            reporter: Cow::Borrowed("waypoint"),
-            source_workload: source.workload.clone(),
-            source_workload_namespace: source.namespace.clone(),
-            source_principal: source.principal.clone(),
-            source_app: source.app.clone(),
-            source_version: source.version.clone(),
-            destination_workload: owned_or_unknown(dest_wl.as_ref().map(|w| w.name.as_str())),
-            destination_workload_namespace: owned_or_unknown(
-                dest_wl
-                    .as_ref()
-                    .map(|w| w.namespace.as_str())
-                    .or_else(|| svc.and_then(host_namespace)),
-            ),
-            destination_principal: owned_or_unknown(dest_wl.as_ref().map(|w| w.principal.as_str())),
-            destination_service: owned_or_unknown(svc),
-            destination_service_name: owned_or_unknown(svc.and_then(|s| s.split('.').next())),
-            destination_service_namespace: owned_or_unknown(svc.and_then(host_namespace)),
-            destination_app: owned_or_unknown(upstream.and_then(|u| app_of(&u.labels))),
-            destination_version: owned_or_unknown(upstream.and_then(|u| version_of(&u.labels))),
-            request_protocol: Cow::Borrowed(if meta.grpc { "grpc" } else { "http" }),
-            response_code: status_label(resp.status().as_u16()),
-            grpc_response_status: grpc_status,
-            response_flags: flags,
-            connection_security_policy: Cow::Borrowed(if source.mutual_tls {
-                "mutual_tls"
+                    .and_then(|v| v.to_str().ok())
             } else {
-                "none"
-            }),
+                None
+            },
+            code: resp.status().as_u16(),
+            flag,
+            delayed: meta.delayed,
+        };
+        let series = match source.series.get(&key) {
+            Some(s) => s,
+            None => {
+                let s = self.series(&request_labels(&key, source));
+                source.series.put(key.to_owned(), s.clone());
+                s
+            }
         };
         let response_len = resp.body().size_hint().exact().or_else(|| {
             resp.headers()
@@ -500,23 +606,20 @@ impl Telemetry {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
         });
-        self.requests.get_or_create(&labels).inc();
-        self.duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64() * 1000.0);
-        self.request_bytes
-            .get_or_create(&labels)
-            .observe(meta.request_bytes as f64);
+        series.requests.inc();
+        series.duration.observe(elapsed.as_secs_f64() * 1000.0);
+        series.request_bytes.observe(meta.request_bytes as f64);
         if let Some(n) = response_len {
-            self.response_bytes.get_or_create(&labels).observe(n as f64);
+            series.response_bytes.observe(n as f64);
         }
         if meta.access_log && self.access_log.load(Ordering::Relaxed) {
-            access_log(meta, &labels, peer, upstream, response_len, elapsed, &resp);
+            let flags = response_flags(flag, meta.delayed);
+            access_log(meta, &flags, peer, upstream, response_len, elapsed, &resp);
         }
         if response_len.is_some() {
             return resp;
         }
-        let histogram = self.response_bytes.get_or_create(&labels).clone();
+        let histogram = series.response_bytes;
         resp.map(|body| {
             CountingBody {
                 inner: body,
@@ -525,6 +628,69 @@ impl Telemetry {
             }
             .boxed_unsync()
         })
+    }
+}
+
+impl Telemetry {
+    /// The series of `labels`, created when new.
+    fn series(&self, labels: &RequestLabels) -> Series {
+        Series {
+            requests: self.requests.get_or_create(labels).clone(),
+            duration: self.duration.get_or_create(labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+        }
+    }
+}
+
+/// Envoy's response flags of a request: a local reply's flag, `DI` for an
+/// injected delay, `-` for none.
+fn response_flags(flag: Option<&'static str>, delayed: bool) -> Value {
+    match (flag, delayed) {
+        (None, false) => Cow::Borrowed("-"),
+        (Some(f), false) => Cow::Borrowed(f),
+        (None, true) => Cow::Borrowed("DI"),
+        (Some(f), true) => Cow::Owned(format!("DI,{f}")),
+    }
+}
+
+/// Istio's labels of a request from `source` whose other label inputs
+/// are `k`.
+fn request_labels(k: &SeriesKeyRef<'_>, source: &SourceInfo) -> RequestLabels {
+    let dest_wl = k.destination_workload;
+    let svc = k.destination_service;
+    RequestLabels {
+        reporter: Cow::Borrowed("waypoint"),
+        source_workload: source.workload.clone(),
+        source_workload_namespace: source.namespace.clone(),
+        source_principal: source.principal.clone(),
+        source_app: source.app.clone(),
+        source_version: source.version.clone(),
+        destination_workload: owned_or_unknown(dest_wl.map(|w| w.name.as_str())),
+        destination_workload_namespace: owned_or_unknown(
+            dest_wl
+                .map(|w| w.namespace.as_str())
+                .or_else(|| svc.and_then(host_namespace)),
+        ),
+        destination_principal: owned_or_unknown(dest_wl.map(|w| w.principal.as_str())),
+        destination_service: owned_or_unknown(svc),
+        destination_service_name: owned_or_unknown(svc.and_then(|s| s.split('.').next())),
+        destination_service_namespace: owned_or_unknown(svc.and_then(host_namespace)),
+        destination_app: owned_or_unknown(k.destination_app),
+        destination_version: owned_or_unknown(k.destination_version),
+        request_protocol: Cow::Borrowed(if k.grpc { "grpc" } else { "http" }),
+        response_code: status_label(k.code),
+        grpc_response_status: if k.grpc {
+            owned_or_unknown(k.grpc_status)
+        } else {
+            Cow::Borrowed("")
+        },
+        response_flags: response_flags(k.flag, k.delayed),
+        connection_security_policy: Cow::Borrowed(if source.mutual_tls {
+            "mutual_tls"
+        } else {
+            "none"
+        }),
     }
 }
 
@@ -581,7 +747,7 @@ impl Drop for CountingBody {
 
 fn access_log(
     meta: &RequestMeta,
-    labels: &RequestLabels,
+    flags: &str,
     peer: SocketAddr,
     upstream: Option<&UpstreamHost>,
     response_len: Option<u64>,
@@ -591,52 +757,114 @@ fn access_log(
     let start = SystemTime::now()
         .checked_sub(elapsed)
         .unwrap_or_else(SystemTime::now);
+    // The fields after `start_time` are written by its value, so that the
+    // fmt layer does its per-field work (styling, and char-by-char escaping
+    // were this a message) once, not 15 times; the text is the same
+    // `key=value` line. (A JSON formatter sees them all in `start_time`.)
     tracing::info!(
         target: "access",
-        start_time = %rfc3339(start),
-        method = %meta.method,
-        path = %meta.path,
-        protocol = ?meta.version,
-        response_code = resp.status().as_u16(),
-        response_flags = %labels.response_flags,
-        bytes_received = meta.request_bytes,
-        bytes_sent = %response_len.map_or_else(|| "-".to_string(), |n| n.to_string()),
-        duration_ms = elapsed.as_millis() as u64,
-        upstream_host = %upstream.map_or_else(|| "-".to_string(), |u| u.addr.to_string()),
-        x_request_id = %meta.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-        authority = %meta.authority,
-        downstream_peer = %peer,
-        route_name = %meta.route_name.as_deref().unwrap_or("-"),
+        start_time = ?AccessLine {
+            start,
+            meta,
+            flags,
+            peer,
+            upstream,
+            response_len,
+            elapsed,
+            code: resp.status().as_u16(),
+        },
         "access"
     );
 }
 
+/// The access log line from the `start_time` value on, as `key=value`
+/// pairs.
+struct AccessLine<'a> {
+    start: SystemTime,
+    meta: &'a RequestMeta,
+    flags: &'a str,
+    peer: SocketAddr,
+    upstream: Option<&'a UpstreamHost>,
+    response_len: Option<u64>,
+    elapsed: Duration,
+    code: u16,
+}
+
+impl std::fmt::Debug for AccessLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.meta;
+        write!(
+            f,
+            "{} method={} path={} protocol={:?} response_code={} \
+             response_flags={} bytes_received={} bytes_sent=",
+            Rfc3339(self.start),
+            m.method,
+            m.path,
+            m.version,
+            self.code,
+            self.flags,
+            m.request_bytes,
+        )?;
+        match self.response_len {
+            Some(n) => write!(f, "{n}")?,
+            None => f.write_str("-")?,
+        }
+        write!(
+            f,
+            " duration_ms={} upstream_host=",
+            self.elapsed.as_millis() as u64
+        )?;
+        match self.upstream {
+            Some(u) => write!(f, "{}", u.addr)?,
+            None => f.write_str("-")?,
+        }
+        write!(
+            f,
+            " x_request_id={} authority={} downstream_peer={} route_name={}",
+            m.request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-"),
+            m.authority,
+            self.peer,
+            m.route_name.as_deref().unwrap_or("-"),
+        )
+    }
+}
+
 /// `2026-12-01T18:07:04.123Z` (UTC), without a date library.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut s = String::with_capacity(24);
-    let _ = write!(
-        s,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    );
-    s
+    Rfc3339(t).to_string()
+}
+
+/// [`rfc3339`] without the `String`.
+struct Rfc3339(SystemTime);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            d.subsec_millis()
+        )
+    }
 }
 
 // ------------------------------------------------------ Telemetry config --
@@ -883,6 +1111,111 @@ spec:
         }
         assert!(line.ends_with(" 1"), "{line}");
         assert!(text.contains("istio_request_duration_milliseconds_bucket{"));
+    }
+
+    /// The value of `istio_requests_total` whose labels include all of `want`.
+    fn count(text: &str, want: &[&str]) -> Option<u64> {
+        text.lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .find(|l| want.iter().all(|w| l.contains(w)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn cached_series_keep_each_request_s_labels() {
+        let t = Telemetry::new();
+        let other = Telemetry::new();
+        let peer: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let disc = StaticDiscovery::new();
+        let src = SourceInfo::default();
+        let up = |app: &str| UpstreamHost {
+            addr: "10.0.0.1:80".parse().expect("addr"),
+            labels: [("app".to_string(), app.to_string())].into(),
+        };
+        let send = |t: &Telemetry, svc: &str, code: StatusCode, app: &str, delayed: bool| {
+            let meta = RequestMeta {
+                destination_service: Some(svc.into()),
+                delayed,
+                ..RequestMeta::default()
+            };
+            let mut r = local_reply(code, "x");
+            r.extensions_mut().insert(up(app));
+            let _ = t.record(&meta, &src, peer, &disc, r, Instant::now());
+        };
+        // One connection (one SourceInfo), label sets interleaved, more of
+        // them than the cache holds.
+        for _ in 0..3 {
+            send(&t, "a.ns1.svc.cluster.local", StatusCode::OK, "a", false);
+            send(
+                &t,
+                "a.ns1.svc.cluster.local",
+                StatusCode::NOT_FOUND,
+                "a",
+                false,
+            );
+            send(&t, "b.ns2.svc.cluster.local", StatusCode::OK, "b", false);
+            send(&t, "a.ns1.svc.cluster.local", StatusCode::OK, "a2", false);
+            send(&t, "a.ns1.svc.cluster.local", StatusCode::OK, "a", true);
+            send(
+                &other,
+                "a.ns1.svc.cluster.local",
+                StatusCode::OK,
+                "a",
+                false,
+            );
+        }
+        let text = t.metrics_text();
+        let a = r#"destination_service="a.ns1.svc.cluster.local""#;
+        assert_eq!(
+            count(
+                &text,
+                &[
+                    a,
+                    r#"response_code="200""#,
+                    r#"destination_app="a""#,
+                    r#"response_flags="-""#
+                ]
+            ),
+            Some(3),
+            "{text}"
+        );
+        assert_eq!(count(&text, &[a, r#"response_code="404""#]), Some(3));
+        assert_eq!(
+            count(
+                &text,
+                &[
+                    r#"destination_service_namespace="ns2""#,
+                    r#"destination_app="b""#
+                ]
+            ),
+            Some(3)
+        );
+        assert_eq!(count(&text, &[a, r#"destination_app="a2""#]), Some(3));
+        assert_eq!(count(&text, &[a, r#"response_flags="DI""#]), Some(3));
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("istio_requests_total{"))
+                .count(),
+            5
+        );
+        let text = other.metrics_text();
+        assert_eq!(count(&text, &[a]), Some(3), "{text}");
+        // A copy under another principal does not reuse the old series.
+        let src2 = src.clone().with_principal("spiffe://td/ns/x/sa/y");
+        let meta = RequestMeta {
+            destination_service: Some("a.ns1.svc.cluster.local".into()),
+            ..RequestMeta::default()
+        };
+        let mut r = local_reply(StatusCode::OK, "x");
+        r.extensions_mut().insert(up("a"));
+        let _ = t.record(&meta, &src2, peer, &disc, r, Instant::now());
+        let text = t.metrics_text();
+        assert_eq!(
+            count(&text, &[a, r#"source_principal="spiffe://td/ns/x/sa/y""#]),
+            Some(1),
+            "{text}"
+        );
     }
 
     /// Collects formatted tracing output.

@@ -17,7 +17,7 @@
 //! The headers are set once on the upstream request before tries and
 //! mirrors copy it, so retries and mirrors keep the trace id.
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
 /// Istio's default `randomSamplingPercentage`.
@@ -96,40 +96,62 @@ fn parse_b3_single(v: &str) -> Option<(u128, u64, Option<bool>)> {
     Some((hex_u128(trace)?, hex_u64(span)?, sampled))
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+// Parsed once: a `&str` name is parsed and checked at every lookup.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+
+fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn set(h: &mut HeaderMap, name: &'static str, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(name, v);
+/// A header value formatted on the stack (the longest is a 68-byte `b3`).
+struct StackValue {
+    buf: [u8; 80],
+    len: usize,
+}
+
+impl std::fmt::Write for StackValue {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
-/// Width of an incoming B3 trace id, kept as received (64- or 128-bit).
-fn b3_trace_hex(trace_id: u128, wide: bool) -> String {
-    if wide {
-        format!("{trace_id:032x}")
-    } else {
-        format!("{:016x}", trace_id as u64)
+fn set(h: &mut HeaderMap, name: HeaderName, value: std::fmt::Arguments<'_>) {
+    let mut v = StackValue {
+        buf: [0; 80],
+        len: 0,
+    };
+    if std::fmt::write(&mut v, value).is_ok() {
+        if let Ok(v) = HeaderValue::from_bytes(&v.buf[..v.len]) {
+            h.insert(name, v);
+        }
     }
 }
 
 /// Rewrites the trace headers of an upstream request (see the module
 /// doc) and returns the context sent.
 pub fn propagate(h: &mut HeaderMap, sampling_percent: f64, rng: &mut impl Rng) -> TraceContext {
-    let w3c = header(h, "traceparent").and_then(parse_traceparent);
-    let b3_single = header(h, "b3").and_then(parse_b3_single);
+    let w3c = header(h, &TRACEPARENT).and_then(parse_traceparent);
+    let b3_single = header(h, &B3).and_then(parse_b3_single);
     let b3_multi = match (
-        header(h, "x-b3-traceid").and_then(|t| Some((hex_u128(t)?, t.len() > 16))),
-        header(h, "x-b3-spanid").and_then(hex_u64),
+        header(h, &B3_TRACE_ID).and_then(|t| Some((hex_u128(t)?, t.len() > 16))),
+        header(h, &B3_SPAN_ID).and_then(hex_u64),
     ) {
         (Some((t, wide)), Some(s)) => Some((t, wide, s)),
         _ => None,
     };
-    let b3_flag = header(h, "x-b3-sampled")
+    let b3_flag = header(h, &B3_SAMPLED)
         .and_then(b3_sampled)
-        .or_else(|| (header(h, "x-b3-flags") == Some("1")).then_some(true));
+        .or_else(|| (header(h, &B3_FLAGS) == Some("1")).then_some(true));
 
     let span_id: u64 = loop {
         let s = rng.gen();
@@ -167,28 +189,40 @@ pub fn propagate(h: &mut HeaderMap, sampling_percent: f64, rng: &mut impl Rng) -
     if w3c.is_some() || fresh {
         set(
             h,
-            "traceparent",
-            format!("00-{:032x}-{:016x}-0{}", ctx.trace_id, ctx.span_id, flag),
+            TRACEPARENT,
+            format_args!("00-{:032x}-{:016x}-0{}", ctx.trace_id, ctx.span_id, flag),
         );
     }
     if b3_single.is_some() {
-        let mut v = format!("{:032x}-{:016x}-{flag}", ctx.trace_id, ctx.span_id);
-        if let Some(p) = ctx.parent_id {
-            v.push_str(&format!("-{p:016x}"));
+        match ctx.parent_id {
+            Some(p) => set(
+                h,
+                B3,
+                format_args!("{:032x}-{:016x}-{flag}-{p:016x}", ctx.trace_id, ctx.span_id),
+            ),
+            None => set(
+                h,
+                B3,
+                format_args!("{:032x}-{:016x}-{flag}", ctx.trace_id, ctx.span_id),
+            ),
         }
-        set(h, "b3", v);
     }
     if b3_multi.is_some() || fresh {
+        // An incoming B3 trace id keeps its width (64- or 128-bit).
         let wide = b3_multi.is_none_or(|(_, wide, _)| wide);
-        set(h, "x-b3-traceid", b3_trace_hex(ctx.trace_id, wide));
-        set(h, "x-b3-spanid", format!("{:016x}", ctx.span_id));
+        if wide {
+            set(h, B3_TRACE_ID, format_args!("{:032x}", ctx.trace_id));
+        } else {
+            set(h, B3_TRACE_ID, format_args!("{:016x}", ctx.trace_id as u64));
+        }
+        set(h, B3_SPAN_ID, format_args!("{:016x}", ctx.span_id));
         match ctx.parent_id {
-            Some(p) => set(h, "x-b3-parentspanid", format!("{p:016x}")),
+            Some(p) => set(h, B3_PARENT_SPAN_ID, format_args!("{p:016x}")),
             None => {
-                h.remove("x-b3-parentspanid");
+                h.remove(B3_PARENT_SPAN_ID);
             }
         }
-        set(h, "x-b3-sampled", flag.to_string());
+        set(h, B3_SAMPLED, format_args!("{flag}"));
     }
     ctx
 }

@@ -95,8 +95,12 @@ fn build_release() -> Result<()> {
 /// Runs the local-mode tool (tests/src/bin/ambit-local.rs) from the release build.
 fn local(args: &[&str]) -> Result<()> {
     let bin = workspace_root().join("target/release");
-    // Ctrl-C is for the child: it tears the mesh down, then exits.
-    ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
+    // Ctrl-C is for the child: it tears the mesh down, then exits. (Once
+    // per process: `bench` runs several children.)
+    static IGNORE_CTRL_C: std::sync::Once = std::sync::Once::new();
+    let mut installed = Ok(());
+    IGNORE_CTRL_C.call_once(|| installed = ctrlc::set_handler(|| {}));
+    installed.context("installing the Ctrl-C handler")?;
     let status = Command::new(bin.join("ambit-local"))
         .args(args)
         .env("AMBIT_BIN_DIR", &bin)
