@@ -16,6 +16,7 @@ use std::time::Duration;
 use mesh_tests::bookinfo::{ingress_pod, Backend, Bookinfo, INGRESS_POD};
 use mesh_tests::http_app::Answer;
 use mesh_tests::mesh::Service;
+use mesh_tests::seed;
 use mesh_tests::testbed::PodSpec;
 
 const OUTSIDE: &str = "outside";
@@ -31,21 +32,6 @@ fn one_request_per_connection(host: &str) -> String {
          metadata: {{name: {host}-per-request}}\nspec:\n  host: {host}\n  \
          trafficPolicy:\n    connectionPool:\n      http: {{maxRequestsPerConnection: 1}}\n"
     )
-}
-
-fn seed(name: &str) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-configs");
-    let path = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(name))
-        })
-        .unwrap_or_else(|| panic!("no seed {name}* in {}", dir.display()));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Bookinfo with `backends`, the ingress pod on node-a, the outside client

@@ -14,26 +14,12 @@ use std::time::{Duration, Instant};
 
 use mesh_tests::bookinfo::{url, Backend, Bookinfo};
 use mesh_tests::mesh::binary;
+use mesh_tests::seed;
 
 const WAYPOINT_NODE: &str = "waypoint~bookinfo~waypoint";
 const L7_TYPE: &str = "type.googleapis.com/ambit.v1.L7Resource";
 /// The propagation bound the brief sets: file rename → new routing served.
 const PROPAGATION: Duration = Duration::from_secs(1);
-
-fn seed(name: &str) -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-configs");
-    let path = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(name))
-        })
-        .unwrap_or_else(|| panic!("no seed {name}* in {}", dir.display()));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// Seeds 06 (subsets v1, v2, v3) + 54 (jason → v2, else v1; v1alpha3).
 fn jason_to_v2() -> String {
