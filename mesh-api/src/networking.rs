@@ -1360,9 +1360,8 @@ fn validate_policy_parts(
                 http.idle_timeout.as_ref(),
                 ONE_MS,
             );
-            if http.h2_upgrade_policy.is_some() {
-                not_implemented(f, &join(&hp, "h2UpgradePolicy"), "h2UpgradePolicy");
-            }
+            // h2UpgradePolicy: the waypoint follows the caller's protocol
+            // (DEFAULT, DO_NOT_UPGRADE) or upgrades HTTP/1.1 (UPGRADE).
             if http.use_client_protocol.is_some() {
                 not_implemented(f, &join(&hp, "useClientProtocol"), "useClientProtocol");
             }
