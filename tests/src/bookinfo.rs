@@ -225,19 +225,7 @@ impl Bookinfo {
         self.stop_waypoint()?;
         self.generation += 1;
         let mut docs = vec![serde_yaml::to_string(&self.mesh.config_value())?];
-        for doc in serde_yaml::Deserializer::from_str(l7_yaml) {
-            let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
-            if v.is_null() {
-                continue;
-            }
-            if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
-                let key = serde_yaml::Value::from("namespace");
-                if !meta.contains_key(&key) {
-                    meta.insert(key, NAMESPACE.into());
-                }
-            }
-            docs.push(serde_yaml::to_string(&v)?);
-        }
+        docs.extend(in_namespace(l7_yaml, NAMESPACE)?);
         let path = self
             .mesh
             .dir()
@@ -369,7 +357,16 @@ pub const L7_FILE: &str = "l7.yaml";
 /// The L7 YAML documents with `bookinfo` as the namespace of those that
 /// name none (as `kubectl apply -n bookinfo` would).
 pub fn in_bookinfo(l7_yaml: &str) -> Result<String> {
-    let mut out = String::new();
+    Ok(in_namespace(l7_yaml, NAMESPACE)?
+        .iter()
+        .map(|d| format!("---\n{d}"))
+        .collect())
+}
+
+/// The YAML documents of `l7_yaml`, each giving `namespace` to a resource
+/// that names none (as `kubectl apply -n <namespace>` would).
+pub fn in_namespace(l7_yaml: &str, namespace: &str) -> Result<Vec<String>> {
+    let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(l7_yaml) {
         let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
         if v.is_null() {
@@ -378,13 +375,12 @@ pub fn in_bookinfo(l7_yaml: &str) -> Result<String> {
         if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
             let key = serde_yaml::Value::from("namespace");
             if !meta.contains_key(&key) {
-                meta.insert(key, NAMESPACE.into());
+                meta.insert(key, namespace.into());
             }
         }
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&v)?);
+        docs.push(serde_yaml::to_string(&v)?);
     }
-    Ok(out)
+    Ok(docs)
 }
 
 impl Bookinfo {
@@ -455,19 +451,7 @@ impl Bookinfo {
         args: &[&str],
     ) -> Result<usize> {
         let mut docs = vec![serde_yaml::to_string(&self.mesh.config_value())?];
-        for doc in serde_yaml::Deserializer::from_str(l7_yaml) {
-            let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc)?;
-            if v.is_null() {
-                continue;
-            }
-            if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
-                let key = serde_yaml::Value::from("namespace");
-                if !meta.contains_key(&key) {
-                    meta.insert(key, default_namespace.into());
-                }
-            }
-            docs.push(serde_yaml::to_string(&v)?);
-        }
+        docs.extend(in_namespace(l7_yaml, default_namespace)?);
         let path = self.mesh.dir().join("ingress.yaml");
         std::fs::write(&path, docs.join("---\n"))?;
         let mut cmd = Command::new(binary("waypoint")?);
