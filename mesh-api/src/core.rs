@@ -42,6 +42,9 @@ const ISTIOCTL_PROFILES: &[&str] = &[
 /// The ConfigMap istiod reads MeshConfig from.
 pub const MESH_CONFIGMAP: &str = "istio";
 pub const INJECTOR_CONFIGMAP: &str = "istio-sidecar-injector";
+/// Istio's label for a waypoint in another namespace than the Namespace's
+/// or Service's own; Ambit's nodes and controller do not read it.
+pub const USE_WAYPOINT_NAMESPACE_LABEL: &str = "istio.io/use-waypoint-namespace";
 
 impl CoreObject {
     pub fn validate(&self, f: &mut Findings) {
@@ -66,9 +69,17 @@ impl CoreObject {
                     }
                 }
             }
-            Kind::Namespace => {
+            Kind::Namespace | Kind::Service => {
                 let labels = &self.metadata.labels;
-                if labels.get("istio-injection").map(String::as_str) == Some("enabled")
+                if labels.contains_key(USE_WAYPOINT_NAMESPACE_LABEL) {
+                    f.push(
+                        Code::NotImplemented,
+                        format!("metadata.labels.{USE_WAYPOINT_NAMESPACE_LABEL}"),
+                        "a waypoint in another namespace is not supported: Ambit looks for the waypoint that istio.io/use-waypoint names in the object's own namespace; this label is ignored",
+                    );
+                }
+                if self.kind == Kind::Namespace
+                    && labels.get("istio-injection").map(String::as_str) == Some("enabled")
                     && !labels.contains_key("istio.io/dataplane-mode")
                 {
                     f.push(

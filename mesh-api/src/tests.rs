@@ -850,6 +850,21 @@ data:
     assert!(diags(other).is_empty());
 }
 
+#[test]
+fn use_waypoint_namespace_is_named_as_not_implemented() {
+    let field = "metadata.labels.istio.io/use-waypoint-namespace";
+    for kind in ["Namespace", "Service"] {
+        let y = format!(
+            "apiVersion: v1\nkind: {kind}\nmetadata:\n  name: reviews\n  namespace: shop\n  labels: {{istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: infra}}\n"
+        );
+        assert_eq!(warnings(&y), vec![e("AMB0021", field)], "{kind}");
+        assert!(message_of(&y, field).contains("own namespace"), "{kind}");
+    }
+    // istio.io/use-waypoint alone, on either, is implemented: nothing to say.
+    let y = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio.io/use-waypoint: wp}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: cart\n  namespace: shop\n  labels: {istio.io/use-waypoint: none}\nspec: {}\n";
+    assert!(diags(y).is_empty(), "{:?}", diags(y));
+}
+
 // ------------------------------------------------------ cross-resource --
 
 #[test]

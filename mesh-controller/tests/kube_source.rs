@@ -240,6 +240,90 @@ async fn objects_created_through_the_api_appear_in_the_snapshot() -> Result<()> 
     Ok(())
 }
 
+/// A Service's own `istio.io/use-waypoint` label, in a namespace without
+/// one: kept (alone of its labels), followed through edits, and the
+/// waypoint it names is declared (token, identity, workload for every node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_use_waypoint_label_is_kept_and_declares_its_waypoint() -> Result<()> {
+    let server = KubeApiServer::start().await?;
+    let client = server.client().await?;
+    server
+        .create_namespace("demo", &[("istio.io/dataplane-mode", "ambient")])
+        .await?;
+    create_pod(&client, "demo", "reviews-wp", "10.10.1.9").await?;
+    let (mut rx, errors) = KubeSource::spawn(client.clone(), KubeSource::DEFAULT_DEBOUNCE).await?;
+    assert!(
+        rx.borrow().waypoints().is_empty(),
+        "nothing names a waypoint yet"
+    );
+
+    let t = Instant::now();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "reviews", "namespace": "demo", "labels": {
+            "istio.io/use-waypoint": "reviews-wp", "app": "reviews"}},
+        "spec": {"clusterIP": "10.96.0.20", "selector": {"app": "reviews"},
+            "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}]},
+    }))?;
+    let services = api::<Service>(&client, "demo");
+    services.create(&PostParams::default(), &svc).await?;
+    let only_waypoint_label = |value: &str| {
+        std::collections::BTreeMap::from([("istio.io/use-waypoint".to_string(), value.to_string())])
+    };
+    let wanted = only_waypoint_label("reviews-wp");
+    expect(&mut rx, "service reviews with its waypoint label", t, |s| {
+        s.services
+            .iter()
+            .any(|x| x.name == "reviews" && x.labels == wanted)
+    })
+    .await?;
+    let declared: Vec<(String, String, String)> = rx
+        .borrow()
+        .waypoints()
+        .into_iter()
+        .map(|w| (w.namespace, w.name, w.service_account))
+        .collect();
+    assert_eq!(
+        declared,
+        [("demo".into(), "reviews-wp".into(), "server".into())]
+    );
+
+    // `none`: the Service opts out; nothing declares the waypoint any more.
+    let t = Instant::now();
+    services
+        .patch(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"istio.io/use-waypoint": "none"}}})),
+        )
+        .await?;
+    let wanted = only_waypoint_label("none");
+    expect(&mut rx, "service reviews opted out", t, |s| {
+        s.services
+            .iter()
+            .any(|x| x.name == "reviews" && x.labels == wanted)
+            && s.waypoints().is_empty()
+    })
+    .await?;
+
+    // Label removed: the Service keeps no labels.
+    let t = Instant::now();
+    services
+        .patch(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"istio.io/use-waypoint": null}}})),
+        )
+        .await?;
+    expect(&mut rx, "service reviews unlabelled", t, |s| {
+        s.services
+            .iter()
+            .any(|x| x.name == "reviews" && x.labels.is_empty())
+    })
+    .await?;
+    assert_eq!(*errors.borrow(), None, "no config error expected");
+    Ok(())
+}
+
 /// GET `path` on the status server; the body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;

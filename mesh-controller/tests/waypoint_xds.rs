@@ -392,3 +392,85 @@ async fn every_node_sees_a_waypoint_pod_that_is_not_enrolled() {
         "node-b does not see the waypoint"
     );
 }
+
+/// Namespace `shop` names no waypoint; its Service `cart` names `cart-wp`
+/// with its own label, and `orders` none.
+const SHOP_SERVICES: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: cart-wp, namespace: shop, labels: {istio.io/dataplane-mode: none}}
+spec: {nodeName: node-a, serviceAccountName: cart-waypoint}
+status: {podIP: 10.10.1.8}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: cart
+  namespace: shop
+  labels: {istio.io/use-waypoint: cart-wp, app: cart}
+spec:
+  clusterIP: 10.96.1.1
+  selector: {app: cart}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: orders, namespace: shop}
+spec:
+  clusterIP: 10.96.1.2
+  selector: {app: cart}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waypoint_named_by_a_service_label_is_served_like_a_namespace_one() {
+    const CART_WP: &str = "waypoint~shop~cart-wp";
+    let s = start().await;
+    assert!(s.c.tokens.token_of(CART_WP).is_none());
+    std::fs::write(s.folder.path().join("shop.yaml"), SHOP_SERVICES).expect("write");
+    // The controller issues the waypoint its token once it has read it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.c.tokens.token_of(CART_WP).is_none() {
+        assert!(Instant::now() < deadline, "no token for {CART_WP}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It receives its namespace's L7 resources (and the root's).
+    let wp = l7_client(&s.c, CART_WP);
+    let v = wait_view(&wp, Duration::from_secs(5), |v| !l7_of(v).is_empty()).await;
+    assert_eq!(
+        names(&v),
+        BTreeSet::from([
+            "VirtualService/shop/cart".to_string(),
+            "DestinationRule/istio-system/mesh-default".to_string(),
+        ])
+    );
+    // Its CA identity is its pod's service account.
+    let mut opts = CaOptions::new(format!("http://{}", s.c.addr), CART_WP);
+    opts.token = s.c.tokens.token_of(CART_WP);
+    let own = Identity::new("cluster.local", "shop", "cart-waypoint");
+    mesh_node::xds::request_certificate(&opts, &own)
+        .await
+        .expect("its own identity");
+
+    // A node that runs none of it knows the waypoint and tunnels cart to
+    // it; orders, unlabelled in an unlabelled namespace, goes direct.
+    let node = l7_client(&s.c, "node-b");
+    let v = wait_view(&node, Duration::from_secs(5), |v| {
+        v.state.workload("shop", "cart-wp").is_some() && v.state.services().len() == 3
+    })
+    .await;
+    let waypoint_of = |vip: &str| {
+        let svc = v
+            .state
+            .service_by_vip(vip.parse().expect("addr"))
+            .expect("service");
+        v.state.waypoint_for(svc).map(|w| w.key())
+    };
+    assert_eq!(waypoint_of("10.96.1.1:80").as_deref(), Some("shop/cart-wp"));
+    assert_eq!(waypoint_of("10.96.1.2:80"), None);
+    // The namespace's waypoint still serves demo's service.
+    assert_eq!(
+        waypoint_of("10.96.0.20:9080").as_deref(),
+        Some("demo/waypoint")
+    );
+}

@@ -168,6 +168,7 @@ impl Bookinfo {
                 port: PORT,
                 target_port: PORT,
                 selector: BTreeMap::from([("app".into(), app.into())]),
+                labels: BTreeMap::new(),
             });
         }
         if controlled {

@@ -84,6 +84,7 @@ pub fn bring_up(step: &dyn Fn(&str)) -> Result<LocalMesh> {
         port: 80,
         target_port: 8080,
         selector: BTreeMap::from([("app".to_string(), "server".to_string())]),
+        labels: BTreeMap::new(),
     });
     mesh.set_policies_yaml(POLICIES)?;
     add_shop(&mut mesh)?;
@@ -159,6 +160,7 @@ fn add_shop(mesh: &mut LocalMesh) -> Result<()> {
         port: SHOP_PORT,
         target_port: SHOP_PORT,
         selector: BTreeMap::from([("app".to_string(), "reviews".to_string())]),
+        labels: BTreeMap::new(),
     });
     Ok(())
 }

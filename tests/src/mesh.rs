@@ -55,6 +55,8 @@ pub struct Service {
     pub port: u16,
     pub target_port: u16,
     pub selector: BTreeMap<String, String>,
+    /// The Service's own labels, e.g. `istio.io/use-waypoint`.
+    pub labels: BTreeMap<String, String>,
 }
 
 pub struct LocalMesh {
@@ -218,11 +220,15 @@ impl LocalMesh {
             .services
             .iter()
             .map(|s| {
-                json!({
+                let mut svc = json!({
                     "name": s.name, "namespace": s.namespace, "addresses": [s.vip.to_string()],
                     "ports": [{"name": "tcp", "port": s.port, "targetPort": s.target_port, "protocol": "TCP"}],
                     "selector": s.selector,
-                })
+                });
+                if !s.labels.is_empty() {
+                    svc["labels"] = json!(s.labels);
+                }
+                svc
             })
             .collect();
         let mut ids: Vec<(String, String)> = self
@@ -297,12 +303,16 @@ impl LocalMesh {
             }));
         }
         for s in &self.services {
-            docs.push(json!({
+            let mut svc = json!({
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": s.name, "namespace": s.namespace},
                 "spec": {"clusterIP": s.vip.to_string(), "selector": s.selector,
                     "ports": [{"name": "tcp", "port": s.port, "targetPort": s.target_port, "protocol": "TCP"}]},
-            }));
+            });
+            if !s.labels.is_empty() {
+                svc["metadata"]["labels"] = json!(s.labels);
+            }
+            docs.push(svc);
         }
         docs.extend(self.policies.iter().cloned());
         let mut text = String::new();

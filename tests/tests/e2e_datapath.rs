@@ -34,6 +34,7 @@ fn two_node_mesh() -> LocalMesh {
         port: 80,
         target_port: 8080,
         selector: BTreeMap::from([("app".into(), "server".into())]),
+        labels: BTreeMap::new(),
     });
     mesh
 }

@@ -206,6 +206,7 @@ fn my_gateway_redirects_and_terminates_tls_for_example_com() {
         port: 80,
         target_port: 9080,
         selector: BTreeMap::from([("app".into(), "myapp".into())]),
+        labels: BTreeMap::new(),
     });
     b.mesh.write_config().expect("config");
     b.serve_http("myapp", &Backend::new("myapp", "v1", "node-b"))

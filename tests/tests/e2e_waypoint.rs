@@ -103,6 +103,7 @@ fn header_routing_through_the_waypoint_over_hbone() {
         port: 9080,
         target_port: 9080,
         selector: BTreeMap::from([("app".into(), "reviews".into())]),
+        labels: BTreeMap::new(),
     });
     mesh.start_node("node-a", &[]).unwrap();
     mesh.start_node("node-b", &[]).unwrap();

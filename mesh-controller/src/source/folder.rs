@@ -22,7 +22,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot, L7_KINDS};
+use super::{
+    service_labels, L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot, L7_KINDS,
+};
 
 /// The annotation that gives a pod's netns path in local mode (no CNI).
 pub const NETNS_ANNOTATION: &str = "ambit.io/netns";
@@ -325,6 +327,7 @@ fn parse_document(
             }
             snap.services.push(Service {
                 namespace: d.metadata.namespace.unwrap_or_else(|| "default".into()),
+                labels: service_labels(&d.metadata.labels),
                 name: d.metadata.name,
                 addresses,
                 ports,
@@ -499,6 +502,7 @@ pub(crate) fn service_spec(s: &Service) -> ServiceSpec {
             })
             .collect(),
         selector: s.selector.clone(),
+        labels: s.labels.clone(),
     }
 }
 
@@ -518,6 +522,7 @@ fn k8s_field(section: &str, field: &str) -> String {
             ("addresses", "spec.clusterIPs"),
             ("ports", "spec.ports"),
             ("selector", "spec.selector"),
+            ("labels", "metadata.labels"),
             ("name", "metadata.name"),
             ("namespace", "metadata.namespace"),
         ],

@@ -5,7 +5,8 @@
 //! Watched: Namespaces (`istio.io/dataplane-mode=ambient` opts in,
 //! `istio.io/use-waypoint` is kept with the labels), Pods (`spec.nodeName`,
 //! `spec.serviceAccountName`, `status.podIP`, labels, the `ambit.io/netns`
-//! annotation in local mode), Services, EndpointSlices
+//! annotation in local mode), Services (of their labels only
+//! `istio.io/use-waypoint`, which overrides the namespace's), EndpointSlices
 //! (`discovery.k8s.io/v1`), and the Istio resources `security.istio.io/v1`
 //! PeerAuthentication and AuthorizationPolicy (enforced by the nodes), and
 //! the L7 kinds (checked and reported; they take effect through a waypoint
@@ -56,11 +57,12 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 
 use super::folder::{to_local_config, ErrorReceiver, SnapshotReceiver, NETNS_ANNOTATION};
-use super::{L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot};
+use super::{service_labels, L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot};
 
-/// The label naming a namespace's (or service's) waypoint; kept with the
-/// namespace's labels.
-pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
+/// The label naming a namespace's (or a Service's) waypoint; kept with the
+/// namespace's labels, and the only Service label kept
+/// ([`super::service_labels`]).
+pub const USE_WAYPOINT_LABEL: &str = mesh_node::state::USE_WAYPOINT_LABEL;
 /// The label an EndpointSlice carries to name its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -351,6 +353,7 @@ fn convert_service(s: &KService, problems: &mut Vec<String>) -> Option<Service> 
     }
     ok.then(|| Service {
         origin: origin("Service", &ns, &name),
+        labels: service_labels(s.labels()),
         addresses,
         ports,
         selector: spec.selector.unwrap_or_default(),
@@ -521,6 +524,7 @@ fn validate_and_prune(snap: &mut Snapshot, problems: &mut Vec<String>) -> bool {
                         ("addresses", "spec.clusterIPs"),
                         ("ports", "spec.ports"),
                         ("selector", "spec.selector"),
+                        ("labels", "metadata.labels"),
                         ("name", "metadata.name"),
                         ("namespace", "metadata.namespace"),
                     ]);
@@ -1251,5 +1255,161 @@ mod tests {
             b.snapshot.endpoints.get("demo/srv"),
             Some(&vec!["10.0.0.7".to_string()])
         );
+    }
+
+    fn namespace(name: &str, labels: serde_json::Value) -> Arc<KNamespace> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+                .expect("namespace"),
+        )
+    }
+
+    fn service(ns: &str, name: &str, vip: &str, labels: serde_json::Value) -> Arc<KService> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": ns, "labels": labels},
+                "spec": {"clusterIP": vip, "selector": {"app": name},
+                    "ports": [{"port": 9080, "protocol": "TCP"}]},
+            }))
+            .expect("service"),
+        )
+    }
+
+    fn pod_in(ns: &str, name: &str, ip: &str) -> Arc<KPod> {
+        let mut p = (*pod(name, Some(ip))).clone();
+        p.metadata.namespace = Some(ns.into());
+        p.spec
+            .get_or_insert_with(Default::default)
+            .service_account_name = Some(name.into());
+        Arc::new(p)
+    }
+
+    /// Namespace `demo` names no waypoint and `shop` names `shop-wp`; the
+    /// Services' own `istio.io/use-waypoint` labels add or override.
+    fn service_waypoints() -> Built {
+        let ambient = json!({"istio.io/dataplane-mode": "ambient"});
+        // Not enrolled, as waypoints are: nodes learn it only as a waypoint.
+        let mut reviews_wp = (*pod_in("demo", "reviews-wp", "10.0.0.5")).clone();
+        reviews_wp.metadata.labels = Some(BTreeMap::from([(
+            mesh_node::state::DATAPLANE_MODE_LABEL.to_string(),
+            "none".to_string(),
+        )]));
+        let objs = Objects {
+            namespaces: vec![
+                namespace("demo", ambient.clone()),
+                namespace(
+                    "shop",
+                    json!({"istio.io/dataplane-mode": "ambient", USE_WAYPOINT_LABEL: "shop-wp"}),
+                ),
+            ],
+            pods: vec![
+                Arc::new(reviews_wp),
+                pod_in("shop", "shop-wp", "10.0.1.5"),
+                pod_in("shop", "orders-wp", "10.0.1.6"),
+            ],
+            services: vec![
+                service(
+                    "demo",
+                    "reviews",
+                    "10.96.0.1",
+                    json!({USE_WAYPOINT_LABEL: "reviews-wp", "app": "reviews", "team": "books"}),
+                ),
+                service("demo", "details", "10.96.0.2", json!({"app": "details"})),
+                // Names a waypoint no pod is: declares nothing.
+                service(
+                    "demo",
+                    "ghost",
+                    "10.96.0.3",
+                    json!({USE_WAYPOINT_LABEL: "nobody"}),
+                ),
+                service(
+                    "shop",
+                    "cart",
+                    "10.96.1.1",
+                    json!({USE_WAYPOINT_LABEL: "none"}),
+                ),
+                service(
+                    "shop",
+                    "orders",
+                    "10.96.1.2",
+                    json!({USE_WAYPOINT_LABEL: "orders-wp"}),
+                ),
+            ],
+            ..Default::default()
+        };
+        let b = build(&objs);
+        assert!(!b.fatal && b.problems.is_empty(), "{:?}", b.problems);
+        b
+    }
+
+    #[test]
+    fn service_keeps_only_its_use_waypoint_label() {
+        let b = service_waypoints();
+        let labels_of = |name: &str| {
+            b.snapshot
+                .services
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.labels.clone())
+                .expect("service kept")
+        };
+        assert_eq!(
+            labels_of("reviews"),
+            BTreeMap::from([(USE_WAYPOINT_LABEL.to_string(), "reviews-wp".to_string())])
+        );
+        assert!(labels_of("details").is_empty());
+        // And the node receives it.
+        let node = crate::translate::for_node(
+            &b.snapshot,
+            "node-a",
+            &crate::translate::MeshSettings::default(),
+        );
+        let sent = node
+            .get(mesh_proto::type_urls::SERVICE)
+            .and_then(|m| m.get("demo/reviews"))
+            .expect("demo/reviews sent");
+        let msg = <mesh_proto::ambit::v1::Service as prost::Message>::decode(
+            sent.resource.value.as_slice(),
+        )
+        .expect("decode");
+        assert_eq!(
+            msg.labels.get(USE_WAYPOINT_LABEL).map(String::as_str),
+            Some("reviews-wp")
+        );
+        assert_eq!(msg.labels.len(), 1, "{:?}", msg.labels);
+    }
+
+    #[test]
+    fn waypoints_named_by_service_labels_are_declared() {
+        let b = service_waypoints();
+        let declared: Vec<String> = b
+            .snapshot
+            .waypoints()
+            .iter()
+            .map(|w| format!("{}/{} sa={}", w.namespace, w.name, w.service_account))
+            .collect();
+        assert_eq!(
+            declared,
+            [
+                "demo/reviews-wp sa=reviews-wp",
+                "shop/orders-wp sa=orders-wp",
+                "shop/shop-wp sa=shop-wp",
+            ]
+        );
+        // A waypoint named by a Service only gets its own identity signed.
+        let id = mesh_proto::waypoint_id::format("demo", "reviews-wp");
+        assert_eq!(
+            crate::translate::node_identities(&b.snapshot, &id),
+            BTreeSet::from([("demo".to_string(), "reviews-wp".to_string())])
+        );
+        // And every node learns its workload, to tunnel to it.
+        let node = crate::translate::for_node(
+            &b.snapshot,
+            "node-b",
+            &crate::translate::MeshSettings::default(),
+        );
+        assert!(node
+            .get(mesh_proto::type_urls::WORKLOAD)
+            .is_some_and(|m| m.contains_key("demo/reviews-wp")));
     }
 }

@@ -4,10 +4,11 @@
 pub mod folder;
 pub mod kube;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use mesh_node::config::Policy;
+use mesh_node::state::waypoint_name;
 
 /// Where a resource was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +55,21 @@ pub struct Service {
     pub addresses: Vec<String>,
     pub ports: Vec<ServicePort>,
     pub selector: BTreeMap<String, String>,
+    /// Of `metadata.labels`, only those the data plane acts on
+    /// ([`service_labels`]): the snapshot is cloned per build and per
+    /// translation, and a cluster's Services carry many labels nobody here
+    /// reads.
+    pub labels: BTreeMap<String, String>,
     pub origin: Origin,
+}
+
+/// The labels of a Service's `metadata.labels` the controller keeps and
+/// sends to the nodes: `istio.io/use-waypoint` only.
+pub fn service_labels(all: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    all.get_key_value(mesh_node::state::USE_WAYPOINT_LABEL)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .into_iter()
+        .collect()
 }
 
 /// The kinds kept for waypoints (checked by mesh-api, sent as written).
@@ -130,9 +145,9 @@ impl L7Object {
     }
 }
 
-/// A waypoint the cluster declares: a namespace labelled
-/// `istio.io/use-waypoint: <name>` and a pod of that name in it (as
-/// mesh-node's `ProxyState::waypoint_for` finds it).
+/// A waypoint the cluster declares: a namespace or a Service labelled
+/// `istio.io/use-waypoint: <name>` and a pod of that name in its namespace
+/// (as mesh-node's `ProxyState::waypoint_for` finds it).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WaypointRef {
     pub namespace: String,
@@ -173,29 +188,36 @@ impl Snapshot {
         v
     }
 
-    /// The waypoints the cluster declares, sorted.
+    /// The waypoints the cluster declares, sorted, each once: those named
+    /// by a namespace's label and those named by a Service's own label
+    /// (`mesh_node::state::waypoint_name`), whose pod exists. A namespace's
+    /// waypoint counts even when every Service of it opts out: pods and
+    /// later Services may still use it.
     pub fn waypoints(&self) -> Vec<WaypointRef> {
-        let mut v: Vec<WaypointRef> = self
+        let unlabelled = BTreeMap::new();
+        let by_namespace = self
             .namespaces
             .values()
-            .filter_map(|ns| {
-                let name = ns.labels.get(mesh_node::state::USE_WAYPOINT_LABEL)?;
-                if name == mesh_node::state::NO_WAYPOINT {
-                    return None;
-                }
+            .filter_map(|ns| Some((&ns.name, waypoint_name(&unlabelled, Some(&ns.labels))?)));
+        let by_service = self
+            .services
+            .iter()
+            .filter_map(|s| Some((&s.namespace, waypoint_name(&s.labels, None)?)));
+        let named: BTreeSet<(&String, &str)> = by_namespace.chain(by_service).collect();
+        named
+            .into_iter()
+            .filter_map(|(ns, name)| {
                 let pod = self
                     .pods
                     .iter()
-                    .find(|p| p.namespace == ns.name && &p.name == name)?;
+                    .find(|p| &p.namespace == ns && p.name == name)?;
                 Some(WaypointRef {
-                    namespace: ns.name.clone(),
-                    name: name.clone(),
+                    namespace: ns.clone(),
+                    name: name.to_string(),
                     service_account: pod.service_account.clone(),
                 })
             })
-            .collect();
-        v.sort();
-        v
+            .collect()
     }
 
     /// The waypoint of xDS node id `id`, if the cluster declares it.

@@ -135,6 +135,11 @@ pub struct ServiceSpec {
     /// its endpoints. Empty: no endpoints.
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    /// The Service's own labels (`metadata.labels`); `istio.io/use-waypoint`
+    /// here overrides the namespace's. Not written when empty, so configs
+    /// without service labels serialise as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

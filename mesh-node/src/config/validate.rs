@@ -604,6 +604,7 @@ pub(crate) fn compile(cfg: &LocalConfig) -> Result<ProxyState, ConfigError> {
             });
         }
         check_labels(&entry, "selector", &s.selector, &mut p);
+        check_labels(&entry, "labels", &s.labels, &mut p);
         if p.errors.len() != before {
             continue;
         }
@@ -627,6 +628,7 @@ pub(crate) fn compile(cfg: &LocalConfig) -> Result<ProxyState, ConfigError> {
             addresses: addresses.clone(),
             ports: ports.clone(),
             selector: s.selector.clone(),
+            labels: s.labels.clone(),
             hostname: format!("{}.{}.svc.{}", s.name, s.namespace, cfg.cluster_domain),
             endpoints,
             next: AtomicUsize::new(0),

@@ -16,12 +16,28 @@ use crate::rbac::{AuthzPolicy, PeerAuthnPolicy};
 /// The namespace label that enrols a namespace (or a pod) in the mesh.
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 
-/// The namespace label that sends the traffic for its services through a
-/// waypoint: the value is the waypoint workload's name, in that namespace.
+/// The label that sends a service's traffic through a waypoint: the value
+/// is the waypoint workload's name, in the service's namespace. On a
+/// Service it overrides its namespace's (see [`waypoint_name`]).
 pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
 
 /// The value of [`USE_WAYPOINT_LABEL`] that opts out of any waypoint.
 pub const NO_WAYPOINT: &str = "none";
+
+/// The waypoint a service asks for, by name, as Istio ambient decides it:
+/// the Service's own [`USE_WAYPOINT_LABEL`] wins, else its namespace's; an
+/// empty value or [`NO_WAYPOINT`] (on the Service, even when the namespace
+/// names one) means no waypoint. Shared with the controller so that the
+/// waypoints it provisions are the ones the nodes tunnel to.
+pub fn waypoint_name<'a>(
+    service_labels: &'a BTreeMap<String, String>,
+    namespace_labels: Option<&'a BTreeMap<String, String>>,
+) -> Option<&'a str> {
+    let name = service_labels
+        .get(USE_WAYPOINT_LABEL)
+        .or_else(|| namespace_labels?.get(USE_WAYPOINT_LABEL))?;
+    (!name.is_empty() && name != NO_WAYPOINT).then_some(name.as_str())
+}
 
 /// A pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +91,8 @@ pub struct Service {
     pub addresses: Vec<IpAddr>,
     pub ports: Vec<ServicePort>,
     pub selector: BTreeMap<String, String>,
+    /// The Service's own labels (`istio.io/use-waypoint`, ...).
+    pub labels: BTreeMap<String, String>,
     /// `name.namespace.svc.<cluster domain>`
     pub hostname: String,
     pub(crate) endpoints: Vec<Arc<Workload>>,
@@ -278,19 +296,14 @@ impl ProxyState {
         })
     }
 
-    /// The waypoint that serves `service`: its namespace is labelled
-    /// `istio.io/use-waypoint: <name>` and a workload of that name exists
-    /// in the same namespace. `None` when there is no such label, the label
-    /// is `none`, or the waypoint workload is unknown.
+    /// The waypoint that serves `service`: the workload, in the service's
+    /// namespace, that the service's or else its namespace's
+    /// `istio.io/use-waypoint` label names ([`waypoint_name`]). `None` when
+    /// neither is labelled, the label that decides is `none` (or empty), or
+    /// the waypoint workload is unknown.
     pub fn waypoint_for(&self, service: &Service) -> Option<Arc<Workload>> {
-        let name = self
-            .namespaces
-            .get(&service.namespace)?
-            .labels
-            .get(USE_WAYPOINT_LABEL)?;
-        if name.is_empty() || name == NO_WAYPOINT {
-            return None;
-        }
+        let ns_labels = self.namespaces.get(&service.namespace).map(|n| &n.labels);
+        let name = waypoint_name(&service.labels, ns_labels)?;
         self.workload(&service.namespace, name).cloned()
     }
 
@@ -361,5 +374,104 @@ services:
         assert!(state
             .waypoint_for(&svc(&state, "10.96.0.23:9080"))
             .is_none());
+    }
+
+    /// Services carrying `istio.io/use-waypoint` themselves, in a namespace
+    /// without the label (`shop`) and in one with it (`bookinfo`).
+    const SERVICE_LABELS: &str = r#"
+namespaces:
+- name: bookinfo
+  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}
+- name: shop
+  labels: {istio.io/dataplane-mode: ambient}
+workloads:
+- {name: waypoint, namespace: bookinfo, serviceAccount: waypoint, node: node-a, ip: 10.10.1.5}
+- {name: reviews-waypoint, namespace: bookinfo, serviceAccount: rw, node: node-a, ip: 10.10.1.6}
+- {name: shop-waypoint, namespace: shop, serviceAccount: sw, node: node-b, ip: 10.10.2.5}
+- {name: cart-1, namespace: shop, node: node-b, ip: 10.10.2.2, labels: {app: cart}}
+- {name: reviews-1, namespace: bookinfo, node: node-b, ip: 10.10.2.3, labels: {app: reviews}}
+services:
+- {name: cart, namespace: shop, addresses: [10.96.1.1], ports: [{port: 80}], selector: {app: cart},
+   labels: {istio.io/use-waypoint: shop-waypoint}}
+- {name: orders, namespace: shop, addresses: [10.96.1.2], ports: [{port: 80}], selector: {app: cart}}
+- {name: ghost, namespace: shop, addresses: [10.96.1.3], ports: [{port: 80}], selector: {app: cart},
+   labels: {istio.io/use-waypoint: nobody}}
+- {name: ratings, namespace: bookinfo, addresses: [10.96.0.30], ports: [{port: 9080}], selector: {app: reviews},
+   labels: {istio.io/use-waypoint: none}}
+- {name: reviews, namespace: bookinfo, addresses: [10.96.0.31], ports: [{port: 9080}], selector: {app: reviews},
+   labels: {istio.io/use-waypoint: reviews-waypoint}}
+- {name: details, namespace: bookinfo, addresses: [10.96.0.32], ports: [{port: 9080}], selector: {app: reviews}}
+- {name: blank, namespace: bookinfo, addresses: [10.96.0.33], ports: [{port: 9080}], selector: {app: reviews},
+   labels: {istio.io/use-waypoint: ""}}
+- {name: lost, namespace: bookinfo, addresses: [10.96.0.34], ports: [{port: 9080}], selector: {app: reviews},
+   labels: {istio.io/use-waypoint: nobody}}
+"#;
+
+    fn waypoint_of(state: &ProxyState, vip: &str) -> Option<String> {
+        state.waypoint_for(&svc(state, vip)).map(|w| w.key())
+    }
+
+    #[test]
+    fn service_label_in_an_unlabelled_namespace_selects_the_waypoint() {
+        let state = crate::config::parse_state(SERVICE_LABELS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            waypoint_of(&state, "10.96.1.1:80").as_deref(),
+            Some("shop/shop-waypoint")
+        );
+        // Its unlabelled neighbour goes direct.
+        assert_eq!(waypoint_of(&state, "10.96.1.2:80"), None);
+    }
+
+    #[test]
+    fn service_label_none_opts_out_of_the_namespace_waypoint() {
+        let state = crate::config::parse_state(SERVICE_LABELS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(waypoint_of(&state, "10.96.0.30:9080"), None);
+        // An empty value opts out too; it does not fall back to the namespace.
+        assert_eq!(waypoint_of(&state, "10.96.0.33:9080"), None);
+        // The namespace's waypoint still serves the unlabelled service.
+        assert_eq!(
+            waypoint_of(&state, "10.96.0.32:9080").as_deref(),
+            Some("bookinfo/waypoint")
+        );
+    }
+
+    #[test]
+    fn service_label_names_another_waypoint_than_the_namespace() {
+        let state = crate::config::parse_state(SERVICE_LABELS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            waypoint_of(&state, "10.96.0.31:9080").as_deref(),
+            Some("bookinfo/reviews-waypoint")
+        );
+    }
+
+    #[test]
+    fn service_label_naming_an_unknown_workload_has_no_waypoint() {
+        let state = crate::config::parse_state(SERVICE_LABELS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(waypoint_of(&state, "10.96.1.3:80"), None);
+        // Not the namespace's waypoint either: the service asked for another.
+        assert_eq!(waypoint_of(&state, "10.96.0.34:9080"), None);
+    }
+
+    #[test]
+    fn waypoint_name_service_first_then_namespace() {
+        let labels = |v: &[(&str, &str)]| -> BTreeMap<String, String> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ns = labels(&[(USE_WAYPOINT_LABEL, "ns-wp")]);
+        let none = BTreeMap::new();
+        assert_eq!(waypoint_name(&none, Some(&ns)), Some("ns-wp"));
+        assert_eq!(waypoint_name(&none, None), None);
+        assert_eq!(waypoint_name(&none, Some(&none)), None);
+        let own = labels(&[(USE_WAYPOINT_LABEL, "svc-wp")]);
+        assert_eq!(waypoint_name(&own, Some(&ns)), Some("svc-wp"));
+        assert_eq!(waypoint_name(&own, None), Some("svc-wp"));
+        let off = labels(&[(USE_WAYPOINT_LABEL, NO_WAYPOINT)]);
+        assert_eq!(waypoint_name(&off, Some(&ns)), None);
+        let blank = labels(&[(USE_WAYPOINT_LABEL, "")]);
+        assert_eq!(waypoint_name(&blank, Some(&ns)), None);
+        let ns_off = labels(&[(USE_WAYPOINT_LABEL, NO_WAYPOINT)]);
+        assert_eq!(waypoint_name(&own, Some(&ns_off)), Some("svc-wp"));
     }
 }

@@ -93,6 +93,7 @@ pub fn service_to_proto(s: &ServiceSpec) -> pb::Service {
             })
             .collect(),
         selector: labels(&s.selector),
+        labels: labels(&s.labels),
     }
 }
 
@@ -112,6 +113,7 @@ pub fn service_from_proto(s: &pb::Service) -> ServiceSpec {
             })
             .collect(),
         selector: btree(&s.selector),
+        labels: btree(&s.labels),
     }
 }
 
@@ -467,5 +469,32 @@ spec:
             };
             assert_eq!(back, p);
         }
+    }
+
+    #[test]
+    fn service_labels_round_trip() {
+        let cfg = crate::config::parse(
+            r#"
+namespaces: [{name: demo}]
+services:
+- name: reviews
+  namespace: demo
+  addresses: [10.96.0.20]
+  ports: [{name: http, port: 9080, targetPort: 9080}]
+  selector: {app: reviews}
+  labels: {istio.io/use-waypoint: waypoint}
+- {name: plain, namespace: demo, addresses: [10.96.0.21], ports: [{port: 80}]}
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for s in &cfg.services {
+            assert_eq!(&service_from_proto(&service_to_proto(s)), s);
+        }
+        let msg = service_to_proto(&cfg.services[0]);
+        assert_eq!(
+            msg.labels.get("istio.io/use-waypoint").map(String::as_str),
+            Some("waypoint")
+        );
+        assert!(service_to_proto(&cfg.services[1]).labels.is_empty());
     }
 }
