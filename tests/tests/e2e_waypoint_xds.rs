@@ -300,7 +300,11 @@ fn controller_killed_under_traffic_then_the_waypoint_resynchronises() {
     assert_eq!(r.errors, 0, "{r:?}");
     assert_eq!(r.by_status.get(&200).copied(), Some(r.requests), "{r:?}");
     // Every one of jason's requests is routed, before and after the kill.
-    assert_eq!(r.by_server.get("reviews-v2").copied(), Some(r.requests), "{r:?}");
+    assert_eq!(
+        r.by_server.get("reviews-v2").copied(),
+        Some(r.requests),
+        "{r:?}"
+    );
 
     // A change made while the controller is away does not apply...
     b.apply_l7(&all_to_v1()).unwrap();
