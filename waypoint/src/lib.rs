@@ -37,6 +37,7 @@ pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
+pub mod replay;
 pub mod resilience;
 pub mod routes;
 pub mod security;

@@ -25,8 +25,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_api::networking::ConnectionPoolSettings;
@@ -36,6 +34,7 @@ use tokio::sync::Notify;
 use crate::body::OnEnd;
 use crate::connector::Connector;
 use crate::discovery::Endpoint;
+use crate::replay::UpstreamBody;
 
 // ambit:grpc begin — upstream protocol.
 /// The HTTP version spoken to an upstream.
@@ -48,14 +47,14 @@ pub enum Proto {
 
 /// A leased connection's request sender.
 pub enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
+    H1(http1::SendRequest<UpstreamBody>),
     /// A clone of a multiplexed connection's sender.
-    H2(http2::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<UpstreamBody>),
 }
 
 pub type SendResult = Result<
     http::Response<hyper::body::Incoming>,
-    hyper::client::conn::TrySendError<http::Request<Full<Bytes>>>,
+    hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
 >;
 
 impl Sender {
@@ -81,7 +80,7 @@ impl Sender {
     }
 
     /// Sends `req`; a request that was not written comes back in the error.
-    pub async fn try_send_request(&mut self, req: http::Request<Full<Bytes>>) -> SendResult {
+    pub async fn try_send_request(&mut self, req: http::Request<UpstreamBody>) -> SendResult {
         match self {
             Sender::H1(s) => s.try_send_request(req).await,
             Sender::H2(s) => s.try_send_request(req).await,
@@ -92,7 +91,7 @@ impl Sender {
 /// One HTTP/2 connection shared by the leases that carry its sender.
 struct H2Conn {
     id: u64,
-    sender: http2::SendRequest<Full<Bytes>>,
+    sender: http2::SendRequest<UpstreamBody>,
     /// Requests it was handed (for `maxRequestsPerConnection`).
     used: u32,
     in_flight: usize,
@@ -387,40 +386,30 @@ impl Pool {
             };
             match step {
                 Step::Use(mut idle) => {
+                    // Counted in `connections`: given back if the idle
+                    // connection is dead or this request goes away.
+                    let slot = Slot::new(self);
                     if idle.sender.ready().await.is_ok() {
+                        slot.keep();
                         admitted.armed = false;
                         return Ok(self.lease(ep.addr, idle.sender, idle.used + 1, &mut admitted));
                     }
                     // A dead idle connection: forget it and try again.
-                    {
-                        let mut st = self.lock();
-                        st.connections = st.connections.saturating_sub(1);
-                    }
                 }
                 Step::Connect => {
+                    // Counted when decided; given back unless it opens
+                    // (also when this request is cancelled meanwhile).
+                    let slot = Slot::new(self);
                     let opened =
                         tokio::time::timeout(self.limits.connect_timeout, self.open(ep)).await;
                     match opened {
                         Ok(Ok(sender)) => {
+                            slot.keep();
                             admitted.armed = false;
                             return Ok(self.lease(ep.addr, sender, 1, &mut admitted));
                         }
-                        Ok(Err(e)) => {
-                            {
-                                let mut st = self.lock();
-                                st.connections = st.connections.saturating_sub(1);
-                            }
-                            self.released.notify_waiters();
-                            return Err(PoolError::Connect(e));
-                        }
-                        Err(_) => {
-                            {
-                                let mut st = self.lock();
-                                st.connections = st.connections.saturating_sub(1);
-                            }
-                            self.released.notify_waiters();
-                            return Err(PoolError::ConnectTimeout);
-                        }
+                        Ok(Err(e)) => return Err(PoolError::Connect(e)),
+                        Err(_) => return Err(PoolError::ConnectTimeout),
                     }
                 }
                 Step::Wait => notified.await,
@@ -466,7 +455,7 @@ impl Pool {
 
 // ambit:grpc begin — HTTP/2 upstreams.
 enum H2Step {
-    Use(u64, http2::SendRequest<Full<Bytes>>, u32),
+    Use(u64, http2::SendRequest<UpstreamBody>, u32),
     Connect,
     Wait,
 }
@@ -633,7 +622,7 @@ impl Pool {
         self.released.notify_waiters();
     }
 
-    async fn open_h2(&self, ep: &Endpoint) -> std::io::Result<http2::SendRequest<Full<Bytes>>> {
+    async fn open_h2(&self, ep: &Endpoint) -> std::io::Result<http2::SendRequest<UpstreamBody>> {
         let io = self.connector.connect(ep).await?;
         let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
@@ -706,6 +695,37 @@ impl Drop for Connecting<'_> {
 }
 // ambit:grpc end
 
+/// A place in `connections` taken for a connection being opened or
+/// checked; dropped before [`Slot::keep`] it is given back and the
+/// requests waiting for one are woken.
+struct Slot<'a> {
+    pool: &'a Pool,
+    kept: bool,
+}
+
+impl<'a> Slot<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        Slot { pool, kept: false }
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        {
+            let mut st = self.pool.lock();
+            st.connections = st.connections.saturating_sub(1);
+        }
+        self.pool.released.notify_waiters();
+    }
+}
+
 /// Undoes the admission of a request that got no connection.
 struct Admitted<'a> {
     pool: &'a Pool,
@@ -726,5 +746,71 @@ impl Drop for Admitted<'_> {
                 *n = n.saturating_sub(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::connector::{BoxIo, ConnectFuture};
+
+    /// Its first connect never completes; the later ones reach `addr`.
+    struct FirstHangs {
+        calls: AtomicUsize,
+        addr: SocketAddr,
+    }
+
+    impl Connector for FirstHangs {
+        fn connect<'a>(&'a self, _: &'a Endpoint) -> ConnectFuture<'a> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n == 0 {
+                    std::future::pending::<()>().await;
+                }
+                let s = tokio::net::TcpStream::connect(self.addr).await?;
+                Ok(Box::new(s) as BoxIo)
+            })
+        }
+    }
+
+    /// A request cancelled while its connection is being opened (a route
+    /// timeout, the caller gone) gives its place under `maxConnections`
+    /// back: the next request opens a connection instead of waiting for
+    /// one that will never come.
+    #[tokio::test]
+    async fn a_connect_cancelled_midway_frees_its_connection_slot() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                // Held open; the test never sends a request.
+                tokio::spawn(async move {
+                    let _s = s;
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        let limits = PoolLimits {
+            max_connections: 1,
+            ..Default::default()
+        };
+        let connector = Arc::new(FirstHangs {
+            calls: AtomicUsize::new(0),
+            addr,
+        });
+        let pool = Pool::new(limits, connector.clone());
+        let ep = Endpoint::new(addr, &[]);
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), pool.acquire(&ep)).await;
+        assert!(cancelled.is_err(), "the first connect hangs");
+        let lease = tokio::time::timeout(Duration::from_secs(2), pool.acquire(&ep))
+            .await
+            .expect("the second request is not left waiting")
+            .expect("a connection");
+        drop(lease);
+        assert_eq!(connector.calls.load(Ordering::SeqCst), 2);
     }
 }

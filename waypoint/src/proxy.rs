@@ -4,9 +4,11 @@
 //!
 //! Per request: host → route (first match; a host without routes goes to
 //! itself, a host whose routes all miss gets `404`) → fault (delay, then
-//! abort) → redirect / direct response, or: request body buffered (so
-//! tries and mirrors can replay it; over [`Options::max_request_body`]
-//! answers `413`) → rewrite and request header operations → mirrors
+//! abort) → redirect / direct response, or: request body streamed
+//! upstream while its first [`Options::max_request_body`] bytes are kept
+//! for retries ([`crate::replay`]; a longer body is not retried), or, on a
+//! route with mirrors, buffered whole so that the copies can be sent too
+//! (over the limit: `413`) → rewrite and request header operations → mirrors
 //! spawned → weighted destination → tries under the route timeout, each
 //! picking an endpoint (balancer, minus ejected endpoints, preferring
 //! endpoints not tried yet for this request as Istio's
@@ -31,8 +33,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -50,6 +52,7 @@ use crate::mirror::shadow_authority;
 use crate::outlier::OutlierDetector;
 use crate::policy::{ClusterSpec, ResolveError};
 use crate::pool::{Pool, PoolError, PoolLimits, Proto};
+use crate::replay::UpstreamBody;
 use crate::resilience::{Outcome, RetryPolicy};
 use crate::routes::{split_host_port, Action, DestinationRef, RequestInfo, Route};
 // ambit:telemetry
@@ -58,7 +61,8 @@ use crate::telemetry::{flagged, RequestMeta, ResponseFlag, SourceInfo, Telemetry
 /// Tunables that are not Istio config.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Largest request body buffered for retries and mirrors.
+    /// Largest request body kept for retries (a longer one streams on
+    /// but is not retried), and buffered for mirrors (longer: `413`).
     pub max_request_body: usize,
     /// How long a mirrored request may take before it is abandoned.
     pub mirror_timeout: Duration,
@@ -104,14 +108,14 @@ pub struct Waypoint {
     telemetry: Telemetry,
 }
 
-/// A request ready to be sent upstream, replayable.
+/// A request ready to be sent upstream; each try builds its own from it.
 #[derive(Clone)]
 struct Upstream {
     method: Method,
     path_and_query: String,
     authority: String,
     headers: HeaderMap,
-    body: Bytes,
+    body: UpstreamBody,
     source_ip: IpAddr,
     /// ambit:grpc — the downstream request's version (the upstream
     /// protocol follows it) and whether it asked for trailers (`te`).
@@ -120,11 +124,11 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn build(&self) -> Result<Request<Full<Bytes>>, http::Error> {
+    fn build(&self) -> Result<Request<UpstreamBody>, http::Error> {
         let mut r = Request::builder()
             .method(self.method.clone())
             .uri(self.path_and_query.as_str())
-            .body(Full::new(self.body.clone()))?;
+            .body(self.body.replay())?;
         *r.headers_mut() = self.headers.clone();
         let host = HeaderValue::from_str(&self.authority).map_err(http::Error::from)?;
         r.headers_mut().insert(header::HOST, host);
@@ -144,7 +148,7 @@ impl Upstream {
 
     /// The request for an HTTP/2 upstream: authority and scheme in the URI
     /// (`:authority`, `:scheme`), no `host`, `te: trailers` kept (gRPC).
-    fn build_h2(&self) -> Result<Request<Full<Bytes>>, http::Error> {
+    fn build_h2(&self) -> Result<Request<UpstreamBody>, http::Error> {
         let uri = http::Uri::builder()
             .scheme("http")
             .authority(self.authority.as_str())
@@ -154,7 +158,7 @@ impl Upstream {
             .method(self.method.clone())
             .version(http::Version::HTTP_2)
             .uri(uri)
-            .body(Full::new(self.body.clone()))?;
+            .body(self.body.replay())?;
         *r.headers_mut() = self.headers.clone();
         if self.te_trailers {
             r.headers_mut()
@@ -605,22 +609,28 @@ impl Waypoint {
         }
         let rules: HeaderRules = route.headers.merged(&dest.headers);
 
-        let body = match Limited::new(body, self.options.max_request_body)
-            .collect()
-            .await
-        {
-            Ok(b) => {
-                let b = b.to_bytes();
-                meta.request_bytes = b.len() as u64; // ambit:telemetry
-                b
-            }
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return local_reply(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        let body = if body.is_end_stream() {
+            UpstreamBody::full(Bytes::new())
+        } else if route.mirrors.is_empty() {
+            UpstreamBody::streaming(body, self.options.max_request_body)
+        } else {
+            // Mirrors run beside the primary: each needs the whole body.
+            match Limited::new(body, self.options.max_request_body)
+                .collect()
+                .await
+            {
+                Ok(b) => UpstreamBody::full(b.to_bytes()),
+                Err(e) => {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        return local_reply(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "request body too large",
+                        );
+                    }
+                    return local_reply(StatusCode::BAD_REQUEST, "request body could not be read");
                 }
-                return local_reply(StatusCode::BAD_REQUEST, "request body could not be read");
             }
         };
 
@@ -694,6 +704,9 @@ impl Waypoint {
             },
             None => fwd.await,
         };
+        // ambit:telemetry — known by the response head: the announced
+        // length, else what was read so far (a stream goes on).
+        meta.request_bytes = up.body.len_so_far();
         rules.response.apply(resp.headers_mut());
         if let Some((f, t)) = x_ratelimit {
             f.add_x_ratelimit(resp.headers_mut(), t); // ambit:ratelimit
@@ -749,7 +762,12 @@ impl Waypoint {
                     if let Some(a) = addr {
                         tried.push(a);
                     }
-                    if retries < retry.attempts && retry.on.retriable(&outcome) {
+                    // A body too long to keep (or still being sent by the
+                    // last try) cannot be sent again: no retry, as Envoy.
+                    if retries < retry.attempts
+                        && retry.on.retriable(&outcome)
+                        && up.body.can_replay()
+                    {
                         retries += 1;
                         drop(response);
                         tokio::time::sleep(retry.backoff(retries)).await;

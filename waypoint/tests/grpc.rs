@@ -352,3 +352,219 @@ async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
     assert_eq!(&back, b"EHLO x\r\n");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+// ---- streamed request bodies ------------------------------------------
+
+/// A request body fed by the test as it goes (a gRPC client stream).
+struct Fed(tokio::sync::mpsc::Receiver<Frame<Bytes>>);
+
+impl Body for Fed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.get_mut().0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+/// A bidirectional-streaming backend: each request data frame is echoed
+/// at once as a response data frame; the request's end ends the response
+/// with `grpc-status: 0` trailers.
+async fn echo_stream_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel(8);
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        while let Some(Ok(f)) = body.frame().await {
+                            if let Ok(d) = f.into_data() {
+                                if tx.send(Frame::data(d)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        let mut t = HeaderMap::new();
+                        t.insert("grpc-status", "0".parse().expect("v"));
+                        let _ = tx.send(Frame::trailers(t)).await;
+                    });
+                    Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(Fed(rx))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One gRPC message frame (5-byte prefix) carrying `payload`.
+fn grpc_message(payload: &[u8]) -> Bytes {
+    let mut m = vec![0u8];
+    m.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    m.extend_from_slice(payload);
+    Bytes::from(m)
+}
+
+/// Each message is answered before the next is sent: the request body is
+/// streamed through the waypoint, not buffered until it ends.
+#[tokio::test]
+async fn grpc_bidirectional_stream_goes_message_by_message() {
+    let b = echo_stream_backend().await;
+    let wp = start_proxy("", one("chat", b)).await;
+    let s = TcpStream::connect(wp).await.expect("connect");
+    let (mut c, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let req = Request::builder()
+        .method("POST")
+        .uri("http://chat/chat.v1.Chat/Talk")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Fed(rx))
+        .expect("request");
+    tx.send(Frame::data(grpc_message(b"one")))
+        .await
+        .expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(5), c.send_request(req))
+        .await
+        .expect("the response head came while the request was still open")
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    for word in [&b"one"[..], b"two", b"three"] {
+        if word != b"one" {
+            tx.send(Frame::data(grpc_message(word)))
+                .await
+                .expect("send");
+        }
+        let f = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no echo of {word:?} while the request stream is open"))
+            .expect("a frame")
+            .expect("no error");
+        assert_eq!(f.into_data().ok(), Some(grpc_message(word)));
+    }
+    drop(tx);
+    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .expect("the stream ends with the request")
+        .expect("body");
+    assert_eq!(
+        rest.trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+}
+
+/// A backend that answers `503` to the first request it sees and echoes
+/// the request body of every later one; records each body it read.
+async fn fail_first_backend() -> (SocketAddr, Arc<Mutex<Vec<Bytes>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        let first = {
+                            let mut s = seen.lock().expect("lock");
+                            s.push(body.clone());
+                            s.len() == 1
+                        };
+                        let status = if first { 503 } else { 200 };
+                        Response::builder().status(status).body(Full::new(body))
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+const RETRY_5XX: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: up, namespace: default}\nspec:\n  hosts: [up]\n  http:\n  - route:\n    - destination: {host: up}\n    retries: {attempts: 2, retryOn: 5xx}\n";
+
+/// POSTs `parts` (one data frame each) over HTTP/1.1 chunked; returns the
+/// status and the body echoed back.
+async fn post_in_parts(wp: SocketAddr, parts: &[&'static [u8]]) -> (StatusCode, Bytes) {
+    let s = TcpStream::connect(wp).await.expect("connect");
+    let (mut c, conn) = http1::handshake(TokioIo::new(s)).await.expect("h1");
+    tokio::spawn(conn);
+    let frames = parts
+        .iter()
+        .map(|p| Frame::data(Bytes::from_static(p)))
+        .collect();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/upload")
+        .header("host", "up")
+        .body(Frames(frames))
+        .expect("request");
+    let r = c.send_request(req).await.expect("response");
+    let status = r.status();
+    (
+        status,
+        r.into_body().collect().await.expect("body").to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_sent_again_on_retry() {
+    let (b, bodies) = fail_first_backend().await;
+    let wp = start_proxy(RETRY_5XX, one("up", b)).await;
+    let (status, echoed) = post_in_parts(wp, &[b"alpha-", b"beta-", b"gamma"]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&echoed[..], b"alpha-beta-gamma");
+    let seen = bodies.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "one failed try, one retry: {seen:?}");
+    assert!(
+        seen.iter().all(|b| &b[..] == b"alpha-beta-gamma"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_retry_buffer_is_not_retried() {
+    let (b, bodies) = fail_first_backend().await;
+    let (cfg, _) = Config::from_yaml(RETRY_5XX, "test.yaml");
+    let opts = waypoint::proxy::Options {
+        max_request_body: 8,
+        ..Default::default()
+    };
+    let wp = Waypoint::with_options(cfg, Arc::new(one("up", b)), Arc::new(TcpConnector), opts);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(wp.serve(l));
+    // 16 bytes against a buffer of 8: sent whole once, the 503 returned.
+    let (status, _) = post_in_parts(addr, &[b"0123456789", b"abcdef"]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let seen = bodies.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "no retry: {seen:?}");
+    assert_eq!(&seen[0][..], b"0123456789abcdef", "streamed whole");
+}
