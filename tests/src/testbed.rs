@@ -452,6 +452,23 @@ impl Testbed {
         run_bounded(&mut cmd, Some(&pod.netns), Some(&pod.cgroup), timeout)
     }
 
+    /// One GET of `url` with curl from `pod`, sending `headers`:
+    /// `"<status> <x-served-by>"` (the sample app names the pod that
+    /// answered), or `"error: ..."`.
+    pub fn served_by(&self, pod: &str, url: &str, headers: &[&str]) -> String {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "5", "-o", "/dev/null"])
+            .args(["-w", "%{http_code} %header{x-served-by}"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg(url);
+        match self.run_in_pod(pod, cmd, Duration::from_secs(10)) {
+            Ok(out) => out.trim().to_string(),
+            Err(e) => format!("error: {e:#}"),
+        }
+    }
+
     /// Like `run_in_pod` but in a node's netns (outside any pod cgroup).
     pub fn run_in_node(&self, node: &str, mut cmd: Command, timeout: Duration) -> Result<String> {
         let node = self.node(node)?.clone();

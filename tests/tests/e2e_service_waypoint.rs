@@ -126,28 +126,9 @@ fn start(
 impl Scenario {
     /// One GET from the client: `"<status> <x-served-by>"`, or the error.
     fn get(&self, vip: Ipv4Addr, headers: &[&str]) -> String {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-sS",
-            "--max-time",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %header{x-served-by}",
-        ]);
-        for h in headers {
-            cmd.args(["-H", h]);
-        }
-        cmd.arg(format!("http://{vip}:{PORT}/"));
-        match self
-            .mesh
+        self.mesh
             .tb
-            .run_in_pod("client", cmd, Duration::from_secs(10))
-        {
-            Ok(out) => out.trim().to_string(),
-            Err(e) => format!("error: {e:#}"),
-        }
+            .served_by("client", &format!("http://{vip}:{PORT}/"), headers)
     }
 
     /// Polls until [`IN_A_ROW`] answers in a row are `want`, starting within

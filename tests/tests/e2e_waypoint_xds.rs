@@ -86,24 +86,9 @@ fn start(l7: &str) -> Bookinfo {
 /// Which pod served one GET of /reviews (`"<status> <x-served-by>"`), or
 /// the curl error.
 fn served_by(b: &Bookinfo, headers: &[&str]) -> String {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "5",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %header{x-served-by}",
-    ]);
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    cmd.arg(url("reviews", "/reviews"));
-    match b.mesh.tb.run_in_pod("client", cmd, Duration::from_secs(10)) {
-        Ok(out) => out.trim().to_string(),
-        Err(e) => format!("error: {e:#}"),
-    }
+    b.mesh
+        .tb
+        .served_by("client", &url("reviews", "/reviews"), headers)
 }
 
 const JASON: &[&str] = &["end-user: jason"];
