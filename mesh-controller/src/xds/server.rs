@@ -347,7 +347,8 @@ impl Connection {
     }
 
     /// The client answered (ACK or NACK) `nonce` of type `ty`: that
-    /// response and the earlier ones of that type are no longer on their way.
+    /// response and the earlier ones of that type (the stream is ordered,
+    /// so the client has read them) are no longer on their way.
     fn answered(&mut self, ty: &str, nonce: &str) {
         let Some(large) = self.large.as_mut() else {
             return;
@@ -475,14 +476,15 @@ impl Connection {
         let Some(node) = self.node.clone() else {
             return Flow::Stop;
         };
+        let (mut res, mut version) = (res.clone(), version);
         let (resources, removed, held_count) = loop {
             let Some(sub) = self.subs.get_mut(ty) else {
                 return Flow::Continue;
             };
-            if sub.holds_all_of(res) && !always {
+            if sub.holds_all_of(&res) && !always {
                 return Flow::Continue;
             }
-            let wanted = sub.wanted(res, &node, ty);
+            let wanted = sub.wanted(&res, &node, ty);
             let held_count = wanted.len();
             let (resources, removed) = diff(&wanted, &sub.held.list(&node, ty));
             drop(wanted);
@@ -493,6 +495,10 @@ impl Connection {
                 // worked out again with the permit.
                 drop((resources, removed));
                 self.acquire_large_permit().await;
+                // The wait may have been long: send what is current now.
+                let snap = self.snapshots.borrow().clone();
+                res = self.cache.get(&snap);
+                version = snap.version;
                 continue;
             }
             // From here on the client holds (or is being sent) exactly
