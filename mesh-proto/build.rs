@@ -17,5 +17,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Deterministic encoding: resource versions are hashes of the bytes.
         .btree_map(["."])
         .compile_fds(fds)?;
+
+    // The same ADS route, served with responses whose resources are already
+    // encoded (`crate::encoded`): the controller encodes each resource once
+    // for every client instead of once per client. Written to
+    // `envoy.service.discovery.v3.AggregatedDiscoveryService.rs`.
+    let ads_encoded = tonic_build::manual::Service::builder()
+        .name("AggregatedDiscoveryService")
+        .package("envoy.service.discovery.v3")
+        .method(
+            tonic_build::manual::Method::builder()
+                .name("delta_aggregated_resources")
+                .route_name("DeltaAggregatedResources")
+                .input_type("crate::envoy::service::discovery::v3::DeltaDiscoveryRequest")
+                .output_type("crate::encoded::EncodedDeltaResponse")
+                .codec_path("tonic::codec::ProstCodec")
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .build();
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .build_transport(false)
+        .compile(&[ads_encoded]);
     Ok(())
 }

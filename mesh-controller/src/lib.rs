@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use mesh_proto::encoded::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use mesh_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,7 +34,7 @@ use crate::source::folder::FolderSource;
 use crate::source::kube::{KubeConfigSource, KubeSource};
 use crate::status::StatusRegistry;
 use crate::translate::MeshSettings;
-use crate::xds::XdsServer;
+use crate::xds::{LargePermits, PushLimits, XdsServer};
 
 #[derive(Clone, Debug)]
 pub struct ControllerOptions {
@@ -52,6 +52,8 @@ pub struct ControllerOptions {
     /// authentication (any client may name any node; tests only).
     pub bootstrap_dir: Option<PathBuf>,
     pub poll_interval: Duration,
+    /// How many large xDS responses may be on their way at once.
+    pub push_limits: PushLimits,
 }
 
 impl ControllerOptions {
@@ -65,6 +67,7 @@ impl ControllerOptions {
             trust_domain: "cluster.local".into(),
             bootstrap_dir: None,
             poll_interval: FolderSource::DEFAULT_INTERVAL,
+            push_limits: PushLimits::default(),
         }
     }
 
@@ -87,6 +90,8 @@ pub struct Controller {
     pub tokens: Arc<Tokens>,
     pub ca: Arc<CertificateAuthority>,
     pub config_errors: watch::Receiver<Option<String>>,
+    /// The xDS server's large-response permits (see [`PushLimits`]).
+    pub large_permits: LargePermits,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -140,7 +145,14 @@ impl Controller {
             trust_domain: opts.trust_domain.clone(),
             ..MeshSettings::default()
         };
-        let xds = XdsServer::new(snapshots.clone(), tokens.clone(), status.clone(), mesh);
+        let xds = XdsServer::new(
+            snapshots.clone(),
+            tokens.clone(),
+            status.clone(),
+            mesh,
+            opts.push_limits.clone(),
+        );
+        let large_permits = xds.large_permits();
         let ca_svc = CaService::new(ca.clone(), tokens.clone(), snapshots.clone());
 
         let listener = TcpListener::bind(opts.listen).await?;
@@ -171,6 +183,7 @@ impl Controller {
             tokens,
             ca,
             config_errors: errors,
+            large_permits,
             tasks,
         })
     }

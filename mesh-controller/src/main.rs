@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mesh_controller::source::kube::KubeConfigSource;
+use mesh_controller::xds::PushLimits;
 use mesh_controller::{Controller, ControllerOptions};
 
 #[derive(Parser, Debug)]
@@ -39,9 +40,14 @@ struct Args {
     /// Without it, clients are not authenticated.
     #[arg(long)]
     bootstrap_dir: Option<PathBuf>,
+    /// How many clients may be receiving a large response (a first sync)
+    /// at once; each is buffered whole until the client has read it.
+    #[arg(long, default_value_t = PushLimits::default().large_in_flight)]
+    large_responses_in_flight: usize,
 }
 
 fn main() -> anyhow::Result<()> {
+    one_malloc_arena();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -60,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         opts.ca_dir = args.ca_dir;
         opts.trust_domain = args.trust_domain;
         opts.bootstrap_dir = args.bootstrap_dir;
+        opts.push_limits.large_in_flight = args.large_responses_in_flight;
         let _controller = Controller::start(opts).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -69,4 +76,28 @@ fn main() -> anyhow::Result<()> {
         tracing::info!("mesh-controller stopping");
         Ok(())
     })
+}
+
+/// glibc gives each thread that allocates concurrently its own arena (up to
+/// 8 per core), and memory freed in one arena is never reused for another's
+/// allocations nor returned while fragmented. Reloads parse and translate
+/// the whole cluster on blocking-pool threads, so each reload grew RSS by
+/// its transient size again: measured with `xds-bench` at 100 nodes, live
+/// heap peaked at 120 MiB while RSS reached 260 MiB; with one arena, RSS
+/// peaks at about 150 MiB. Small allocations still go through glibc's
+/// per-thread caches without the arena lock. Left alone when the operator
+/// set the arena count (`MALLOC_ARENA_MAX`, `GLIBC_TUNABLES`).
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let set_by_operator = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+        if !set_by_operator {
+            // SAFETY: mallopt only changes allocator parameters; called
+            // before any other thread exists.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
+        }
+    }
 }

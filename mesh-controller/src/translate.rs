@@ -22,10 +22,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
 use mesh_node::config::{NamespaceSpec, Policy, WorkloadSpec};
 use mesh_node::state::DATAPLANE_MODE_LABEL;
 use mesh_node::xds::convert;
 use mesh_proto::ambit::v1 as pb;
+use mesh_proto::encoded::encode_resource;
+use mesh_proto::envoy::service::discovery::v3::Resource;
 use mesh_proto::type_urls;
 use prost::Message;
 
@@ -105,10 +108,34 @@ fn workload_spec(p: &Pod) -> Option<WorkloadSpec> {
 /// holds it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// Hash of `bytes`, as sent.
+    /// Hash of the resource's message bytes, as sent.
     pub version: Arc<str>,
-    /// The encoded message (the `value` of its `Any`).
-    pub bytes: Vec<u8>,
+    /// The whole `Resource` (name, version, `Any`) as sent: every response
+    /// that carries it refers to these bytes instead of copying them.
+    pub resource: Bytes,
+}
+
+impl Entry {
+    fn new(type_url: &str, name: &str, version: String, message: Vec<u8>) -> Entry {
+        let resource = encode_resource(&Resource {
+            version: version.clone(),
+            resource: Some(prost_types::Any {
+                type_url: type_url.to_string(),
+                value: message,
+            }),
+            name: name.to_string(),
+            aliases: Vec::new(),
+        });
+        Entry {
+            version: version.into(),
+            resource,
+        }
+    }
+
+    /// The resource as sent, decoded (tests, tools).
+    pub fn decode(&self) -> Result<Resource, prost::DecodeError> {
+        Resource::decode(self.resource.clone())
+    }
 }
 
 /// Resource name -> resource, sorted by name.
@@ -165,23 +192,22 @@ pub fn l7_to_proto(o: &L7Object) -> pb::L7Resource {
 
 /// A new entry, or the entry of a previous translation when unchanged (so
 /// names and versions stay the same `Arc`s across snapshots).
-fn intern(prev: Option<&EntryMap>, name: &str, bytes: Vec<u8>) -> (Arc<str>, Arc<Entry>) {
-    let version = format!("{:016x}", fnv64(&bytes));
+fn intern(
+    prev: Option<&EntryMap>,
+    type_url: &str,
+    name: &str,
+    message: Vec<u8>,
+) -> (Arc<str>, Arc<Entry>) {
+    let version = format!("{:016x}", fnv64(&message));
     match prev.and_then(|m| m.get_key_value(name)) {
         Some((k, e)) if *e.version == *version => (k.clone(), e.clone()),
         Some((k, _)) => (
             k.clone(),
-            Arc::new(Entry {
-                version: version.into(),
-                bytes,
-            }),
+            Arc::new(Entry::new(type_url, name, version, message)),
         ),
         None => (
             name.into(),
-            Arc::new(Entry {
-                version: version.into(),
-                bytes,
-            }),
+            Arc::new(Entry::new(type_url, name, version, message)),
         ),
     }
 }
@@ -236,7 +262,12 @@ impl Translated {
             root_namespace: mesh.root_namespace.clone(),
             cluster_domain: mesh.cluster_domain.clone(),
         };
-        let (k, e) = intern(prev.map(|p| &p.mesh), "mesh", mesh_cfg.encode_to_vec());
+        let (k, e) = intern(
+            prev.map(|p| &p.mesh),
+            type_urls::MESH_CONFIG,
+            "mesh",
+            mesh_cfg.encode_to_vec(),
+        );
         t.mesh.insert(k, e);
 
         // Workloads: every node's own pods (with netns), and the pods every
@@ -249,14 +280,24 @@ impl Translated {
             let ns = ns_arc(&mut all_ns, &p.namespace);
             let prev_view = prev.and_then(|t| t.nodes.get(&spec.node));
             let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, true);
-            let (k, e) = intern(prev_view.map(|v| &v.workloads), &name, msg.encode_to_vec());
+            let (k, e) = intern(
+                prev_view.map(|v| &v.workloads),
+                type_urls::WORKLOAD,
+                &name,
+                msg.encode_to_vec(),
+            );
             let view = t.nodes.entry(spec.node.clone()).or_default();
             view.workloads.insert(k, e);
             view.namespaces.insert(ns.clone());
             if is_ambient(p, snap) {
                 t.shared_ns.insert(ns);
                 let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, false);
-                let (k, e) = intern(prev.map(|p| &p.workloads), &name, msg.encode_to_vec());
+                let (k, e) = intern(
+                    prev.map(|p| &p.workloads),
+                    type_urls::WORKLOAD,
+                    &name,
+                    msg.encode_to_vec(),
+                );
                 t.workloads.insert(k, e);
             }
         }
@@ -276,7 +317,12 @@ impl Translated {
             let ns = ns_arc(&mut all_ns, &wp.namespace);
             let prev_view = prev.and_then(|t| t.nodes.get(&id));
             let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, true);
-            let (k, e) = intern(prev_view.map(|v| &v.workloads), &name, msg.encode_to_vec());
+            let (k, e) = intern(
+                prev_view.map(|v| &v.workloads),
+                type_urls::WORKLOAD,
+                &name,
+                msg.encode_to_vec(),
+            );
             let view = t.nodes.entry(id).or_default();
             view.workloads.insert(k, e);
             view.namespaces.insert(ns.clone());
@@ -284,7 +330,12 @@ impl Translated {
             // (`ProxyState::waypoint_for`), even when its pod is not
             // enrolled (`istio.io/dataplane-mode: none`, as waypoints are).
             let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, false);
-            let (k, e) = intern(prev.map(|p| &p.workloads), &name, msg.encode_to_vec());
+            let (k, e) = intern(
+                prev.map(|p| &p.workloads),
+                type_urls::WORKLOAD,
+                &name,
+                msg.encode_to_vec(),
+            );
             t.workloads.insert(k, e);
             t.shared_ns.insert(ns);
         }
@@ -294,7 +345,12 @@ impl Translated {
             let ns = ns_arc(&mut all_ns, &o.namespace);
             let name = format!("{}/{}/{}", o.kind, o.namespace, o.name);
             let prev_map = prev.and_then(|p| p.l7.get(&ns));
-            let (k, e) = intern(prev_map, &name, l7_to_proto(o).encode_to_vec());
+            let (k, e) = intern(
+                prev_map,
+                type_urls::L7_RESOURCE,
+                &name,
+                l7_to_proto(o).encode_to_vec(),
+            );
             t.l7.entry(ns).or_default().insert(k, e);
         }
 
@@ -307,6 +363,7 @@ impl Translated {
             let msg = convert::service_to_proto(&service_spec(s));
             let (k, e) = intern(
                 prev.map(|p| &p.services),
+                type_urls::SERVICE,
                 &format!("{}/{}", s.namespace, s.name),
                 msg.encode_to_vec(),
             );
@@ -338,7 +395,10 @@ impl Translated {
             .map(|s| &s.match_labels);
             let peer_auth = matches!(policy, Policy::PeerAuthentication(_));
             let name = format!("{ns}/{}", m.name);
-            let bytes = convert::policy_to_any(policy).value;
+            let prost_types::Any {
+                type_url: policy_type,
+                value: bytes,
+            } = convert::policy_to_any(policy);
             let ns_a = ns_arc(&mut all_ns, ns);
             if root_policy && selector.is_none() {
                 // Mesh-wide: always sent.
@@ -347,7 +407,7 @@ impl Translated {
                 } else {
                     (&mut t.authz, prev.map(|p| &p.authz))
                 };
-                let (k, e) = intern(prev_map, &name, bytes);
+                let (k, e) = intern(prev_map, &policy_type, &name, bytes);
                 map.insert(k, e);
                 continue;
             }
@@ -376,7 +436,7 @@ impl Translated {
                     }
                 })
             });
-            let (k, e) = intern(prev_entry, &name, bytes);
+            let (k, e) = intern(prev_entry, &policy_type, &name, bytes);
             for node in nodes {
                 let view = t.nodes.entry(node.to_string()).or_default();
                 view.namespaces.insert(ns_a.clone());
@@ -403,7 +463,12 @@ impl Translated {
                 name: name.to_string(),
                 labels,
             });
-            let (_, e) = intern(prev.map(|p| &p.namespaces), &name, msg.encode_to_vec());
+            let (_, e) = intern(
+                prev.map(|p| &p.namespaces),
+                type_urls::NAMESPACE,
+                &name,
+                msg.encode_to_vec(),
+            );
             t.namespaces.insert(name, e);
         }
         // A node's extra namespaces: only those not sent to every node.
@@ -462,14 +527,15 @@ pub fn for_node(snap: &Snapshot, node: &str, mesh: &MeshSettings) -> NodeResourc
     for ty in types {
         let map = out.entry(*ty).or_default();
         for (name, e) in t.entries(node, ty) {
+            // Encoded by this process a moment ago: it decodes.
+            let Some(resource) = e.decode().ok().and_then(|r| r.resource) else {
+                continue;
+            };
             map.insert(
                 name.to_string(),
                 Versioned {
                     version: e.version.to_string(),
-                    resource: prost_types::Any {
-                        type_url: ty.to_string(),
-                        value: e.bytes.clone(),
-                    },
+                    resource,
                 },
             );
         }

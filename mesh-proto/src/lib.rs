@@ -6,6 +6,8 @@
 //! * [`istio::v1::auth`]: Istio's `IstioCertificateService/CreateCertificate`.
 //! * [`ambit::v1`]: the resources Ambit's controller serves over xDS
 //!   (type URLs in [`type_urls`]).
+//! * [`encoded`]: the delta ADS server with pre-encoded resources (the
+//!   controller's; same wire format).
 //!
 //! The `.proto` files live in `proto/` and are compiled by `protox` at build
 //! time, so no system `protoc` is needed.
@@ -48,6 +50,8 @@ pub mod ambit {
         include!(concat!(env!("OUT_DIR"), "/ambit.v1.rs"));
     }
 }
+
+pub mod encoded;
 
 pub use prost;
 pub use prost_types;

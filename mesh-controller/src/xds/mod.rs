@@ -2,4 +2,4 @@
 
 pub mod server;
 
-pub use server::XdsServer;
+pub use server::{LargePermits, PushLimits, XdsServer};

@@ -14,25 +14,58 @@
 //! (and that id's bootstrap token), and may also subscribe to
 //! [`type_urls::L7_RESOURCE`]; see [`crate::translate`] for what they get.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures::Stream;
-use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use mesh_proto::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use mesh_proto::encoded::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use mesh_proto::encoded::EncodedDeltaResponse;
+use mesh_proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use mesh_proto::type_urls;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::bootstrap::Tokens;
 use crate::source::Snapshot;
 use crate::status::{Nack, StatusRegistry};
-use crate::translate::{MeshSettings, TranslateCache, Translated};
+use crate::translate::{Entry, EntryList, MeshSettings, TranslateCache, Translated};
+
+/// How many large responses may be on their way at once.
+///
+/// An encoded response stays in memory (tonic's encoder, h2's send buffer)
+/// until the client has read it; when every node connects at once (a
+/// controller restart), every node's full first response would be buffered
+/// together. A connection therefore holds a permit from sending a response
+/// of at least `large_response_bytes` until the client has answered (ACK or
+/// NACK) every such response, for at most `answer_timeout`, or until the
+/// stream ends. Smaller responses (every incremental change of one
+/// resource) never wait for a permit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushLimits {
+    /// Responses this large (encoded bytes) need a permit.
+    pub large_response_bytes: usize,
+    /// Connections that may have unanswered large responses at once.
+    pub large_in_flight: usize,
+    /// A permit whose responses have not been answered within this long is
+    /// given back (a client that stopped reading must not stall the others).
+    pub answer_timeout: Duration,
+}
+
+impl Default for PushLimits {
+    fn default() -> Self {
+        PushLimits {
+            large_response_bytes: 64 * 1024,
+            large_in_flight: 8,
+            answer_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 pub struct XdsServer {
     snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -40,6 +73,8 @@ pub struct XdsServer {
     status: Arc<StatusRegistry>,
     cache: Arc<TranslateCache>,
     connections: AtomicU64,
+    limits: PushLimits,
+    large_permits: Arc<Semaphore>,
 }
 
 impl XdsServer {
@@ -48,6 +83,7 @@ impl XdsServer {
         tokens: Arc<Tokens>,
         status: Arc<StatusRegistry>,
         mesh: MeshSettings,
+        limits: PushLimits,
     ) -> Self {
         XdsServer {
             snapshots,
@@ -55,11 +91,31 @@ impl XdsServer {
             status,
             cache: Arc::new(TranslateCache::new(mesh)),
             connections: AtomicU64::new(0),
+            // At least one, or no large response could ever be sent.
+            large_permits: Arc::new(Semaphore::new(limits.large_in_flight.max(1))),
+            limits,
         }
+    }
+
+    /// A handle on the permits that outlives the server (which the gRPC
+    /// server owns once it serves).
+    pub fn large_permits(&self) -> LargePermits {
+        LargePermits(self.large_permits.clone())
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+/// Observes the large-response permits of an [`XdsServer`].
+#[derive(Clone, Debug)]
+pub struct LargePermits(Arc<Semaphore>);
+
+impl LargePermits {
+    /// Permits not held by any connection now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<EncodedDeltaResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for XdsServer {
@@ -86,6 +142,9 @@ impl AggregatedDiscoveryService for XdsServer {
             snapshots: self.snapshots.clone(),
             status: self.status.clone(),
             cache: self.cache.clone(),
+            limits: self.limits.clone(),
+            large_permits: self.large_permits.clone(),
+            large: None,
             tx,
         };
         tokio::spawn(conn.run(inbound));
@@ -93,15 +152,120 @@ impl AggregatedDiscoveryService for XdsServer {
     }
 }
 
-#[derive(Default)]
+/// What a client holds of one type, as far as the server knows. After a
+/// push this refers to the shared translation instead of listing every
+/// name and version for every connection.
+enum Held {
+    /// What it said it holds when it subscribed
+    /// (`initial_resource_versions`): name -> version.
+    Reported(BTreeMap<String, String>),
+    /// What the last push left it with: `translation`'s entries for this
+    /// node and type, less the names outside `filter` (`None`: no filter,
+    /// a wildcard subscription) and those in `dropped` (asked for again or
+    /// unsubscribed from since, so no longer counted as held).
+    Pushed {
+        translation: Arc<Translated>,
+        filter: Option<BTreeSet<String>>,
+        dropped: BTreeSet<String>,
+    },
+}
+
+impl Held {
+    /// The client no longer counts as holding `name`.
+    fn drop_name(&mut self, name: &str) {
+        match self {
+            Held::Reported(versions) => {
+                versions.remove(name);
+            }
+            Held::Pushed { dropped, .. } => {
+                dropped.insert(name.to_string());
+            }
+        }
+    }
+
+    /// What is held, sorted by name.
+    fn list<'a>(&'a self, node: &str, ty: &str) -> Vec<(&'a str, HeldVersion<'a>)> {
+        match self {
+            Held::Reported(versions) => versions
+                .iter()
+                .map(|(n, v)| (n.as_str(), HeldVersion::Reported(v.as_str())))
+                .collect(),
+            Held::Pushed {
+                translation,
+                filter,
+                dropped,
+            } => translation
+                .entries(node, ty)
+                .into_iter()
+                .filter(|(n, _)| filter.as_ref().is_none_or(|f| f.contains(&***n)))
+                .filter(|(n, _)| !dropped.contains(&***n))
+                .map(|(n, e)| (&**n, HeldVersion::Entry(e)))
+                .collect(),
+        }
+    }
+}
+
+/// The version of one held resource.
+enum HeldVersion<'a> {
+    Entry(&'a Arc<Entry>),
+    Reported(&'a str),
+}
+
+impl HeldVersion<'_> {
+    fn is(&self, e: &Arc<Entry>) -> bool {
+        match self {
+            HeldVersion::Entry(h) => Arc::ptr_eq(h, e) || h.version == e.version,
+            HeldVersion::Reported(v) => *v == &*e.version,
+        }
+    }
+}
+
 struct Subscription {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// name -> version the client holds (as far as we know); the `Arc`s
-    /// are those of the shared translation.
-    sent: HashMap<Arc<str>, Arc<str>>,
+    held: Held,
     /// nonce -> snapshot version, responses not yet (N)ACKed.
     pending: BTreeMap<String, String>,
+}
+
+impl Subscription {
+    /// Of `res`, what the client should hold.
+    fn wanted<'a>(&self, res: &'a Translated, node: &str, ty: &str) -> EntryList<'a> {
+        let mut wanted = res.entries(node, ty);
+        if !self.wildcard {
+            wanted.retain(|(name, _)| self.names.contains(&***name));
+        }
+        wanted
+    }
+
+    /// Whether the client holds exactly `res`'s entries for it already.
+    fn holds_all_of(&self, res: &Arc<Translated>) -> bool {
+        match &self.held {
+            Held::Pushed {
+                translation,
+                filter,
+                dropped,
+            } => {
+                Arc::ptr_eq(translation, res)
+                    && dropped.is_empty()
+                    && match filter {
+                        None => self.wildcard,
+                        Some(f) => !self.wildcard && *f == self.names,
+                    }
+            }
+            Held::Reported(_) => false,
+        }
+    }
+}
+
+/// The large responses of a connection that its client has not answered,
+/// and the permit they hold.
+struct LargeInFlight {
+    _permit: OwnedSemaphorePermit,
+    /// (type URL, nonce sequence number) of each.
+    unanswered: Vec<(String, u64)>,
+    /// When the permit is given back if they are still unanswered.
+    deadline: Instant,
 }
 
 struct Connection {
@@ -114,7 +278,10 @@ struct Connection {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     status: Arc<StatusRegistry>,
     cache: Arc<TranslateCache>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    limits: PushLimits,
+    large_permits: Arc<Semaphore>,
+    large: Option<LargeInFlight>,
+    tx: mpsc::Sender<Result<EncodedDeltaResponse, Status>>,
 }
 
 enum Flow {
@@ -126,6 +293,7 @@ impl Connection {
     async fn run(mut self, mut inbound: Streaming<DeltaDiscoveryRequest>) {
         let mut snapshots = self.snapshots.clone();
         loop {
+            let large_deadline = self.large.as_ref().map(|l| l.deadline);
             tokio::select! {
                 msg = inbound.message() => {
                     let req = match msg {
@@ -156,6 +324,15 @@ impl Connection {
                         }
                     }
                 }
+                _ = tokio::time::sleep_until(large_deadline.unwrap_or_else(Instant::now)),
+                    if large_deadline.is_some() => {
+                    tracing::warn!(
+                        node = ?self.node,
+                        timeout = ?self.limits.answer_timeout,
+                        "large xDS response not answered in time: its permit is given back"
+                    );
+                    self.large = None;
+                }
             }
         }
         if let Some(node) = &self.node {
@@ -167,6 +344,27 @@ impl Connection {
     async fn fail(&self, status: Status) -> Flow {
         let _ = self.tx.send(Err(status)).await;
         Flow::Stop
+    }
+
+    /// The client answered (ACK or NACK) `nonce` of type `ty`: that
+    /// response and the earlier ones of that type (the stream is ordered,
+    /// so the client has read them) are no longer on their way.
+    fn answered(&mut self, ty: &str, nonce: &str) {
+        let Some(large) = self.large.as_mut() else {
+            return;
+        };
+        let id = self.id.to_string();
+        let Some(seq) = nonce
+            .rsplit_once('-')
+            .filter(|(conn, _)| *conn == id)
+            .and_then(|(_, seq)| seq.parse::<u64>().ok())
+        else {
+            return;
+        };
+        large.unanswered.retain(|(t, n)| !(t == ty && *n <= seq));
+        if large.unanswered.is_empty() {
+            self.large = None;
+        }
     }
 
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Flow {
@@ -205,6 +403,7 @@ impl Connection {
 
         // ACK / NACK.
         if !req.response_nonce.is_empty() {
+            self.answered(&ty, &req.response_nonce);
             let version = self
                 .subs
                 .get_mut(&ty)
@@ -238,16 +437,13 @@ impl Connection {
 
         // Subscription changes.
         let first = !self.subs.contains_key(&ty);
-        let sub = self.subs.entry(ty.clone()).or_default();
+        let sub = self.subs.entry(ty.clone()).or_insert_with(|| Subscription {
+            wildcard: req.resource_names_subscribe.is_empty(),
+            names: BTreeSet::new(),
+            held: Held::Reported(req.initial_resource_versions.clone()),
+            pending: BTreeMap::new(),
+        });
         let mut changed = first;
-        if first {
-            sub.wildcard = req.resource_names_subscribe.is_empty();
-            sub.sent = req
-                .initial_resource_versions
-                .iter()
-                .map(|(n, v)| (Arc::from(n.as_str()), Arc::from(v.as_str())))
-                .collect();
-        }
         for name in &req.resource_names_subscribe {
             changed = true;
             if name == "*" {
@@ -255,7 +451,7 @@ impl Connection {
             } else {
                 sub.names.insert(name.clone());
                 // The client asked: it gets the resource even if it had it.
-                sub.sent.remove(name.as_str());
+                sub.held.drop_name(name);
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -264,7 +460,7 @@ impl Connection {
                 sub.wildcard = false;
             } else {
                 sub.names.remove(name);
-                sub.sent.remove(name.as_str());
+                sub.held.drop_name(name);
             }
         }
         if !changed {
@@ -276,71 +472,77 @@ impl Connection {
     }
 
     /// Sends what changed of `ty` (always something when `always`).
-    async fn push(&mut self, ty: &str, res: &Translated, version: u64, always: bool) -> Flow {
+    async fn push(&mut self, ty: &str, res: &Arc<Translated>, version: u64, always: bool) -> Flow {
         let Some(node) = self.node.clone() else {
             return Flow::Stop;
         };
-        let Some(sub) = self.subs.get_mut(ty) else {
-            return Flow::Continue;
+        let (mut res, mut version) = (res.clone(), version);
+        let (resources, removed, held_count) = loop {
+            let Some(sub) = self.subs.get_mut(ty) else {
+                return Flow::Continue;
+            };
+            if sub.holds_all_of(&res) && !always {
+                return Flow::Continue;
+            }
+            let wanted = sub.wanted(&res, &node, ty);
+            let held_count = wanted.len();
+            let (resources, removed) = diff(&wanted, &sub.held.list(&node, ty));
+            drop(wanted);
+            let size = encoded_size(&resources, &removed);
+            if size >= self.limits.large_response_bytes && self.large.is_none() {
+                // Nothing of this response is kept while waiting (a
+                // connection waiting for a permit costs nothing); it is
+                // worked out again with the permit.
+                drop((resources, removed));
+                self.acquire_large_permit().await;
+                // The wait may have been long: send what is current now.
+                let snap = self.snapshots.borrow().clone();
+                res = self.cache.get(&snap);
+                version = snap.version;
+                continue;
+            }
+            // From here on the client holds (or is being sent) exactly
+            // what it wants.
+            sub.held = Held::Pushed {
+                translation: res.clone(),
+                filter: (!sub.wildcard).then(|| sub.names.clone()),
+                dropped: BTreeSet::new(),
+            };
+            break (resources, removed, held_count);
         };
-        let mut wanted = res.entries(&node, ty);
-        if !sub.wildcard {
-            wanted.retain(|(name, _)| sub.names.contains(&***name));
+        let size = encoded_size(&resources, &removed);
+        if resources.is_empty() && removed.is_empty() && !always {
+            self.release_unused_permit();
+            return Flow::Continue;
         }
-        let mut changed = Vec::new();
-        for (name, e) in &wanted {
-            match sub.sent.get_mut(&***name) {
-                Some(v) if Arc::ptr_eq(v, &e.version) => {}
-                // Same version from elsewhere (the client's initial
-                // versions): hold the shared string instead.
-                Some(v) if **v == *e.version => *v = e.version.clone(),
-                _ => changed.push((*name, *e)),
+        let changed = resources.len();
+        self.nonce += 1;
+        let seq = self.nonce;
+        let nonce = format!("{}-{seq}", self.id);
+        if let Some(sub) = self.subs.get_mut(ty) {
+            sub.pending.insert(nonce.clone(), version.to_string());
+            // Keep the pending map bounded if a client never answers.
+            while sub.pending.len() > 64 {
+                let Some(k) = sub.pending.keys().next().cloned() else {
+                    break;
+                };
+                sub.pending.remove(&k);
             }
         }
-        let mut removed: Vec<String> = sub
-            .sent
-            .keys()
-            .filter(|n| wanted.binary_search_by(|(w, _)| (***w).cmp(&***n)).is_err())
-            .map(|n| n.to_string())
-            .collect();
-        removed.sort();
-        if changed.is_empty() && removed.is_empty() && !always {
-            return Flow::Continue;
+        if size >= self.limits.large_response_bytes {
+            if let Some(large) = self.large.as_mut() {
+                large.unanswered.push((ty.to_string(), seq));
+                large.deadline = Instant::now() + self.limits.answer_timeout;
+            }
         }
-        let mut resources = Vec::with_capacity(changed.len());
-        for (name, e) in changed {
-            sub.sent.insert(name.clone(), e.version.clone());
-            resources.push(Resource {
-                name: name.to_string(),
-                version: e.version.to_string(),
-                resource: Some(prost_types::Any {
-                    type_url: ty.to_string(),
-                    value: e.bytes.clone(),
-                }),
-                aliases: Vec::new(),
-            });
-        }
-        for n in &removed {
-            sub.sent.remove(n.as_str());
-        }
-        self.nonce += 1;
-        let nonce = format!("{}-{}", self.id, self.nonce);
-        sub.pending.insert(nonce.clone(), version.to_string());
-        // Keep the pending map bounded if a client never answers.
-        while sub.pending.len() > 64 {
-            let Some(k) = sub.pending.keys().next().cloned() else {
-                break;
-            };
-            sub.pending.remove(&k);
-        }
-        let held = sub.sent.len();
-        tracing::debug!(%node, type_url = ty, changed = resources.len(), removed = removed.len(), %nonce, "push");
+        self.release_unused_permit();
+        tracing::debug!(%node, type_url = ty, changed, removed = removed.len(), %nonce, "push");
         self.status.update(&node, self.id, ty, |s| {
             s.sent_version = version.to_string();
             s.sent_nonce = nonce.clone();
-            s.resources = held;
+            s.resources = held_count;
         });
-        let resp = DeltaDiscoveryResponse {
+        let resp = EncodedDeltaResponse {
             system_version_info: version.to_string(),
             resources,
             type_url: ty.to_string(),
@@ -352,6 +554,77 @@ impl Connection {
         }
         Flow::Continue
     }
+
+    /// Waits for a large-response permit. A connection waits holding none,
+    /// so the holders (whose clients answer on their own streams) always
+    /// make progress.
+    async fn acquire_large_permit(&mut self) {
+        let Ok(permit) = self.large_permits.clone().acquire_owned().await else {
+            return; // closed: never, the server owns the semaphore
+        };
+        self.large = Some(LargeInFlight {
+            _permit: permit,
+            unanswered: Vec::new(),
+            // The wait does not count against the client.
+            deadline: Instant::now() + self.limits.answer_timeout,
+        });
+    }
+
+    /// Gives the permit back if no large response holds it (the response
+    /// it was taken for turned out small or empty).
+    fn release_unused_permit(&mut self) {
+        if self.large.as_ref().is_some_and(|l| l.unanswered.is_empty()) {
+            self.large = None;
+        }
+    }
+}
+
+/// The encoded size of a response with `resources` and `removed` (without
+/// its few short strings).
+fn encoded_size(resources: &[Bytes], removed: &[String]) -> usize {
+    resources.iter().map(|r| r.len() + 4).sum::<usize>()
+        + removed.iter().map(|n| n.len() + 3).sum::<usize>()
+}
+
+/// The resources of `wanted` that `held` lacks or holds at another version
+/// (encoded, shared), and the names of `held` not in `wanted`; both lists
+/// are sorted by name.
+fn diff(wanted: &EntryList<'_>, held: &[(&str, HeldVersion<'_>)]) -> (Vec<Bytes>, Vec<String>) {
+    let mut changed = Vec::new();
+    let mut removed = Vec::new();
+    let mut w = wanted.iter().peekable();
+    let mut h = held.iter().peekable();
+    loop {
+        match (w.peek(), h.peek()) {
+            (Some((wn, we)), Some((hn, hv))) => match (***wn).cmp(*hn) {
+                std::cmp::Ordering::Less => {
+                    changed.push(we.resource.clone());
+                    w.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    removed.push(hn.to_string());
+                    h.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if !hv.is(we) {
+                        changed.push(we.resource.clone());
+                    }
+                    w.next();
+                    h.next();
+                }
+            },
+            (Some((_, we)), None) => {
+                changed.push(we.resource.clone());
+                w.next();
+            }
+            (None, Some((hn, _))) => {
+                removed.push(hn.to_string());
+                h.next();
+            }
+            (None, None) => break,
+        }
+    }
+    (changed, removed)
 }
 
 /// Types in the order a node should apply them: settings and namespaces
