@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mesh_node::identity::Identity;
+use mesh_identity::Identity;
 use mesh_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateService;
 use mesh_proto::istio::v1::auth::{IstioCertificateRequest, IstioCertificateResponse};
 use rcgen::{

@@ -23,9 +23,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
-use mesh_node::config::{NamespaceSpec, Policy, WorkloadSpec};
-use mesh_node::state::DATAPLANE_MODE_LABEL;
-use mesh_node::xds::convert;
+use mesh_model::config::{NamespaceSpec, Policy, WorkloadSpec};
+use mesh_model::convert;
+use mesh_model::state::DATAPLANE_MODE_LABEL;
 use mesh_proto::ambit::v1 as pb;
 use mesh_proto::encoded::encode_resource;
 use mesh_proto::envoy::service::discovery::v3::Resource;

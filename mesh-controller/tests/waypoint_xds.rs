@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_controller::{Controller, ControllerOptions};
-use mesh_node::identity::Identity;
-use mesh_node::xds::{CaOptions, XdsClient, XdsOptions, XdsView};
+use mesh_identity::Identity;
 use mesh_proto::ambit::v1 as pb;
 use mesh_proto::type_urls;
+use mesh_xds::{CaOptions, XdsClient, XdsOptions, XdsView};
 use prost::Message;
 
 const WAYPOINT_ID: &str = "waypoint~demo~waypoint";
@@ -334,25 +334,25 @@ async fn ca_signs_only_the_waypoints_own_identity() {
     opts.token = s.c.tokens.token_of(WAYPOINT_ID);
     // Its own identity (its pod's service account): granted.
     let own = Identity::new("cluster.local", "demo", "waypoint-sa");
-    let (chain, _key) = mesh_node::xds::request_certificate(&opts, &own)
+    let (chain, _key) = mesh_xds::request_certificate(&opts, &own)
         .await
         .expect("own identity");
     assert_eq!(chain.len(), 2);
     // Another pod's identity in its own namespace, on the same node: refused.
     let other = Identity::new("cluster.local", "demo", "reviews");
-    let err = mesh_node::xds::request_certificate(&opts, &other)
+    let err = mesh_xds::request_certificate(&opts, &other)
         .await
         .expect_err("another identity");
     assert!(err.contains("PermissionDenied"), "{err}");
     let elsewhere = Identity::new("cluster.local", "shop", "cart");
-    let err = mesh_node::xds::request_certificate(&opts, &elsewhere)
+    let err = mesh_xds::request_certificate(&opts, &elsewhere)
         .await
         .expect_err("another namespace");
     assert!(err.contains("PermissionDenied"), "{err}");
     // The node the waypoint pod runs on may still get it (as before).
     let mut node = CaOptions::new(format!("http://{}", s.c.addr), "node-a");
     node.token = s.c.tokens.token_of("node-a");
-    mesh_node::xds::request_certificate(&node, &own)
+    mesh_xds::request_certificate(&node, &own)
         .await
         .expect("node-a runs the waypoint pod");
 }
@@ -448,7 +448,7 @@ async fn a_waypoint_named_by_a_service_label_is_served_like_a_namespace_one() {
     let mut opts = CaOptions::new(format!("http://{}", s.c.addr), CART_WP);
     opts.token = s.c.tokens.token_of(CART_WP);
     let own = Identity::new("cluster.local", "shop", "cart-waypoint");
-    mesh_node::xds::request_certificate(&opts, &own)
+    mesh_xds::request_certificate(&opts, &own)
         .await
         .expect("its own identity");
 

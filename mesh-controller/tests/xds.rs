@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_controller::{Controller, ControllerOptions};
-use mesh_node::identity::{CertStore, Identity};
-use mesh_node::state::ProxyState;
-use mesh_node::xds::{CaOptions, XdsClient, XdsOptions};
+use mesh_identity::{CertStore, Identity};
+use mesh_model::state::ProxyState;
 use mesh_proto::envoy::config::core::v3::Node;
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use mesh_proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use mesh_proto::type_urls;
+use mesh_xds::{CaOptions, XdsClient, XdsOptions};
 
 const NAMESPACES: &str = r#"
 apiVersion: v1
@@ -503,7 +503,7 @@ async fn ca_signs_only_identities_of_the_nodes_pods() {
     // node-a runs demo/client: granted; the cert verifies against the root
     // and carries the SPIFFE URI SAN.
     let client_id = Identity::new("cluster.local", "demo", "client");
-    let (chain, key) = mesh_node::xds::request_certificate(&opts, &client_id)
+    let (chain, key) = mesh_xds::request_certificate(&opts, &client_id)
         .await
         .unwrap();
     assert_eq!(chain.len(), 2, "leaf and root");
@@ -518,20 +518,20 @@ async fn ca_signs_only_identities_of_the_nodes_pods() {
 
     // node-a has no pod of legacy/default (that is node-b's outsider): refused.
     let other = Identity::new("cluster.local", "legacy", "default");
-    let err = mesh_node::xds::request_certificate(&opts, &other)
+    let err = mesh_xds::request_certificate(&opts, &other)
         .await
         .unwrap_err();
     assert!(err.contains("PermissionDenied"), "{err}");
     // Another trust domain: refused.
     let foreign = Identity::new("evil.org", "demo", "client");
-    let err = mesh_node::xds::request_certificate(&opts, &foreign)
+    let err = mesh_xds::request_certificate(&opts, &foreign)
         .await
         .unwrap_err();
     assert!(err.contains("InvalidArgument"), "{err}");
     // No token: refused.
     let mut anon = opts.clone();
     anon.token = None;
-    let err = mesh_node::xds::request_certificate(&anon, &client_id)
+    let err = mesh_xds::request_certificate(&anon, &client_id)
         .await
         .unwrap_err();
     assert!(err.contains("Unauthenticated"), "{err}");
@@ -541,7 +541,7 @@ async fn ca_signs_only_identities_of_the_nodes_pods() {
     let certs = Arc::new(CertStore::new());
     let mut ca_opts = opts.clone();
     ca_opts.interval = Duration::from_millis(100);
-    let _errs = mesh_node::xds::spawn_ca(ca_opts, certs.clone(), x.state.clone());
+    let _errs = mesh_xds::spawn_ca(ca_opts, certs.clone(), x.state.clone());
     let deadline = Instant::now() + Duration::from_secs(5);
     while certs.identities().len() < 2 {
         assert!(Instant::now() < deadline, "certs: {:?}", certs.identities());

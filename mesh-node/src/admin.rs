@@ -21,9 +21,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, warn};
 
-use crate::identity::CertStore;
 use crate::proxy::Metrics;
-use crate::state::{Protocol, ProxyState};
+use mesh_identity::CertStore;
+use mesh_model::state::{Protocol, ProxyState};
 
 /// What the admin server serves from.
 struct Sources {
@@ -321,21 +321,21 @@ pub fn config_dump(
         .iter()
         .map(|p| PolicyDump {
             kind: "PeerAuthentication",
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
+            namespace: p.namespace().to_string(),
+            name: p.name().to_string(),
             action: p
-                .mode
+                .mode()
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "UNSET".into()),
-            selector: p.selector.clone(),
+            selector: p.selector().cloned(),
         })
         .collect();
     policies.extend(state.authorization_policies().iter().map(|p| PolicyDump {
         kind: "AuthorizationPolicy",
-        namespace: p.namespace.clone(),
-        name: p.name.clone(),
-        action: p.action.to_string(),
-        selector: p.selector.clone(),
+        namespace: p.namespace().to_string(),
+        name: p.name().to_string(),
+        action: p.action().to_string(),
+        selector: p.selector().cloned(),
     }));
     let certificates = certs
         .identities()
@@ -405,7 +405,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::identity::{Identity, LocalCa};
+    use mesh_identity::{Identity, LocalCa};
 
     #[test]
     fn formats_rfc3339() {
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn dumps_workloads_services_policies_and_certificates() {
-        let state = crate::config::parse_state(
+        let state = mesh_model::config::parse_state(
             r#"
 namespaces:
 - {name: demo, labels: {istio.io/dataplane-mode: ambient}}

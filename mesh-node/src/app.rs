@@ -13,13 +13,13 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admin;
-use crate::config::ConfigWatcher;
 use crate::ebpf::MeshPrograms;
-use crate::identity::CertStore;
 use crate::inpod::PodEnrolments;
 use crate::proxy::Metrics;
-use crate::state::ProxyState;
-use crate::xds::{spawn_ca, spawn_xds, CaOptions, XdsOptions};
+use mesh_identity::CertStore;
+use mesh_model::config::ConfigWatcher;
+use mesh_model::state::ProxyState;
+use mesh_xds::{spawn_ca, spawn_xds, CaOptions, XdsOptions};
 
 /// Where the node's config comes from.
 #[derive(Debug, Clone)]

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_controller::{Controller, ControllerOptions};
-use mesh_node::identity::{CertStore, Identity, LocalCa};
+use mesh_identity::{CertStore, Identity, LocalCa};
 use mesh_node::proxy::Metrics;
-use mesh_node::xds::{XdsClient, XdsOptions};
 use mesh_proto::envoy::config::core::v3::Node;
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use mesh_proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use mesh_proto::type_urls;
+use mesh_xds::{XdsClient, XdsOptions};
 use tokio::sync::watch;
 
 const FOLDER: &str = r#"
@@ -295,7 +295,7 @@ policies:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_config_lists_what_the_node_holds() {
-    let state = mesh_node::config::parse_state(NODE_CONFIG).unwrap();
+    let state = mesh_model::config::parse_state(NODE_CONFIG).unwrap();
     let (_state_tx, state_rx) = watch::channel(Arc::new(state));
     let ca = LocalCa::new("cluster.local").unwrap();
     let certs = Arc::new(CertStore::with_roots_pem(ca.root_pem().as_bytes()).unwrap());

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use mesh_node::identity::{Identity, LocalCa};
+use mesh_identity::{Identity, LocalCa};
 use serde_json::{json, Value};
 
 use crate::probe::SendReport;

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use mesh_api::security::{Action, AuthorizationPolicySpec, Condition, Operation, Source};
-use mesh_node::identity::Identity;
+use mesh_identity::Identity;
 
 use crate::authn::RequestAuth;
 use crate::config::Issue;

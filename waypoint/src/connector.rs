@@ -1,5 +1,5 @@
 //! How the waypoint opens a byte stream to an upstream endpoint. Plain TCP
-//! here; HBONE (mTLS + HTTP/2 CONNECT through `mesh_node::hbone`) plugs in
+//! here; HBONE (mTLS + HTTP/2 CONNECT through `mesh_hbone`) plugs in
 //! behind the same trait.
 
 use std::future::Future;

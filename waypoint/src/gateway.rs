@@ -83,7 +83,7 @@ pub enum CredentialError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("{0}")]
-    Pem(#[from] mesh_node::identity::IdentityError),
+    Pem(#[from] mesh_identity::IdentityError),
     #[error("the key does not fit the certificate or is not supported: {0}")]
     Key(rustls::Error),
 }
@@ -365,8 +365,8 @@ fn read(path: &Path) -> Result<Vec<u8>, CredentialError> {
 
 /// Loads a PEM chain and key as a rustls certified key.
 pub fn load_certificate(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, CredentialError> {
-    let chain = mesh_node::identity::certs_from_pem(&read(cert)?, &cert.display().to_string())?;
-    let key = mesh_node::identity::key_from_pem(&read(key)?, &key.display().to_string())?;
+    let chain = mesh_identity::certs_from_pem(&read(cert)?, &cert.display().to_string())?;
+    let key = mesh_identity::key_from_pem(&read(key)?, &key.display().to_string())?;
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(chain, key, &provider)
         .map(Arc::new)

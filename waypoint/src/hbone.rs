@@ -22,12 +22,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use mesh_node::hbone::{
+use mesh_hbone::{
     serve_connection, ConnectRequest, HboneClient, HboneStream, InboundTunnel, SocketFactory,
     HBONE_PORT,
 };
-use mesh_node::identity::{CertStore, Identity};
-use mesh_node::state::ProxyState;
+use mesh_identity::{CertStore, Identity};
+use mesh_model::state::ProxyState;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
@@ -412,7 +412,7 @@ async fn serve_with<T>(
     discovery: Arc<MeshDiscovery>,
     drain: watch::Receiver<bool>,
 ) where
-    T: Fn() -> Result<Arc<rustls::ServerConfig>, mesh_node::identity::IdentityError>,
+    T: Fn() -> Result<Arc<rustls::ServerConfig>, mesh_identity::IdentityError>,
 {
     let mut stop = drain.clone();
     loop {
@@ -673,7 +673,7 @@ services:
 
     #[test]
     fn discovery_from_local_config() {
-        let state = mesh_node::config::parse_state(CFG).unwrap_or_else(|e| panic!("{e}"));
+        let state = mesh_model::config::parse_state(CFG).unwrap_or_else(|e| panic!("{e}"));
         let d = MeshDiscovery::from_state(&state);
         let eps = d.endpoints("reviews.bookinfo.svc.cluster.local", Some(9080));
         let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();

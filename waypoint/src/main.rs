@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use mesh_node::identity::CertStore;
+use mesh_identity::CertStore;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 use waypoint::gateway::{GatewayConfig, GatewayWorkload};
@@ -55,7 +55,7 @@ struct Cli {
     #[arg(long)]
     namespace: Option<String>,
     /// Where to listen for HBONE.
-    #[arg(long, default_value_t = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), mesh_node::hbone::HBONE_PORT))]
+    #[arg(long, default_value_t = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), mesh_hbone::HBONE_PORT))]
     listen: SocketAddr,
     // ambit:telemetry begin
     /// Admin HTTP server: `/metrics` (Prometheus) and `/healthz/ready`.
@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
     let (local, l7) = split(&text)?;
-    let state = mesh_node::config::parse_state(&local).context("the mesh-node local config")?;
+    let state = mesh_model::config::parse_state(&local).context("the mesh-node local config")?;
     let source = config_path.display().to_string();
     let (config, issues) = Config::from_yaml(&l7, &source);
     for i in &issues {

@@ -91,7 +91,7 @@ pub struct Peer {
     pub addr: SocketAddr,
     pub labels: Labels,
     /// The caller's SPIFFE identity (HBONE tunnels); `None` on plain TCP.
-    pub identity: Option<mesh_node::identity::Identity>,
+    pub identity: Option<mesh_identity::Identity>,
     /// ambit:telemetry — the caller as metrics label it.
     pub source: SourceInfo,
 }

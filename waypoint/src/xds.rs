@@ -2,7 +2,7 @@
 //!
 //! `waypoint --xds-address http://host:15010 --bootstrap-token <file>
 //! --xds-roots <pem> --name <name> --namespace <ns>` connects with
-//! mesh-node's xDS client ([`mesh_node::xds`]) as node
+//! mesh-node's xDS client ([`mesh_xds`]) as node
 //! `waypoint~<ns>~<name>` ([`mesh_proto::waypoint_id`]; `<name>` is the
 //! waypoint workload's pod name, as `istio.io/use-waypoint` names it). It
 //! subscribes to a node's types plus [`type_urls::L7_RESOURCE`]: the mesh
@@ -23,14 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_api::ParsedDocument;
-use mesh_node::identity::{CertStore, IdentityError};
-use mesh_node::state::ProxyState;
-use mesh_node::xds::{
-    spawn_ca_for, CaOptions, ExtraCheck, WantedIdentities, XdsClient, XdsOptions, XdsView,
-};
+use mesh_identity::{CertStore, IdentityError};
+use mesh_model::state::ProxyState;
 use mesh_proto::ambit::v1 as pb;
 use mesh_proto::prost::Message;
 use mesh_proto::type_urls;
+use mesh_xds::{
+    spawn_ca_for, CaOptions, ExtraCheck, WantedIdentities, XdsClient, XdsOptions, XdsView,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};

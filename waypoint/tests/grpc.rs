@@ -267,8 +267,8 @@ async fn grpc_local_reply_carries_grpc_status() {
 /// plain TCP to an endpoint of the service the tunnel was opened for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
-    use mesh_node::hbone::{ConnectRequest, HboneClient, PlainSocketFactory};
-    use mesh_node::identity::{CertStore, Identity, LocalCa};
+    use mesh_hbone::{ConnectRequest, HboneClient, PlainSocketFactory};
+    use mesh_identity::{CertStore, Identity, LocalCa};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use waypoint::hbone::MeshDiscovery;
 
@@ -300,7 +300,7 @@ async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
          - {{name: smtp, namespace: demo, serviceAccount: smtp, node: a, ip: 127.0.0.5, labels: {{app: smtp}}}}\n\
          services:\n- {{name: smtp, namespace: demo, addresses: [10.96.0.25], ports: [{{port: 25, targetPort: {echo_port}}}], selector: {{app: smtp}}}}\n"
     );
-    let state = mesh_node::config::parse_state(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let state = mesh_model::config::parse_state(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let discovery = Arc::new(MeshDiscovery::from_state(&state));
 
     let ca = LocalCa::new("cluster.local").expect("ca");

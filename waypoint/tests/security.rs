@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mesh_node::identity::Identity;
+use mesh_identity::Identity;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use waypoint::proxy::Peer;

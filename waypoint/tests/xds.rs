@@ -16,7 +16,7 @@ use hyper::client::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use mesh_controller::{Controller, ControllerOptions};
-use mesh_node::xds::XdsClient;
+use mesh_xds::XdsClient;
 use tokio::net::{TcpListener, TcpStream};
 use waypoint::hbone::MeshDiscovery;
 use waypoint::xds::{client_options, XdsApplier};
@@ -222,9 +222,9 @@ async fn xds_updates_reroute_requests() {
 /// proves the waypoint's identity, and gets HTTP served in the tunnel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xds_mode_gets_its_certificate_and_serves_hbone() {
-    use mesh_node::hbone::{ConnectRequest, HboneClient};
-    use mesh_node::identity::{CertStore, Identity};
-    use mesh_node::xds::{request_certificate, CaOptions};
+    use mesh_hbone::{ConnectRequest, HboneClient};
+    use mesh_identity::{CertStore, Identity};
+    use mesh_xds::{request_certificate, CaOptions};
     use waypoint::hbone::MarkedSocketFactory;
     use waypoint::xds::XdsArgs;
 

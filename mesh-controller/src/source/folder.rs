@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mesh_node::config::{LocalConfig, NamespaceSpec, ServicePortSpec, ServiceSpec, WorkloadSpec};
-use mesh_node::state::ProxyState;
+use mesh_model::config::{LocalConfig, NamespaceSpec, ServicePortSpec, ServiceSpec, WorkloadSpec};
+use mesh_model::state::ProxyState;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -344,7 +344,7 @@ fn parse_document(
                     return;
                 }
             };
-            match mesh_node::config::parse_policies(&text) {
+            match mesh_model::config::parse_policies(&text) {
                 Ok(list) => {
                     for p in list {
                         snap.policies.push((p, origin.clone()));

@@ -23,7 +23,7 @@
 //! by one, so a bad object is refused alone (named with its kind, namespace,
 //! name and field on the `config_errors` channel and in the log) and the
 //! rest keeps serving. Policies go through the node's own parser and the
-//! whole view through the node's validator (`mesh_node::state::ProxyState`),
+//! whole view through the node's validator (`mesh_model::state::ProxyState`),
 //! exactly as in the folder source.
 //!
 //! EndpointSlices: the ready addresses of each Service are recorded in
@@ -51,7 +51,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
-use mesh_node::state::ProxyState;
+use mesh_model::state::ProxyState;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
@@ -62,7 +62,7 @@ use super::{service_labels, L7Object, Namespace, Origin, Pod, Service, ServicePo
 /// The label naming a namespace's (or a Service's) waypoint; kept with the
 /// namespace's labels, and the only Service label kept
 /// ([`super::service_labels`]).
-pub const USE_WAYPOINT_LABEL: &str = mesh_node::state::USE_WAYPOINT_LABEL;
+pub const USE_WAYPOINT_LABEL: &str = mesh_model::state::USE_WAYPOINT_LABEL;
 /// The label an EndpointSlice carries to name its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -403,7 +403,7 @@ fn convert_istio(
     };
     let origin = origin(kind.kind, &ns, &name);
     if kind.node {
-        match mesh_node::config::parse_policies(&text) {
+        match mesh_model::config::parse_policies(&text) {
             Ok(list) => {
                 // Waypoints also receive AuthorizationPolicies (their L7
                 // part), so mesh-api must accept them too; else the object
@@ -1291,7 +1291,7 @@ mod tests {
         // Not enrolled, as waypoints are: nodes learn it only as a waypoint.
         let mut reviews_wp = (*pod_in("demo", "reviews-wp", "10.0.0.5")).clone();
         reviews_wp.metadata.labels = Some(BTreeMap::from([(
-            mesh_node::state::DATAPLANE_MODE_LABEL.to_string(),
+            mesh_model::state::DATAPLANE_MODE_LABEL.to_string(),
             "none".to_string(),
         )]));
         let objs = Objects {

@@ -7,8 +7,8 @@ pub mod kube;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use mesh_node::config::Policy;
-use mesh_node::state::waypoint_name;
+use mesh_model::config::Policy;
+use mesh_model::state::waypoint_name;
 
 /// Where a resource was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub struct Service {
 /// The labels of a Service's `metadata.labels` the controller keeps and
 /// sends to the nodes: `istio.io/use-waypoint` only.
 pub fn service_labels(all: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    all.get_key_value(mesh_node::state::USE_WAYPOINT_LABEL)
+    all.get_key_value(mesh_model::state::USE_WAYPOINT_LABEL)
         .map(|(k, v)| (k.clone(), v.clone()))
         .into_iter()
         .collect()
@@ -190,7 +190,7 @@ impl Snapshot {
 
     /// The waypoints the cluster declares, sorted, each once: those named
     /// by a namespace's label and those named by a Service's own label
-    /// (`mesh_node::state::waypoint_name`), whose pod exists. A namespace's
+    /// (`mesh_model::state::waypoint_name`), whose pod exists. A namespace's
     /// waypoint counts even when every Service of it opts out: pods and
     /// later Services may still use it.
     pub fn waypoints(&self) -> Vec<WaypointRef> {

@@ -17,10 +17,10 @@ use tracing::{error, info};
 
 use super::PodNetns;
 use crate::ebpf::{EnrolledPod, MeshPrograms, PodEnrolment};
-use crate::hbone::{HboneClient, SocketFactory};
-use crate::identity::{CertStore, Identity};
 use crate::proxy::{self, Metrics, PodContext};
-use crate::state::ProxyState;
+use mesh_hbone::{HboneClient, SocketFactory};
+use mesh_identity::{CertStore, Identity};
+use mesh_model::state::ProxyState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrolmentError {

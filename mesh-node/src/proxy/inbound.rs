@@ -11,8 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use super::{relay, ConnectionTracker, PodContext};
-use crate::hbone::{serve_connection, InboundTunnel};
-use crate::rbac::{authorize, ConnectionInfo};
+use mesh_hbone::{serve_connection, InboundTunnel};
+use mesh_model::rbac::{authorize, ConnectionInfo};
 
 /// The accept loop of one pod's HBONE listener; ends when draining (open
 /// tunnels get an HTTP/2 GOAWAY and finish their streams).

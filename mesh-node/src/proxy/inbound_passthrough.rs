@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::inbound::loopback_for;
 use super::{relay, ConnectionTracker, PodContext};
-use crate::rbac::{authorize, peer_authentication_mode, ConnectionInfo, MtlsMode};
+use mesh_model::rbac::{authorize, peer_authentication_mode, ConnectionInfo, MtlsMode};
 
 pub async fn run(ctx: Arc<PodContext>, listener: TcpListener) {
     let mut drain = ctx.drain.clone();

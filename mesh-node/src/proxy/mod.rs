@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::hbone::HboneClient;
-use crate::identity::{CertStore, Identity};
 use crate::inpod::PodNetns;
-use crate::state::ProxyState;
+use mesh_hbone::HboneClient;
+use mesh_identity::{CertStore, Identity};
+use mesh_model::state::ProxyState;
 
 pub use copy::relay;
 pub use metrics::{ConnectionTracker, Metrics};

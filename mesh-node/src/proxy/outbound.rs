@@ -12,8 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use super::{baggage, relay, ConnectionTracker, PodContext};
-use crate::hbone::{ConnectRequest, HboneError};
-use crate::identity::Identity;
+use mesh_hbone::{ConnectRequest, HboneError};
+use mesh_identity::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {

@@ -30,9 +30,9 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::convert;
-use crate::config::{LocalConfig, NamespaceSpec, Policy};
-use crate::state::ProxyState;
+use mesh_model::config::{LocalConfig, NamespaceSpec, Policy};
+use mesh_model::convert;
+use mesh_model::state::ProxyState;
 
 /// How to reach the controller.
 #[derive(Clone, Debug)]
@@ -271,7 +271,7 @@ impl XdsClient {
     }
 }
 
-/// Mirrors [`crate::config::ConfigWatcher::spawn`]: the state and error
+/// Mirrors [`mesh_model::config::ConfigWatcher::spawn`]: the state and error
 /// receivers of a client that runs for the life of the process (or until
 /// every state receiver is dropped).
 pub fn spawn_xds(opts: XdsOptions) -> (StateReceiver, ErrorReceiver) {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use mesh_node::hbone::{
+use mesh_hbone::{
     serve_connection, ConnectRequest, HboneClient, HboneError, HboneStream, InboundTunnel,
     PlainSocketFactory,
 };
-use mesh_node::identity::{CertStore, Identity, LocalCa};
+use mesh_identity::{CertStore, Identity, LocalCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};

@@ -19,7 +19,7 @@ pub use client::{
 pub use server::{serve_connection, InboundTunnel};
 pub use stream::{HboneStream, TunnelHeaders};
 
-use crate::identity::IdentityError;
+use mesh_identity::IdentityError;
 
 /// The HBONE port on every pod (and waypoint).
 pub const HBONE_PORT: u16 = 15008;

@@ -18,7 +18,7 @@ use super::stream::{HboneStream, TunnelHeaders};
 use super::{
     HboneError, BAGGAGE, CONNECTION_WINDOW, FORWARDED, MAX_FRAME_SIZE, STREAM_WINDOW, TRACEPARENT,
 };
-use crate::identity::{peer_identity, Identity};
+use mesh_identity::{peer_identity, Identity};
 
 /// TLS plus HTTP/2 handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,8 +15,8 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, PKCS_ECDSA_P
 use tokio::sync::watch;
 
 use super::client::StateReceiver;
-use crate::identity::{CertStore, Identity, WorkloadCertificate};
-use crate::state::ProxyState;
+use mesh_identity::{CertStore, Identity, WorkloadCertificate};
+use mesh_model::state::ProxyState;
 
 #[derive(Clone, Debug)]
 pub struct CaOptions {

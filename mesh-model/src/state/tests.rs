@@ -145,7 +145,7 @@ fn certificate_paths_are_exposed() {
     .unwrap();
     let c = s.certificates().unwrap();
     assert_eq!(c.roots, std::path::Path::new("/etc/ambit/root.pem"));
-    let id = crate::identity::Identity::new("cluster.local", "demo", "client");
+    let id = mesh_identity::Identity::new("cluster.local", "demo", "client");
     assert_eq!(
         c.for_identity(&id).unwrap().key,
         std::path::Path::new("/k.pem")

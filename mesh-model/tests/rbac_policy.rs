@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
-use mesh_node::config::{self, LocalConfig};
-use mesh_node::identity::Identity;
-use mesh_node::rbac::{self, ConnectionInfo, Decision, MtlsMode, Reason};
-use mesh_node::state::ProxyState;
+use mesh_identity::Identity;
+use mesh_model::config::{self, LocalConfig};
+use mesh_model::rbac::{self, ConnectionInfo, Decision, MtlsMode, Reason};
+use mesh_model::state::ProxyState;
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed-configs/");
 

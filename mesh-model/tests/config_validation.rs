@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mesh_node::config::{self, ConfigError, ConfigWatcher};
+use mesh_model::config::{self, ConfigError, ConfigWatcher};
 
 const BASE: &str = r#"
 trustDomain: cluster.local

@@ -14,7 +14,6 @@ use serde_yaml::Value;
 
 use super::types::*;
 use super::{ConfigError, FieldError};
-use crate::identity::Identity;
 use crate::rbac::{
     labels_match, Action, AuthzPolicy, Condition, MtlsMode, OperationMatch, PeerAuthnPolicy, Rule,
     SourceMatch, StrMatch,
@@ -23,6 +22,7 @@ use crate::state::{
     CertificatePaths, IdentityCertPaths, Namespace, Protocol, ProxyState, Service, ServicePort,
     Workload,
 };
+use mesh_identity::Identity;
 
 #[derive(Default)]
 struct Problems {

@@ -10,7 +10,7 @@ use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::client::StreamSlot;
-use crate::identity::Identity;
+use mesh_identity::Identity;
 
 /// Largest single write handed to h2 (it is split into frames of at most
 /// MAX_FRAME_SIZE by h2 itself).

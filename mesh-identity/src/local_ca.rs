@@ -147,7 +147,7 @@ impl LocalCa {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{CertStore, WorkloadCertificate};
+    use crate::{CertStore, WorkloadCertificate};
 
     #[test]
     fn issues_certificates_that_carry_the_identity() {

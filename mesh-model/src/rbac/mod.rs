@@ -31,8 +31,8 @@ use std::net::IpAddr;
 pub(crate) use policy::{labels_match, Condition, OperationMatch, Rule, SourceMatch, StrMatch};
 pub use policy::{Action, AuthzPolicy, MtlsMode, PeerAuthnPolicy};
 
-use crate::identity::Identity;
 use crate::state::{ProxyState, Workload};
+use mesh_identity::Identity;
 
 /// The mTLS mode required on `port` (the workload's own port, i.e. a
 /// service's targetPort) of `workload`.

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::config::{ConfigError, LocalConfig};
-use crate::identity::Identity;
 use crate::rbac::{AuthzPolicy, PeerAuthnPolicy};
+use mesh_identity::Identity;
 
 /// The namespace label that enrols a namespace (or a pod) in the mesh.
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";

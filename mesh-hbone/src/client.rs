@@ -21,7 +21,7 @@ use super::{
     HboneError, BAGGAGE, CONNECTION_WINDOW, FORWARDED, MAX_FRAME_SIZE, MAX_STREAMS_PER_CONNECTION,
     STREAM_WINDOW, TRACEPARENT,
 };
-use crate::identity::{peer_identity, CertStore, Identity};
+use mesh_identity::{peer_identity, CertStore, Identity};
 
 /// Creates the client sockets, e.g. inside the source pod's network
 /// namespace with SO_MARK set. Called once per new connection.

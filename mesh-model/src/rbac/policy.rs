@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::identity::Identity;
 use crate::state::Workload;
+use mesh_identity::Identity;
 
 /// The effective mTLS mode of a workload port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -259,6 +259,10 @@ impl AuthzPolicy {
     pub fn action(&self) -> Action {
         self.action
     }
+    /// The workload labels it selects; `None`: every workload of its namespace.
+    pub fn selector(&self) -> Option<&BTreeMap<String, String>> {
+        self.selector.as_ref()
+    }
     /// `namespace/name`
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -292,6 +296,14 @@ pub struct PeerAuthnPolicy {
 impl PeerAuthnPolicy {
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The workload labels it selects; `None`: every workload of its namespace.
+    pub fn selector(&self) -> Option<&BTreeMap<String, String>> {
+        self.selector.as_ref()
+    }
+    /// The workload-wide mode; `None` is UNSET (inherited).
+    pub fn mode(&self) -> Option<MtlsMode> {
+        self.mode
     }
     pub fn namespace(&self) -> &str {
         &self.namespace

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::client::build_request_for_test;
 use super::*;
-use crate::identity::{CertStore, Identity, LocalCa};
+use mesh_identity::{CertStore, Identity, LocalCa};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
