@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const SETUP_HINT: &str = "run `cargo xtask setup` (or see EBPF-TOOLCHAIN.md)";
+const SETUP_HINT: &str = "run `cargo xtask setup` (or see docs/EBPF-TOOLCHAIN.md)";
 const TARGET: &str = "bpfel-unknown-none";
 
 fn main() {

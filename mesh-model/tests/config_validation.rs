@@ -401,7 +401,7 @@ fn policy_without_namespace_defaults_with_warning() {
 fn seed_policies_parse() {
     let dir = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/seed-configs/"
+        "/../tests/fixtures/istio/"
     ));
     for f in [
         "09-000-peerauthentication-default.yaml",

@@ -8,7 +8,7 @@ use mesh_model::config::{self, LocalConfig};
 use mesh_model::rbac::{self, ConnectionInfo, Decision, MtlsMode, Reason};
 use mesh_model::state::ProxyState;
 
-const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed-configs/");
+const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/istio/");
 
 fn seed(name: &str) -> Vec<config::Policy> {
     let text = std::fs::read_to_string(format!("{SEEDS}{name}")).expect(name);

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed-configs");
+const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/istio");
 const VERDICTS: &str = include_str!("seed-verdicts.txt");
 const MESHCTL: &str = env!("CARGO_BIN_EXE_meshctl");
 
@@ -58,7 +58,7 @@ fn rows() -> Vec<Row> {
 
 fn seed_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(SEEDS)
-        .expect("shared/seed-configs exists")
+        .expect("tests/fixtures/istio exists")
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();

@@ -2,7 +2,7 @@
 //! kube-apiserver v1.20.2 on loopback, one pair per [`KubeApiServer`].
 //!
 //! The binary is built once by `cargo xtask kube-apiserver` (from Debian's
-//! `kubernetes` source package; see shared KUBE-APISERVER facts) and cached at
+//! `kubernetes` source package; see docs/KUBE-APISERVER.md) and cached at
 //! `~/.cache/ambit/bin/kube-apiserver`; `etcd` comes from Debian's
 //! `etcd-server`. A missing binary is an error that says how to get it, never
 //! a skipped test.

@@ -25,9 +25,9 @@ pub mod up;
 pub mod wire;
 
 /// The text of the seed config whose file name starts with `prefix` (e.g.
-/// `"07-"`), from `shared/seed-configs` beside the checkout.
+/// `"07-"`), from the repository's fixtures (`tests/fixtures/istio`).
 pub fn seed(prefix: &str) -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-configs");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/istio");
     let path = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(Result::ok)

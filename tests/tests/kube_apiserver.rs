@@ -31,7 +31,7 @@ const EVENT_WITHIN: Duration = Duration::from_secs(1);
 
 const SEED_VS: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/seed-configs/07-000-virtualservice-reviews.yaml"
+    "/fixtures/istio/07-000-virtualservice-reviews.yaml"
 ));
 
 type Events<K> = BoxStream<'static, Result<Event<K>, watcher::Error>>;
@@ -199,7 +199,7 @@ async fn apply_seed_configs(
         .run()
         .await
         .context("API discovery")?;
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed-configs");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/istio");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {dir}"))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -45,22 +45,14 @@ pub mod sniff; // ambit:grpc
 pub mod telemetry;
 pub mod trace;
 
-/// The seed configs: `shared/seed-configs` beside the checkout, found
-/// from the crate upwards (a worktree sits deeper than the main checkout).
+/// The text of the seed config `name`, from the repository's fixtures
+/// (`tests/fixtures/istio`).
 #[cfg(test)]
 pub(crate) fn seed_config(name: &str) -> String {
-    let mut dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
-    while let Some(d) = dir {
-        let p = d.join("shared/seed-configs").join(name);
-        if let Ok(text) = std::fs::read_to_string(&p) {
-            return text;
-        }
-        dir = d.parent();
-    }
-    panic!(
-        "seed config {name} not found above {}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/istio")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("seed config {}: {e}", p.display()))
 }
 pub mod xds;
 

@@ -23,14 +23,10 @@ use waypoint::discovery::Labels;
 use waypoint::gateway::{GatewayConfig, GatewayWorkload, ListenerProtocol, ListenerService};
 use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 
-/// `shared/seed-configs` next to the checkout, found upwards from the
-/// crate (a checkout may sit one level deeper, as a git worktree does).
+/// The seed config `name` from the repository's fixtures
+/// (`tests/fixtures/istio`).
 fn seed(name: &str) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/seed-configs"))
-        .find(|d| d.is_dir())
-        .expect("shared/seed-configs above the crate");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/istio");
     std::fs::read_to_string(dir.join(name)).expect("seed config")
 }
 

@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 
-const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed-configs/");
+const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/istio/");
 
 fn seed(name: &str) -> String {
     std::fs::read_to_string(format!("{SEEDS}{name}")).expect("seed config")

@@ -25,14 +25,10 @@ use tokio::net::{TcpListener, TcpStream};
 use waypoint::proxy::Peer;
 use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 
-/// `shared/seed-configs` in the nearest ancestor that has it (the
-/// worktree may sit deeper than the main checkout).
+/// The seed config `name` from the repository's fixtures
+/// (`tests/fixtures/istio`).
 fn seed(name: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/seed-configs"))
-        .find(|p| p.is_dir())
-        .expect("shared/seed-configs");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/istio");
     std::fs::read_to_string(dir.join(name)).expect("seed config")
 }
 

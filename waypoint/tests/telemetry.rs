@@ -21,15 +21,13 @@ use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 /// The service the tests call; seed 29 has no namespace, so `default`.
 const HOST: &str = "echo.default.svc.cluster.local";
 
+/// The seed config `name` from the repository's fixtures
+/// (`tests/fixtures/istio`).
 fn seed(name: &str) -> String {
-    let mut dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
-    while let Some(d) = dir {
-        if let Ok(t) = std::fs::read_to_string(d.join("shared/seed-configs").join(name)) {
-            return t;
-        }
-        dir = d.parent();
-    }
-    panic!("seed {name} not found");
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/istio")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("seed {}: {e}", p.display()))
 }
 
 // ------------------------------------------------------------ backend --

@@ -1,5 +1,5 @@
 //! `cargo xtask kube-apiserver`: a real Kubernetes API server for the
-//! integration tests (see shared KUBE-APISERVER facts).
+//! integration tests (see docs/KUBE-APISERVER.md).
 //!
 //! No registry reachable from these machines ships a kube-apiserver binary,
 //! so it is built once from Debian bookworm's `kubernetes` source package

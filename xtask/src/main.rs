@@ -5,8 +5,10 @@
 //! - `up`:    bring up the local mesh with the sample app and show it working
 //! - `bench`: measure the mesh against direct connections, write BENCHMARKS.md
 //! - `kube-apiserver`: build/cache a real kube-apiserver (and etcd) for the kube tests
+//! - `modules`: report module cycles inside each crate (fails when there is one)
 
 mod kube;
+mod modules;
 mod setup;
 
 use std::path::PathBuf;
@@ -48,6 +50,9 @@ enum Task {
     },
     /// Install etcd and build kube-apiserver v1.20.2 from Debian's source (cached).
     KubeApiserver,
+    /// Report module cycles inside each crate (every target of every
+    /// workspace crate, and mesh-ebpf); fails when there is one.
+    Modules,
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {
@@ -225,6 +230,15 @@ fn main() -> Result<()> {
         Task::KubeApiserver => {
             require_root("cargo xtask kube-apiserver")?;
             println!("{}", kube_apiserver_with_progress()?);
+            Ok(())
+        }
+        Task::Modules => {
+            let reports = modules::check_workspace(&workspace_root())?;
+            print!("{}", modules::render(&reports));
+            let cycles: usize = reports.iter().map(|r| r.cycles.len()).sum();
+            if cycles > 0 {
+                bail!("{cycles} module cycle(s)");
+            }
             Ok(())
         }
     }

@@ -1,5 +1,5 @@
 //! Installs what building and running Ambit needs on a fresh machine, and
-//! nothing when it is already there (see shared EBPF-TOOLCHAIN facts):
+//! nothing when it is already there (see docs/EBPF-TOOLCHAIN.md):
 //! Debian's llvm-22 for bpf-linker, iproute2 and tcpdump for the testbed, the
 //! pinned nightly with rust-src for the kernel programs, bpf-linker itself.
 

@@ -2,7 +2,7 @@ use super::*;
 use crate::Config;
 use http::HeaderValue;
 
-const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed-configs/");
+const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/istio/");
 
 fn seed(name: &str) -> String {
     std::fs::read_to_string(format!("{SEEDS}{name}")).expect("seed config")
