@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use mesh_api::security::{JwtRule, RequestAuthenticationSpec};
 use serde_json::Value;
 
-use crate::config::Issue;
+use crate::issue::Issue;
 use crate::security::{Scope, Target};
 
 /// How long fetched keys are used before they are fetched again (Envoy's

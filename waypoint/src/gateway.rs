@@ -69,13 +69,16 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::body::{local_reply, ProxyBody};
-use crate::config::{res_name, Config, Issue};
+use crate::config::Config;
 use crate::connector::{Connector, Io};
 use crate::discovery::{Discovery, Labels};
+use crate::issue::{res_name, Issue};
+use crate::namespace::ROOT_NAMESPACE;
+use crate::peer::Peer;
 use crate::policy::Policies;
-use crate::proxy::{Peer, Waypoint};
+use crate::proxy::Waypoint;
 use crate::routes::{split_host_port, Binding, RouteTable};
-use crate::security::{Scope as SecurityScope, TargetRef, ROOT_NAMESPACE};
+use crate::security::{Scope as SecurityScope, TargetRef};
 
 /// Why a server's certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -35,7 +35,8 @@ use tracing::{debug, info, warn};
 
 use crate::connector::{BoxIo, ConnectFuture, Connector};
 use crate::discovery::{Discovery, Endpoint, Labels};
-use crate::proxy::{Peer, Waypoint};
+use crate::peer::Peer;
+use crate::proxy::Waypoint;
 use crate::sniff::{sniff, Prefixed, Sniffed, SNIFF_WAIT}; // ambit:grpc
 
 // ------------------------------------------------------------ discovery --
@@ -66,7 +67,7 @@ struct MeshView {
     vips: HashMap<SocketAddr, String>,
     workloads: HashMap<IpAddr, (Labels, Identity)>,
     /// ambit:telemetry — workload name, namespace, principal by IP.
-    workload_info: HashMap<IpAddr, Arc<crate::telemetry::WorkloadInfo>>,
+    workload_info: HashMap<IpAddr, Arc<crate::discovery::WorkloadInfo>>,
 }
 
 impl MeshDiscovery {
@@ -107,7 +108,7 @@ impl MeshView {
             // ambit:telemetry
             d.workload_info.insert(
                 w.ip,
-                Arc::new(crate::telemetry::WorkloadInfo {
+                Arc::new(crate::discovery::WorkloadInfo {
                     name: w.name.clone(),
                     namespace: w.namespace.clone(),
                     principal: state.identity_of(w).to_string(),
@@ -182,7 +183,7 @@ impl Discovery for MeshDiscovery {
     }
 
     // ambit:telemetry
-    fn workload(&self, ip: IpAddr) -> Option<Arc<crate::telemetry::WorkloadInfo>> {
+    fn workload(&self, ip: IpAddr) -> Option<Arc<crate::discovery::WorkloadInfo>> {
         self.view().workload_info.get(&ip).cloned()
     }
 }

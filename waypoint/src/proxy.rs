@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
@@ -41,20 +42,25 @@ use hyper_util::server::conn::auto;
 use rand::Rng;
 use tokio::net::TcpListener;
 
+use crate::authn::RequestAuth;
+use crate::authz::{Decision, RequestAttributes};
 use crate::balancer::{Balancer, Candidate, HashInput};
 use crate::body::{full, local_reply, GuardedBody, ProxyBody};
 use crate::config::Config;
 use crate::connector::{Connector, Io};
-use crate::discovery::{Discovery, Endpoint, Labels};
+use crate::destination::DestinationRef;
+use crate::discovery::{Discovery, Endpoint};
 use crate::fault::AbortWith;
 use crate::headers::HeaderRules;
 use crate::mirror::shadow_authority;
 use crate::outlier::OutlierDetector;
+use crate::peer::Peer;
 use crate::policy::{ClusterSpec, ResolveError};
 use crate::pool::{Pool, PoolError, PoolLimits, Proto};
 use crate::replay::UpstreamBody;
 use crate::resilience::{Outcome, RetryPolicy};
-use crate::routes::{split_host_port, Action, DestinationRef, RequestInfo, Route};
+use crate::routes::{split_host_port, Action, RequestInfo, Route};
+use crate::security::Target;
 // ambit:telemetry
 use crate::telemetry::{flagged, RequestMeta, ResponseFlag, SourceInfo, Telemetry, UpstreamHost};
 
@@ -83,17 +89,6 @@ pub struct Cluster {
     pub pool: Arc<Pool>,
     pub balancer: Balancer,
     pub outlier: Option<OutlierDetector>,
-}
-
-/// The caller of a downstream connection.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub labels: Labels,
-    /// The caller's SPIFFE identity (HBONE tunnels); `None` on plain TCP.
-    pub identity: Option<mesh_identity::Identity>,
-    /// ambit:telemetry — the caller as metrics label it.
-    pub source: SourceInfo,
 }
 
 /// The waypoint: configuration, discovery, connector and per-destination
@@ -282,6 +277,74 @@ fn grpc_local_reply(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
     r
 }
 // ambit:grpc end
+
+/// The request path's security hook: authenticates (stripping or adding
+/// headers in `parts` as the JWT rules say) and authorizes. `Err` is the
+/// local reply to send (`401` / `403`).
+pub async fn enforce(
+    cfg: &Config,
+    discovery: &dyn Discovery,
+    parts: &mut Parts,
+    host: &str,
+    port: Option<u16>,
+    peer: &Peer,
+) -> Result<RequestAuth, http::Response<ProxyBody>> {
+    if cfg.authn.is_empty() && cfg.authz.is_empty() {
+        return Ok(RequestAuth::default());
+    }
+    let labels = if cfg.authn.needs_endpoint_labels() || cfg.authz.needs_endpoint_labels() {
+        discovery
+            .endpoints(host, port)
+            .into_iter()
+            .map(|e| e.labels)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let target = Target::new(host, labels);
+    let query = parts.uri.query().map(str::to_string);
+    let auth = match cfg
+        .authn
+        .authenticate(&target, &mut parts.headers, query.as_deref())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(host, error = %e, "request authentication failed");
+            let mut r = local_reply(StatusCode::UNAUTHORIZED, &e.to_string());
+            let challenge = format!(
+                "Bearer realm=\"http://{host}{}\", error=\"invalid_token\"",
+                parts.uri.path()
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+            }
+            return Err(r);
+        }
+    };
+    let scheme_port = if parts.uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let attrs = RequestAttributes {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        host,
+        port: port.unwrap_or(scheme_port),
+        headers: &parts.headers,
+        source_ip: peer.addr.ip(),
+        identity: peer.identity.as_ref(),
+        auth: &auth,
+    };
+    match cfg.authz.check(&target, &attrs) {
+        Decision::Allow => Ok(auth),
+        Decision::Deny { policy } => {
+            tracing::debug!(host, policy = %policy, "request denied by authorization policy");
+            Err(local_reply(StatusCode::FORBIDDEN, "RBAC: access denied"))
+        }
+    }
+}
 
 /// Is this hyper error an HTTP/2 REFUSED_STREAM?
 fn refused_stream(e: &hyper::Error) -> bool {
@@ -502,9 +565,7 @@ impl Waypoint {
         };
         let (host, port) = split_host_port(&authority);
         // L7 security: RequestAuthentication (401), AuthorizationPolicy (403).
-        if let Err(reply) =
-            crate::security::enforce(&cfg, &*self.discovery, &mut parts, host, port, peer).await
-        {
+        if let Err(reply) = enforce(&cfg, &*self.discovery, &mut parts, host, port, peer).await {
             return reply;
         }
         let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();

@@ -27,10 +27,11 @@ use rand::Rng;
 use regex::Regex;
 use serde_yaml::Value;
 
-use crate::config::Issue;
+use crate::destination::DestinationRef;
 use crate::discovery::Labels;
 use crate::fault::FaultPolicy;
 use crate::headers::{HeaderOps, HeaderRules};
+use crate::issue::Issue;
 use crate::mirror::MirrorPolicy;
 use crate::resilience::{route_timeout, RetryPolicy};
 
@@ -234,36 +235,6 @@ impl RequestMatch {
 }
 
 // ------------------------------------------------------------- actions --
-
-/// Where a route sends traffic: a host and optionally a subset and port.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct DestinationRef {
-    pub host: String,
-    pub subset: Option<String>,
-    pub port: Option<u16>,
-}
-
-impl DestinationRef {
-    pub fn host(h: &str) -> Self {
-        DestinationRef {
-            host: h.to_string(),
-            subset: None,
-            port: None,
-        }
-    }
-
-    fn from_istio(d: &mesh_api::networking::Destination) -> Result<Self, String> {
-        Ok(DestinationRef {
-            host: d.host.clone().ok_or("destination without host")?,
-            subset: d.subset.clone(),
-            port: d
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .and_then(|n| u16::try_from(n).ok()),
-        })
-    }
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WeightedDestination {

@@ -36,9 +36,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::body::{BoxError, ProxyBody};
-use crate::config::Issue;
-use crate::discovery::{Discovery, Labels};
-use crate::ratelimit::{host_namespace, Stats, ROOT_NAMESPACE};
+use crate::discovery::{Discovery, Labels, WorkloadInfo};
+use crate::issue::Issue;
+use crate::namespace::{host_namespace, ROOT_NAMESPACE};
+use crate::ratelimit::Stats;
 use crate::trace::DEFAULT_SAMPLING_PERCENT;
 
 /// Istio's `istio_request_duration_milliseconds` buckets.
@@ -86,16 +87,6 @@ pub struct UpstreamHost {
 }
 
 // ---------------------------------------------------------- workloads --
-
-/// A workload's name, namespace and SPIFFE principal, when discovery
-/// knows them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkloadInfo {
-    pub name: String,
-    pub namespace: String,
-    /// `spiffe://…`, as Istio's `*_principal` labels.
-    pub principal: String,
-}
 
 /// The caller as the metrics label it, computed once per connection.
 #[derive(Clone, Debug)]

@@ -35,8 +35,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{Config, Issue};
+use crate::config::Config;
 use crate::hbone::{HboneConnector, MarkedSocketFactory, MeshDiscovery};
+use crate::issue::Issue;
 use crate::proxy::Waypoint;
 
 /// The xDS mode's command-line flags (flattened into the binary's).

@@ -22,7 +22,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mesh_identity::Identity;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
-use waypoint::proxy::Peer;
+use waypoint::peer::Peer;
 use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 
 /// The seed config `name` from the repository's fixtures
@@ -561,14 +561,13 @@ async fn run_table(yaml: &str, cases: &[Case]) {
             identity: c.caller.clone(),
             source: waypoint::telemetry::SourceInfo::new(None, &Default::default(), false),
         };
-        let got =
-            match waypoint::security::enforce(&cfg, &disc, &mut parts, host, port, &peer).await {
-                Ok(_) => true,
-                Err(r) => {
-                    assert_eq!(r.status(), StatusCode::FORBIDDEN, "{}", c.what);
-                    false
-                }
-            };
+        let got = match waypoint::proxy::enforce(&cfg, &disc, &mut parts, host, port, &peer).await {
+            Ok(_) => true,
+            Err(r) => {
+                assert_eq!(r.status(), StatusCode::FORBIDDEN, "{}", c.what);
+                false
+            }
+        };
         assert_eq!(got, c.allowed, "{}", c.what);
     }
 }
