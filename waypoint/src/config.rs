@@ -48,7 +48,6 @@ impl Config {
                 Resource::AuthorizationPolicy(o) => {
                     c.authz.add(&name, r.namespace(), &o.spec, &mut issues)
                 }
-                // ambit:telemetry begin
                 Resource::EnvoyFilter(o) => {
                     c.ratelimits
                         .add_envoy_filter(&name, r.namespace(), &o.spec, &mut issues)
@@ -56,7 +55,6 @@ impl Config {
                 Resource::Telemetry(o) => {
                     c.telemetry.add(&name, r.namespace(), &o.spec, &mut issues)
                 }
-                // ambit:telemetry end
                 _ => {}
             }
         }

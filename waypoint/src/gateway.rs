@@ -72,11 +72,11 @@ use crate::body::{local_reply, ProxyBody};
 use crate::config::Config;
 use crate::connector::{Connector, Io};
 use crate::discovery::{Discovery, Labels};
+use crate::engine::Waypoint;
 use crate::issue::{res_name, Issue};
 use crate::namespace::ROOT_NAMESPACE;
 use crate::peer::Peer;
 use crate::policy::Policies;
-use crate::proxy::Waypoint;
 use crate::routes::{split_host_port, Binding, RouteTable};
 use crate::security::{Scope as SecurityScope, TargetRef};
 

@@ -411,7 +411,6 @@ impl RateLimits {
         self.add_patches(resource, spec, scope, PatchContext::SidecarInbound, issues)
     }
 
-    // ambit:gateway begin
     /// Compiles the local rate limit patches of an EnvoyFilter that selects
     /// the ingress gateway workload (the caller decided that): they cover
     /// every request of the gateway, and `match.context` must be `GATEWAY`
@@ -424,7 +423,6 @@ impl RateLimits {
     ) {
         self.add_patches(resource, spec, Scope::All, PatchContext::Gateway, issues)
     }
-    // ambit:gateway end
 
     fn add_patches(
         &mut self,

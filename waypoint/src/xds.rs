@@ -36,9 +36,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::engine::Waypoint;
 use crate::hbone::{HboneConnector, MarkedSocketFactory, MeshDiscovery};
 use crate::issue::Issue;
-use crate::proxy::Waypoint;
 
 /// The xDS mode's command-line flags (flattened into the binary's).
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -22,6 +22,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mesh_identity::Identity;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
+use waypoint::layers::{authn, authz};
 use waypoint::peer::Peer;
 use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 
@@ -561,7 +562,12 @@ async fn run_table(yaml: &str, cases: &[Case]) {
             identity: c.caller.clone(),
             source: waypoint::telemetry::SourceInfo::new(None, &Default::default(), false),
         };
-        let got = match waypoint::proxy::enforce(&cfg, &disc, &mut parts, host, port, &peer).await {
+        // The request path's security stages, in their order.
+        let checked = match authn::authenticate(&cfg, &disc, &mut parts, host, port).await {
+            Ok(a) => authz::authorize(&cfg, &a, &parts, host, port, &peer),
+            Err(r) => Err(r),
+        };
+        let got = match checked {
             Ok(_) => true,
             Err(r) => {
                 assert_eq!(r.status(), StatusCode::FORBIDDEN, "{}", c.what);
