@@ -29,12 +29,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bootstrap::Tokens;
-use crate::ca::{CaService, CertificateAuthority};
+use crate::ca::CaService;
 use crate::source::folder::FolderSource;
 use crate::source::kube::{KubeConfigSource, KubeSource};
 use crate::status::StatusRegistry;
 use crate::translate::MeshSettings;
 use crate::xds::{LargePermits, PushLimits, XdsServer};
+use mesh_identity::ca::CertificateAuthority;
 
 #[derive(Clone, Debug)]
 pub struct ControllerOptions {

@@ -268,7 +268,7 @@ async fn grpc_local_reply_carries_grpc_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
     use mesh_hbone::{ConnectRequest, HboneClient, PlainSocketFactory};
-    use mesh_identity::{CertStore, Identity, LocalCa};
+    use mesh_identity::{CertStore, CertificateAuthority, Identity};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use waypoint::hbone::MeshDiscovery;
 
@@ -303,7 +303,7 @@ async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
     let state = mesh_model::config::parse_state(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let discovery = Arc::new(MeshDiscovery::from_state(&state));
 
-    let ca = LocalCa::new("cluster.local").expect("ca");
+    let ca = CertificateAuthority::self_signed("cluster.local").expect("ca");
     let wp_id = Identity::new("cluster.local", "demo", "waypoint");
     let client_id = Identity::new("cluster.local", "demo", "client");
     let store = |id: &Identity| {
