@@ -285,7 +285,7 @@ fn check_principal(f: &mut Findings, path: &str, p: &str) {
         f.push(
             Code::InvalidValue,
             path,
-            format!("{p:?}: '*' is allowed only as a whole value, a prefix or a suffix"),
+            format!("{p:?}: a wildcard '*' is allowed only as a whole value, a prefix or a suffix"),
         );
     }
 }
