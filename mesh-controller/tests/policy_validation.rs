@@ -97,7 +97,7 @@ fn unknown_field_deep_in_a_policy() {
         &[
             "AuthorizationPolicy demo/allow-client",
             "field spec.rules[0].from[0].source.principal:",
-            "unknown field; did you mean principals?",
+            "unknown field; did you mean spec.rules[0].from[0].source.principals?",
         ],
     );
 }
