@@ -9,10 +9,12 @@
 //! - `bench`, `bench_waypoint`: `cargo xtask bench`
 //! - `bookinfo`: bookinfo behind a waypoint, for the L7 tests
 //! - `kube`: a real kube-apiserver (and etcd) for integration tests
+//! - `curl`, `wait`: the one HTTP client and the one bounded poll of the tests
 
 pub mod bench;
 pub mod bench_waypoint;
 pub mod bookinfo;
+pub mod curl;
 pub mod demo;
 pub mod http_app;
 pub mod kube;
@@ -22,6 +24,7 @@ pub mod progress;
 pub mod sys;
 pub mod testbed;
 pub mod up;
+pub mod wait;
 pub mod wire;
 
 /// The text of the seed config whose file name starts with `prefix` (e.g.

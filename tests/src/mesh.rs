@@ -12,9 +12,11 @@ use anyhow::{bail, Context, Result};
 use mesh_identity::{CertificateAuthority, Identity};
 use serde_json::{json, Value};
 
+use crate::curl::Curl;
 use crate::probe::SendReport;
 use crate::sys::ip_in;
 use crate::testbed::{Pod, PodSpec, Testbed};
+use crate::wait::within;
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
 pub const AMBIENT_LABEL: &str = "istio.io/dataplane-mode";
@@ -531,11 +533,12 @@ impl LocalMesh {
     /// (the controller listens on the wire).
     pub fn controller_status(&self, path: &str) -> Result<String> {
         let node = self.tb.nodes().first().context("no node")?.name.clone();
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "5"]).arg(format!(
+        Curl::new(format!(
             "http://{CONTROLLER_IP}:{CONTROLLER_STATUS_PORT}{path}"
-        ));
-        self.tb.run_in_node(&node, cmd, Duration::from_secs(10))
+        ))
+        .max_time(Duration::from_secs(5))
+        .in_node(&self.tb, &node)
+        .map(|r| r.body)
     }
 
     /// The bootstrap token file the controller issues to waypoint `ns/pod`.
@@ -555,12 +558,8 @@ impl LocalMesh {
         }
         let token = self.waypoint_token(pod, ns);
         // The controller issues it once it has read the namespace and the pod.
-        let start = std::time::Instant::now();
-        while !token.exists() {
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("the controller wrote no token {}", token.display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if within(Duration::from_secs(10), || token.exists()).is_none() {
+            bail!("the controller wrote no token {}", token.display());
         }
         let boot = self.dir.join("bootstrap");
         let mut cmd = Command::new(binary("waypoint")?);

@@ -26,11 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::sys::{self, cgroup2_mount, enter_in_child, ip, ip_in};
+use crate::wait::eventually;
 
 /// The prefix of every namespace and cgroup a testbed makes; `sweep_stale`
 /// removes those left by processes that no longer exist.
@@ -110,19 +111,15 @@ impl Proc {
 
     /// Waits until a printed line contains `needle`, up to `timeout`.
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.lines().into_iter().find(|l| l.contains(needle)) {
-                return Ok(l);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{}: no line containing {needle:?} within {timeout:?}; output:\n{}",
-                    self.name,
-                    self.lines().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match eventually(timeout, || {
+            self.lines().into_iter().find(|l| l.contains(needle))
+        }) {
+            Some((line, _)) => Ok(line),
+            None => bail!(
+                "{}: no line containing {needle:?} within {timeout:?}; output:\n{}",
+                self.name,
+                self.lines().join("\n")
+            ),
         }
     }
 
@@ -140,14 +137,7 @@ impl Proc {
 
     /// Waits for exit up to `timeout`; returns the exit status if it exited.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        eventually(timeout, || self.child.try_wait().ok().flatten()).map(|(st, _)| st)
     }
 
     pub fn kill(&mut self) {
@@ -450,23 +440,6 @@ impl Testbed {
     pub fn run_in_pod(&self, pod: &str, mut cmd: Command, timeout: Duration) -> Result<String> {
         let pod = self.pod(pod)?.clone();
         run_bounded(&mut cmd, Some(&pod.netns), Some(&pod.cgroup), timeout)
-    }
-
-    /// One GET of `url` with curl from `pod`, sending `headers`:
-    /// `"<status> <x-served-by>"` (the sample app names the pod that
-    /// answered), or `"error: ..."`.
-    pub fn served_by(&self, pod: &str, url: &str, headers: &[&str]) -> String {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "5", "-o", "/dev/null"])
-            .args(["-w", "%{http_code} %header{x-served-by}"]);
-        for h in headers {
-            cmd.args(["-H", h]);
-        }
-        cmd.arg(url);
-        match self.run_in_pod(pod, cmd, Duration::from_secs(10)) {
-            Ok(out) => out.trim().to_string(),
-            Err(e) => format!("error: {e:#}"),
-        }
     }
 
     /// Like `run_in_pod` but in a node's netns (outside any pod cgroup).

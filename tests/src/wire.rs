@@ -4,11 +4,12 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::testbed::Testbed;
+use crate::wait::within;
 
 /// One TCP segment's payload.
 #[derive(Clone, Debug)]
@@ -53,10 +54,7 @@ impl Capture {
             p.signal(libc::SIGINT);
             p.wait_timeout(Duration::from_secs(5))
         })?;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !self.file.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        within(Duration::from_secs(2), || self.file.exists());
         if let Some(keep) = std::env::var_os("AMBIT_KEEP_PCAP") {
             let _ = std::fs::copy(&self.file, keep);
         }

@@ -3,25 +3,14 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_tests::mesh::{binary, LocalMesh};
 use mesh_tests::probe::LoadReport;
 use mesh_tests::testbed::PodSpec;
+use mesh_tests::wait::within;
 
 const DENY_ALL: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: demo}\nspec:\n  action: DENY\n  rules: [{}]\n";
-
-/// Polls `f` every 50 ms until it holds or `limit` passes.
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 fn controller_mesh() -> LocalMesh {
     let mut mesh = LocalMesh::new(&["node-a", "node-b"]).expect("testbed (needs root)");
@@ -61,14 +50,16 @@ fn config_and_certificates_come_from_the_controller() {
     mesh.write_config().unwrap();
     assert!(
         within(Duration::from_secs(1), || !mesh
-            .reaches("client", "srv", 8080)),
+            .reaches("client", "srv", 8080))
+        .is_some(),
         "deny-all not in effect within 1 s"
     );
     mesh.set_policies_yaml("").unwrap();
     mesh.write_config().unwrap();
     assert!(
         within(Duration::from_secs(1), || mesh
-            .reaches("client", "srv", 8080)),
+            .reaches("client", "srv", 8080))
+        .is_some(),
         "deny-all not lifted within 1 s"
     );
 
@@ -85,7 +76,8 @@ fn config_and_certificates_come_from_the_controller() {
             .unwrap()
             .iter()
             .any(|l| l.contains("demo/broken") && l.contains("status.podIP"))
-    });
+    })
+    .is_some();
     assert!(
         refused,
         "refusal not logged with name and field:\n{}",
@@ -145,7 +137,8 @@ fn controller_killed_under_traffic_then_nodes_resynchronise() {
     mesh.start_controller().unwrap();
     assert!(
         within(Duration::from_secs(10), || !mesh
-            .reaches("client", "srv", 8080)),
+            .reaches("client", "srv", 8080))
+        .is_some(),
         "nodes did not resynchronise after the controller came back"
     );
 }

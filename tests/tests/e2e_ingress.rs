@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use mesh_tests::bookinfo::{ingress_pod, Backend, Bookinfo, INGRESS_POD};
+use mesh_tests::curl::{Curl, Reply};
 use mesh_tests::http_app::Answer;
 use mesh_tests::mesh::Service;
 use mesh_tests::seed;
@@ -49,40 +49,21 @@ fn gateway_ip(b: &Bookinfo) -> Ipv4Addr {
     b.mesh.tb.pod(INGRESS_POD).expect("ingress pod").ip
 }
 
-/// What curl saw: status, body, and the `Location` header.
-#[derive(Debug)]
-struct Seen {
-    status: u16,
-    body: String,
-    location: String,
+/// The pod the sample app says answered, from its JSON body.
+fn served_by(r: &Reply) -> String {
+    serde_json::from_str::<Answer>(&r.body)
+        .map(|a| a.served_by)
+        .unwrap_or_else(|e| panic!("not an app answer ({e}): {r:?}"))
 }
 
-impl Seen {
-    fn served_by(&self) -> String {
-        serde_json::from_str::<Answer>(&self.body)
-            .map(|a| a.served_by)
-            .unwrap_or_else(|e| panic!("not an app answer ({e}): {self:?}"))
-    }
+/// curl in `pod` with `args`, the URL last; `Err` when curl itself fails
+/// (connection, TLS verification).
+fn curl_in(b: &Bookinfo, pod: &str, args: &[&str]) -> anyhow::Result<Reply> {
+    let (url, opts) = args.split_last().expect("a URL");
+    Curl::new(*url).args(opts).in_pod(&b.mesh.tb, pod)
 }
 
-/// curl in `pod` with `args`; `Err` when curl itself fails (connection,
-/// TLS verification).
-fn curl_in(b: &Bookinfo, pod: &str, args: &[&str]) -> anyhow::Result<Seen> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "-o", "-"])
-        .args(["-w", "\n%{http_code} %{redirect_url}"])
-        .args(args);
-    let out = b.mesh.tb.run_in_pod(pod, cmd, Duration::from_secs(20))?;
-    let (body, tail) = out.rsplit_once('\n').unwrap_or(("", &out));
-    let (code, location) = tail.split_once(' ').unwrap_or((tail, ""));
-    Ok(Seen {
-        status: code.trim().parse()?,
-        body: body.to_string(),
-        location: location.trim().to_string(),
-    })
-}
-
-fn curl(b: &Bookinfo, args: &[&str]) -> Seen {
+fn curl(b: &Bookinfo, args: &[&str]) -> Reply {
     curl_in(b, OUTSIDE, args).unwrap_or_else(|e| panic!("curl {args:?}: {e:#}"))
 }
 
@@ -127,7 +108,7 @@ fn assert_tunnel_from_gateway(b: &Bookinfo, gw: usize) {
 }
 
 /// The admin server of the gateway, from inside its pod.
-fn admin(b: &Bookinfo, path: &str) -> Seen {
+fn admin(b: &Bookinfo, path: &str) -> Reply {
     let url = format!("http://127.0.0.1:15020{path}");
     curl_in(b, INGRESS_POD, &[&url]).unwrap_or_else(|e| panic!("admin {path}: {e:#}"))
 }
@@ -154,7 +135,7 @@ fn bookinfo_gateway_routes_productpage_over_hbone() {
     for path in ["/productpage", "/static/x"] {
         let r = curl(&b, &[&format!("http://{ip}{path}")]);
         assert_eq!(r.status, 200, "{path}: {r:?}");
-        assert_eq!(r.served_by(), "productpage-v1", "{path}");
+        assert_eq!(served_by(&r), "productpage-v1", "{path}");
         let a: Answer = serde_json::from_str(&r.body).expect("answer");
         assert_eq!(a.path, path);
     }
@@ -235,7 +216,7 @@ fn my_gateway_redirects_and_terminates_tls_for_example_com() {
         &["-H", "Host: example.com", &format!("http://{ip}/a?b=1")],
     );
     assert_eq!(r.status, 301, "{r:?}");
-    assert_eq!(r.location, "https://example.com/a?b=1");
+    assert_eq!(r.header("location"), Some("https://example.com/a?b=1"));
     assert_eq!(seen(&b, "myapp"), 0);
 
     // HTTPS: curl verifies the chain against the test CA and the name
@@ -251,7 +232,7 @@ fn my_gateway_redirects_and_terminates_tls_for_example_com() {
         ],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.served_by(), "myapp");
+    assert_eq!(served_by(&r), "myapp");
     assert_eq!(seen(&b, "myapp"), 1);
     // Not a certificate the system trusts: without the CA, curl refuses.
     let untrusted = curl_in(
@@ -310,7 +291,7 @@ spec:
     assert_eq!(r.status, 403, "{r:?}");
     let r = curl(&b, &[&format!("http://{ip}/productpage")]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.served_by(), "productpage-v1");
+    assert_eq!(served_by(&r), "productpage-v1");
     assert_eq!(seen(&b, "productpage-v1"), 1);
 }
 

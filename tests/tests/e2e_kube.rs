@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -28,22 +28,11 @@ use mesh_tests::kube::KubeApiServer;
 use mesh_tests::mesh::{binary, LocalMesh, CONTROLLER_IP, CONTROLLER_PORT};
 use mesh_tests::sys::ip_in;
 use mesh_tests::testbed::PodSpec;
+use mesh_tests::wait::within;
 use serde_json::{json, Value};
 
 const WITHIN: Duration = Duration::from_secs(1);
 const VIP: &str = "10.96.0.10";
-
-/// Polls `f` every 25 ms until it holds or `limit` passes; how long it took.
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    None
-}
 
 fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mesh_tests::bookinfo::{self, url, within_sigmas, Backend, Bookinfo};
 use mesh_tests::http_app::{Answer, HttpLoadReport};
 use mesh_tests::seed;
+use mesh_tests::wait::within;
 
 const SIGMAS: f64 = 4.5;
 
@@ -287,15 +288,11 @@ spec:
         "callers see the primary only: {r:?}"
     );
     // Copies are fire-and-forget: give the last ones a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
     let mut copies = 0;
-    while Instant::now() < deadline {
+    within(Duration::from_secs(5), || {
         copies = b.requests_seen("reviews-v2").expect("count");
-        if copies as u64 >= n {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        copies as u64 >= n
+    });
     assert_eq!(copies as u64, n, "the mirror got every request");
     assert_eq!(b.requests_seen("reviews-v3").expect("count"), 0);
     let log = b.server_log("reviews-v2").expect("log");

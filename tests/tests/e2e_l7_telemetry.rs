@@ -5,11 +5,13 @@
 //! productpage → reviews hop with a new span at each waypoint crossing.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_tests::bookinfo::{url, Backend, Bookinfo};
+use mesh_tests::curl::Curl;
 use mesh_tests::http_app::{Answer, HttpLoadReport};
 use mesh_tests::seed;
+use mesh_tests::wait::eventually_every;
 
 fn status(r: &HttpLoadReport, code: u16) -> u64 {
     r.by_status.get(&code).copied().unwrap_or(0)
@@ -72,20 +74,12 @@ fn seed_local_rate_limit_429_then_recovers() {
 }
 
 fn prometheus_query(b: &Bookinfo, query: &str) -> Option<f64> {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "5",
-        "http://127.0.0.1:9090/api/v1/query",
-        "--data-urlencode",
-    ])
-    .arg(format!("query={query}"));
-    let out = b
-        .mesh
-        .tb
-        .run_in_pod("waypoint", cmd, Duration::from_secs(10))
-        .ok()?;
+    let out = Curl::new("http://127.0.0.1:9090/api/v1/query")
+        .args(&["--data-urlencode", &format!("query={query}")])
+        .max_time(Duration::from_secs(5))
+        .in_pod(&b.mesh.tb, "waypoint")
+        .ok()?
+        .body;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     let result = v.pointer("/data/result")?.as_array()?;
     let first = result.first()?;
@@ -152,19 +146,15 @@ fn request_metrics_scraped_by_prometheus() {
         destination_service_name=\"reviews\",response_code=\"200\"})";
     let err_query = "sum(istio_requests_total{destination_service_name=\"ratings\",\
         response_code=\"503\"})";
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = (None, None, None);
-    while Instant::now() < deadline {
+    eventually_every(Duration::from_secs(30), Duration::from_millis(500), || {
         seen = (
             prometheus_query(&b, ok_query),
             prometheus_query(&b, hist_query),
             prometheus_query(&b, err_query),
         );
-        if seen.0 == Some(n as f64) && seen.1 == Some(n as f64) && seen.2 == Some(5.0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        (seen.0 == Some(n as f64) && seen.1 == Some(n as f64) && seen.2 == Some(5.0)).then_some(())
+    });
     assert_eq!(
         seen.0,
         Some(n as f64),

@@ -3,25 +3,11 @@
 //! while traffic flows.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_tests::mesh::LocalMesh;
 use mesh_tests::testbed::PodSpec;
-
-/// Polls `f` every 50 ms until it returns true or `limit` passes; returns
-/// how long it took.
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use mesh_tests::wait::within;
 
 fn reaches(mesh: &LocalMesh, from: &str, to: &str, port: u16) -> bool {
     mesh.reaches(from, to, port)

@@ -18,10 +18,12 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use mesh_tests::curl;
 use mesh_tests::mesh::{binary, LocalMesh, Service};
 use mesh_tests::testbed::PodSpec;
+use mesh_tests::wait::{eventually, within};
 
 const PORT: u16 = 9080;
 /// How long a waypoint may take, once ready, to apply its first L7 config.
@@ -126,22 +128,25 @@ fn start(
 impl Scenario {
     /// One GET from the client: `"<status> <x-served-by>"`, or the error.
     fn get(&self, vip: Ipv4Addr, headers: &[&str]) -> String {
-        self.mesh
-            .tb
-            .served_by("client", &format!("http://{vip}:{PORT}/"), headers)
+        curl::served_by(
+            &self.mesh.tb,
+            "client",
+            &format!("http://{vip}:{PORT}/"),
+            headers,
+        )
     }
 
     /// Polls until [`IN_A_ROW`] answers in a row are `want`, starting within
     /// [`IN_FORCE_WITHIN`]; panics with the last answer and the logs.
     fn until_in_a_row(&self, vip: Ipv4Addr, headers: &[&str], want: &str) {
-        let start = Instant::now();
         let mut last = String::new();
-        while start.elapsed() <= IN_FORCE_WITHIN {
+        if within(IN_FORCE_WITHIN, || {
             last = self.get(vip, headers);
-            if last == want && (1..IN_A_ROW).all(|_| self.get(vip, headers) == want) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            last == want && (1..IN_A_ROW).all(|_| self.get(vip, headers) == want)
+        })
+        .is_some()
+        {
+            return;
         }
         panic!(
             "{vip} with {headers:?}: never {IN_A_ROW} × {want:?} in a row; last {last:?}\n\
@@ -214,18 +219,11 @@ impl Scenario {
     /// The outbound lines for `host`, waiting (a connection is logged as it
     /// ends) until there is at least one.
     fn wait_outbound(&self, host: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let lines = self.outbound_lines(host);
-            if !lines.is_empty() {
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node-a logged no outbound connection to {host}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(Duration::from_secs(5), || {
+            Some(self.outbound_lines(host)).filter(|l| !l.is_empty())
+        })
+        .unwrap_or_else(|| panic!("node-a logged no outbound connection to {host}"))
+        .0
     }
 }
 

@@ -16,6 +16,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
+use mesh_tests::curl::Curl;
 use mesh_tests::http_app::Answer;
 use mesh_tests::mesh::{binary, LocalMesh, Service};
 use mesh_tests::testbed::PodSpec;
@@ -52,17 +53,11 @@ spec:
 "#;
 
 fn curl(mesh: &LocalMesh, headers: &[&str], url: &str) -> Answer {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10"]);
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    cmd.arg(url);
-    let out = mesh
-        .tb
-        .run_in_pod("client", cmd, Duration::from_secs(20))
+    let r = Curl::new(url)
+        .headers(headers)
+        .in_pod(&mesh.tb, "client")
         .unwrap_or_else(|e| panic!("curl {headers:?} {url}: {e:#}"));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{url}: {e}: {out:?}"))
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{url}: {e}: {r:?}"))
 }
 
 #[test]

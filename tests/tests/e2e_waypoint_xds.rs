@@ -13,8 +13,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mesh_tests::bookinfo::{url, Backend, Bookinfo};
+use mesh_tests::curl;
 use mesh_tests::mesh::binary;
 use mesh_tests::seed;
+use mesh_tests::wait::eventually;
 
 const WAYPOINT_NODE: &str = "waypoint~bookinfo~waypoint";
 const L7_TYPE: &str = "type.googleapis.com/ambit.v1.L7Resource";
@@ -86,9 +88,7 @@ fn start(l7: &str) -> Bookinfo {
 /// Which pod served one GET of /reviews (`"<status> <x-served-by>"`), or
 /// the curl error.
 fn served_by(b: &Bookinfo, headers: &[&str]) -> String {
-    b.mesh
-        .tb
-        .served_by("client", &url("reviews", "/reviews"), headers)
+    curl::served_by(&b.mesh.tb, "client", &url("reviews", "/reviews"), headers)
 }
 
 const JASON: &[&str] = &["end-user: jason"];
@@ -111,16 +111,17 @@ fn until_served(
     limit: Duration,
 ) -> Option<Duration> {
     let want = format!("200 {who}");
-    while since.elapsed() <= limit {
-        if served_by(b, headers) == want {
-            let first = since.elapsed();
-            if (1..IN_A_ROW).all(|_| served_by(b, headers) == want) {
-                return Some(first);
-            }
+    let left = limit.saturating_sub(since.elapsed());
+    eventually(left, || {
+        if served_by(b, headers) != want {
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+        let first = since.elapsed();
+        (1..IN_A_ROW)
+            .all(|_| served_by(b, headers) == want)
+            .then_some(first)
+    })
+    .map(|(first, _)| first)
 }
 
 /// `n` requests all served by `who`.
@@ -206,14 +207,12 @@ fn seed_routing_hot_changes_and_a_refused_virtual_service() {
     // keeps serving (the bad one would send everyone to v3).
     b.apply_l7_raw(&mesh_tests::bookinfo::in_bookinfo(&banana()).unwrap())
         .unwrap();
-    let start = Instant::now();
-    let mut refused = None;
-    while start.elapsed() < Duration::from_secs(3) && refused.is_none() {
-        refused = b.mesh.controller_log().unwrap().into_iter().find(|l| {
+    let refused = eventually(Duration::from_secs(3), || {
+        b.mesh.controller_log().unwrap().into_iter().find(|l| {
             l.contains("VirtualService") && l.contains("bookinfo/reviews") && l.contains("timeout")
-        });
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        })
+    })
+    .map(|(line, _)| line);
     assert!(
         refused.is_some(),
         "refusal not logged with the resource and field:\n{}",
