@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod source;
 pub mod status;
+pub mod to_proto;
 pub mod translate;
 pub mod xds;
 
@@ -29,12 +30,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bootstrap::Tokens;
-use crate::ca::{CaService, CertificateAuthority};
+use crate::ca::CaService;
 use crate::source::folder::FolderSource;
 use crate::source::kube::{KubeConfigSource, KubeSource};
 use crate::status::StatusRegistry;
 use crate::translate::MeshSettings;
 use crate::xds::{LargePermits, PushLimits, XdsServer};
+use mesh_identity::ca::CertificateAuthority;
 
 #[derive(Clone, Debug)]
 pub struct ControllerOptions {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::client::build_request_for_test;
 use super::*;
-use mesh_identity::{CertStore, Identity, LocalCa};
+use mesh_identity::{CertStore, CertificateAuthority, Identity};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -28,7 +28,7 @@ fn server_id() -> Identity {
 }
 
 fn certs() -> Arc<CertStore> {
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let store = CertStore::with_roots_pem(ca.root_pem().as_bytes()).unwrap();
     for id in [client_id(), server_id()] {
         let (chain, key) = ca.issue(&id, HOUR).unwrap();

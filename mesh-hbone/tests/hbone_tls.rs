@@ -1,5 +1,5 @@
 //! HBONE end to end on loopback: an `HboneClient` and `serve_connection`
-//! with certificates from `LocalCa`.
+//! with certificates from `CertificateAuthority`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +11,7 @@ use mesh_hbone::{
     serve_connection, ConnectRequest, HboneClient, HboneError, HboneStream, InboundTunnel,
     PlainSocketFactory,
 };
-use mesh_identity::{CertStore, Identity, LocalCa};
+use mesh_identity::{CertStore, CertificateAuthority, Identity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -27,7 +27,7 @@ fn server_id() -> Identity {
     Identity::new("cluster.local", "demo", "server")
 }
 
-fn store(ca: &LocalCa, ids: &[Identity]) -> Arc<CertStore> {
+fn store(ca: &CertificateAuthority, ids: &[Identity]) -> Arc<CertStore> {
     let store = CertStore::with_roots_pem(ca.root_pem().as_bytes()).unwrap();
     for id in ids {
         let (chain, key) = ca.issue(id, HOUR).unwrap();
@@ -186,7 +186,7 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_byte_and_16_mib_echo_intact() {
     within(async {
-        let ca = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
         let certs = store(&ca, &[client_id(), server_id()]);
         let server = start_server(certs.clone(), server_id(), Behaviour::Echo).await;
         let client = client(certs);
@@ -215,7 +215,7 @@ async fn one_byte_and_16_mib_echo_intact() {
 #[tokio::test]
 async fn server_sees_identity_target_and_headers() {
     within(async {
-        let ca = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
         let certs = store(&ca, &[client_id(), server_id()]);
         let mut server = start_server(certs.clone(), server_id(), Behaviour::Echo).await;
         let client = client(certs);
@@ -260,7 +260,7 @@ async fn server_sees_identity_target_and_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connects_to_the_same_peer_share_one_connection() {
     within(async {
-        let ca = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
         let certs = store(&ca, &[client_id(), server_id()]);
         let server = start_server(certs.clone(), server_id(), Behaviour::Echo).await;
         let client = client(certs);
@@ -303,7 +303,7 @@ async fn connects_to_the_same_peer_share_one_connection() {
 #[tokio::test]
 async fn wrong_expected_identity_fails() {
     within(async {
-        let ca = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
         let certs = store(&ca, &[client_id(), server_id()]);
         let server = start_server(certs.clone(), server_id(), Behaviour::Echo).await;
         let client = client(certs);
@@ -323,8 +323,8 @@ async fn wrong_expected_identity_fails() {
 #[tokio::test]
 async fn client_certificate_from_another_ca_fails() {
     within(async {
-        let ca = LocalCa::new("cluster.local").unwrap();
-        let rogue = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
+        let rogue = CertificateAuthority::self_signed("cluster.local").unwrap();
         let server_certs = store(&ca, &[server_id()]);
         let mut server = start_server(server_certs, server_id(), Behaviour::Echo).await;
         // The client trusts the real root but holds a rogue certificate.
@@ -346,7 +346,7 @@ async fn client_certificate_from_another_ca_fails() {
 #[tokio::test]
 async fn half_close_lets_the_server_answer_after_eof() {
     within(async {
-        let ca = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
         let certs = store(&ca, &[client_id(), server_id()]);
         let server = start_server(certs.clone(), server_id(), Behaviour::ReadThenAnswer).await;
         let client = client(certs);
@@ -369,7 +369,7 @@ async fn half_close_lets_the_server_answer_after_eof() {
 #[tokio::test]
 async fn rejection_carries_the_status() {
     within(async {
-        let ca = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
         let certs = store(&ca, &[client_id(), server_id()]);
         let server = start_server(
             certs.clone(),
@@ -400,7 +400,7 @@ async fn rejection_carries_the_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_lets_open_streams_finish_and_new_ones_use_a_new_connection() {
     within(async {
-        let ca = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
         let certs = store(&ca, &[client_id(), server_id()]);
         let mut server = start_server(certs.clone(), server_id(), Behaviour::Echo).await;
         let client = client(certs);

@@ -4,14 +4,15 @@
 //! - [`CertStore`]: the trust roots and each local identity's certificate,
 //!   replaceable at run time, and the rustls configurations HBONE uses.
 //! - [`peer_identity`]: the identity a peer's certificate chain proves.
-//! - [`LocalCa`]: a small CA for the local mode and tests.
+//! - [`CertificateAuthority`]: the one CA that mints workload certificates
+//!   (the controller's, the local mode's and the tests').
 
-pub mod local_ca;
+pub mod ca;
 mod spiffe;
 mod store;
 mod verify;
 
-pub use local_ca::LocalCa;
+pub use ca::CertificateAuthority;
 pub use spiffe::{Identity, IdentityError};
 pub use store::{
     certs_from_pem, hbone_crypto_provider, key_from_pem, CertStore, WorkloadCertificate, ALPN_H2,

@@ -47,8 +47,6 @@ pub enum IdentityError {
     },
     #[error("building the TLS configuration for {identity}: {reason}")]
     TlsConfig { identity: Identity, reason: String },
-    #[error("minting a certificate: {0}")]
-    Mint(String),
 }
 
 impl Identity {

@@ -1,5 +1,5 @@
 //! Handshakes between configurations from `CertStore`, over tokio duplex
-//! pipes, with certificates from `LocalCa`.
+//! pipes, with certificates from `CertificateAuthority`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ fn server_id() -> Identity {
 }
 
 /// A store trusting `ca` holding certificates from `ca` for `ids`.
-fn store(ca: &LocalCa, ids: &[&Identity]) -> CertStore {
+fn store(ca: &CertificateAuthority, ids: &[&Identity]) -> CertStore {
     let store = CertStore::with_roots_pem(ca.root_pem().as_bytes()).unwrap();
     for id in ids {
         let (chain, key) = ca.issue(id, HOUR).unwrap();
@@ -84,7 +84,7 @@ async fn handshake(
 
 #[tokio::test]
 async fn mutual_tls_succeeds_and_each_side_sees_the_other() {
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let certs = store(&ca, &[&client_id(), &server_id()]);
     let out = handshake(
         certs.client_config(&client_id(), &server_id()).unwrap(),
@@ -106,7 +106,7 @@ async fn mutual_tls_succeeds_and_each_side_sees_the_other() {
 
 #[tokio::test]
 async fn server_with_unexpected_identity_is_rejected() {
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let other = Identity::new("cluster.local", "demo", "impostor");
     let certs = store(&ca, &[&client_id(), &server_id()]);
     let out = handshake(
@@ -124,8 +124,8 @@ async fn server_with_unexpected_identity_is_rejected() {
 
 #[tokio::test]
 async fn server_from_untrusted_root_is_rejected() {
-    let ca = LocalCa::new("cluster.local").unwrap();
-    let rogue = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
+    let rogue = CertificateAuthority::self_signed("cluster.local").unwrap();
     let certs = store(&ca, &[&client_id()]);
     let rogue_certs = store(&rogue, &[&server_id()]);
     // The rogue server trusts our CA, so only the client's check can fail.
@@ -148,8 +148,8 @@ async fn server_from_untrusted_root_is_rejected() {
 
 #[tokio::test]
 async fn client_from_untrusted_root_is_rejected() {
-    let ca = LocalCa::new("cluster.local").unwrap();
-    let rogue = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
+    let rogue = CertificateAuthority::self_signed("cluster.local").unwrap();
     let certs = store(&ca, &[&server_id()]);
     let rogue_certs = store(&rogue, &[&client_id()]);
     rogue_certs
@@ -173,7 +173,7 @@ async fn client_from_untrusted_root_is_rejected() {
 
 #[tokio::test]
 async fn client_without_certificate_is_rejected() {
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let certs = store(&ca, &[&server_id()]);
     let mut roots = rustls::RootCertStore::empty();
     for root in certs_from_pem(ca.root_pem().as_bytes(), "root").unwrap() {
@@ -204,7 +204,7 @@ async fn client_without_certificate_is_rejected() {
 
 #[test]
 fn missing_identity_and_roots_are_named() {
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let empty = CertStore::new();
     assert_eq!(
         empty.server_config(&server_id()).unwrap_err(),
@@ -220,7 +220,7 @@ fn missing_identity_and_roots_are_named() {
 
 #[test]
 fn configs_are_cached_and_invalidated_on_change() {
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let certs = store(&ca, &[&server_id(), &client_id()]);
     let a = certs.server_config(&server_id()).unwrap();
     assert!(Arc::ptr_eq(&a, &certs.server_config(&server_id()).unwrap()));
@@ -259,7 +259,7 @@ fn configs_are_cached_and_invalidated_on_change() {
 
 #[test]
 fn insert_checks_identity_and_key() {
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let certs = store(&ca, &[]);
     let (chain, key) = ca.issue(&server_id(), HOUR).unwrap();
     let (_, other_key) = ca.issue(&client_id(), HOUR).unwrap();
@@ -289,7 +289,7 @@ fn insert_checks_identity_and_key() {
 
 #[test]
 fn loads_from_files() {
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (chain, key) = ca.issue(&server_id(), HOUR).unwrap();
     std::fs::write(dir.path().join("root.pem"), ca.root_pem()).unwrap();

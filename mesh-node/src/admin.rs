@@ -405,7 +405,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use mesh_identity::{Identity, LocalCa};
+    use mesh_identity::{CertificateAuthority, Identity};
 
     #[test]
     fn formats_rfc3339() {
@@ -444,7 +444,7 @@ policies:
 "#,
         )
         .unwrap();
-        let ca = LocalCa::new("cluster.local").unwrap();
+        let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
         let certs = CertStore::with_roots_pem(ca.root_pem().as_bytes()).unwrap();
         let id = Identity::new("cluster.local", "demo", "client");
         let (chain, key) = ca.issue(&id, Duration::from_secs(3600)).unwrap();

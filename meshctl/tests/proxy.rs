@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_controller::{Controller, ControllerOptions};
-use mesh_identity::{CertStore, Identity, LocalCa};
+use mesh_identity::{CertStore, CertificateAuthority, Identity};
 use mesh_node::proxy::Metrics;
 use mesh_proto::envoy::config::core::v3::Node;
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -297,7 +297,7 @@ policies:
 async fn proxy_config_lists_what_the_node_holds() {
     let state = mesh_model::config::parse_state(NODE_CONFIG).unwrap();
     let (_state_tx, state_rx) = watch::channel(Arc::new(state));
-    let ca = LocalCa::new("cluster.local").unwrap();
+    let ca = CertificateAuthority::self_signed("cluster.local").unwrap();
     let certs = Arc::new(CertStore::with_roots_pem(ca.root_pem().as_bytes()).unwrap());
     for sa in ["client", "server"] {
         let id = Identity::new("cluster.local", "demo", sa);

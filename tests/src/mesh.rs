@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use mesh_identity::{Identity, LocalCa};
+use mesh_identity::{CertificateAuthority, Identity};
 use serde_json::{json, Value};
 
 use crate::probe::SendReport;
@@ -62,7 +62,7 @@ pub struct Service {
 pub struct LocalMesh {
     pub tb: Testbed,
     pub dir: PathBuf,
-    pub ca: LocalCa,
+    pub ca: CertificateAuthority,
     namespaces: BTreeMap<String, bool>,
     /// Extra namespace labels (file mode), e.g. `istio.io/use-waypoint`.
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
@@ -89,7 +89,8 @@ impl LocalMesh {
         }
         let dir = std::env::temp_dir().join(&tb.id);
         std::fs::create_dir_all(&dir)?;
-        let ca = LocalCa::new(TRUST_DOMAIN).context("creating the local CA")?;
+        let ca =
+            CertificateAuthority::self_signed(TRUST_DOMAIN).context("creating the local CA")?;
         std::fs::write(dir.join("root-cert.pem"), ca.root_pem())?;
         Ok(LocalMesh {
             tb,

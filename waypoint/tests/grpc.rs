@@ -1,4 +1,4 @@
-//! ambit:grpc — HTTP/2 and gRPC through the waypoint on loopback: the
+//! HTTP/2 and gRPC through the waypoint on loopback: the
 //! upstream protocol follows the downstream one, HTTP/2 upstream
 //! connections are multiplexed, gRPC trailers reach the client, gRPC local
 //! replies carry `grpc-status`.
@@ -268,7 +268,7 @@ async fn grpc_local_reply_carries_grpc_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
     use mesh_hbone::{ConnectRequest, HboneClient, PlainSocketFactory};
-    use mesh_identity::{CertStore, Identity, LocalCa};
+    use mesh_identity::{CertStore, CertificateAuthority, Identity};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use waypoint::hbone::MeshDiscovery;
 
@@ -303,7 +303,7 @@ async fn hbone_tunnel_without_http_is_relayed_as_tcp() {
     let state = mesh_model::config::parse_state(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let discovery = Arc::new(MeshDiscovery::from_state(&state));
 
-    let ca = LocalCa::new("cluster.local").expect("ca");
+    let ca = CertificateAuthority::self_signed("cluster.local").expect("ca");
     let wp_id = Identity::new("cluster.local", "demo", "waypoint");
     let client_id = Identity::new("cluster.local", "demo", "client");
     let store = |id: &Identity| {
@@ -553,7 +553,7 @@ async fn a_streamed_body_is_sent_again_on_retry() {
 async fn a_body_over_the_retry_buffer_is_not_retried() {
     let (b, bodies) = fail_first_backend().await;
     let (cfg, _) = Config::from_yaml(RETRY_5XX, "test.yaml");
-    let opts = waypoint::proxy::Options {
+    let opts = waypoint::engine::Options {
         max_request_body: 8,
         ..Default::default()
     };

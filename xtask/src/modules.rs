@@ -121,16 +121,20 @@ fn workspace_array(manifest: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// An explicit target of a manifest: its kind (`lib`, `bin`, ...), its
+/// `name` if given, and its root file's `path`.
+type ExplicitTarget = (String, Option<String>, String);
+
 /// The package name and the explicit target roots (`path = ".."` in
 /// `[lib]`, `[[bin]]`, `[[test]]`, `[[bench]]`, `[[example]]`) of a
 /// package manifest.
-fn package_targets(manifest: &str) -> (Option<String>, Vec<(String, Option<String>, String)>) {
+fn package_targets(manifest: &str) -> (Option<String>, Vec<ExplicitTarget>) {
     let mut package = None;
     let mut section = String::new();
     let mut explicit = Vec::new();
     let mut current: Option<(String, Option<String>, Option<String>)> = None;
     let flush = |c: &mut Option<(String, Option<String>, Option<String>)>,
-                 out: &mut Vec<(String, Option<String>, String)>| {
+                 out: &mut Vec<ExplicitTarget>| {
         if let Some((kind, name, Some(path))) = c.take() {
             out.push((kind, name, path));
         }
@@ -508,7 +512,8 @@ impl<'ast> Visit<'ast> for Walker<'_> {
     fn visit_path(&mut self, p: &'ast syn::Path) {
         if p.leading_colon.is_none() {
             if let Some(first) = p.segments.first() {
-                let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+                let segments: Vec<String> =
+                    p.segments.iter().map(|s| s.ident.to_string()).collect();
                 let line = first.ident.span().start().line;
                 let text = segments.join("::");
                 self.reference(segments, line, text);
@@ -560,8 +565,12 @@ fn resolve(modules: &BTreeSet<ModPath>, from: &[String], segments: &[String]) ->
 
 /// Strongly connected components (Tarjan), each sorted, of more than one
 /// node.
-fn cycles_of(nodes: &[ModPath], edges: &BTreeMap<(ModPath, ModPath), Example>) -> Vec<Vec<ModPath>> {
-    let index_of: BTreeMap<&ModPath, usize> = nodes.iter().enumerate().map(|(i, n)| (n, i)).collect();
+fn cycles_of(
+    nodes: &[ModPath],
+    edges: &BTreeMap<(ModPath, ModPath), Example>,
+) -> Vec<Vec<ModPath>> {
+    let index_of: BTreeMap<&ModPath, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (n, i)).collect();
     let mut adj: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for (a, b) in edges.keys() {
         if let (Some(&i), Some(&j)) = (index_of.get(a), index_of.get(b)) {
@@ -730,7 +739,12 @@ pub fn render(reports: &[Report]) -> String {
         );
         for c in &r.cycles {
             cycles += 1;
-            let _ = writeln!(s, "  cycle of {}: {}", c.modules.len(), c.modules.join(", "));
+            let _ = writeln!(
+                s,
+                "  cycle of {}: {}",
+                c.modules.len(),
+                c.modules.join(", ")
+            );
             for (a, b, e) in &c.edges {
                 let _ = writeln!(
                     s,
@@ -781,7 +795,10 @@ mod tests {
         let d = krate(&[
             ("Cargo.toml", MANIFEST),
             ("src/lib.rs", "pub mod a;\npub mod b;\npub use a::A;\n"),
-            ("src/a.rs", "pub struct A;\nuse crate::b::B;\nfn f(_: B) {}\n"),
+            (
+                "src/a.rs",
+                "pub struct A;\nuse crate::b::B;\nfn f(_: B) {}\n",
+            ),
             ("src/b.rs", "pub struct B;\n"),
         ]);
         let r = check(&d);
@@ -877,7 +894,11 @@ mod tests {
         assert_eq!(r.edges, 3);
         assert_eq!(r.cycles.len(), 1);
         assert_eq!(r.cycles[0].modules, ["crate::x::deep", "crate::z::w"]);
-        let texts: Vec<&str> = r.cycles[0].edges.iter().map(|e| e.2.text.as_str()).collect();
+        let texts: Vec<&str> = r.cycles[0]
+            .edges
+            .iter()
+            .map(|e| e.2.text.as_str())
+            .collect();
         assert_eq!(texts, ["use crate::z::w::*", "crate::x::deep::F"]);
     }
 
