@@ -29,8 +29,8 @@ mod policy;
 use std::fmt;
 
 pub use policy::{
-    labels_match, Action, AuthzPolicy, Condition, MtlsMode, OperationMatch, Peer,
-    PeerAuthnPolicy, Rule, SourceMatch, StrMatch,
+    labels_match, Action, AuthzPolicy, Condition, MtlsMode, OperationMatch, Peer, PeerAuthnPolicy,
+    Rule, SourceMatch, StrMatch,
 };
 
 /// Why a connection was allowed or denied. Policies are named `namespace/name`.
@@ -92,7 +92,10 @@ impl fmt::Display for Decision {
 /// Decides a connection with attributes `peer` against the policies that
 /// apply to its destination: any matching DENY denies; else, if ALLOW
 /// policies apply, one must match; else allow. AUDIT never decides.
-pub fn evaluate<'p>(applicable: impl IntoIterator<Item = &'p AuthzPolicy>, peer: &Peer) -> Decision {
+pub fn evaluate<'p>(
+    applicable: impl IntoIterator<Item = &'p AuthzPolicy>,
+    peer: &Peer,
+) -> Decision {
     let applicable: Vec<&AuthzPolicy> = applicable.into_iter().collect();
     let audit = applicable
         .iter()

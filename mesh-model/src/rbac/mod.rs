@@ -5,8 +5,8 @@
 
 use std::net::IpAddr;
 
+use mesh_authz::labels_match;
 pub use mesh_authz::{Action, AuthzPolicy, Decision, MtlsMode, PeerAuthnPolicy, Reason};
-pub(crate) use mesh_authz::{labels_match, Condition, OperationMatch, Rule, SourceMatch, StrMatch};
 
 use crate::state::{ProxyState, Workload};
 use mesh_identity::Identity;
@@ -80,7 +80,13 @@ pub fn authorize(state: &ProxyState, conn: &ConnectionInfo) -> Decision {
     let applicable: Vec<&AuthzPolicy> = state
         .authorization_policies()
         .iter()
-        .filter(|p| p.applies_to(&conn.dst_workload.namespace, &conn.dst_workload.labels, root))
+        .filter(|p| {
+            p.applies_to(
+                &conn.dst_workload.namespace,
+                &conn.dst_workload.labels,
+                root,
+            )
+        })
         .collect();
 
     mesh_authz::evaluate(applicable, &peer)
