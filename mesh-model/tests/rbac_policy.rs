@@ -19,7 +19,7 @@ fn seed(name: &str) -> Vec<config::Policy> {
 fn state_with(base: &str, extra: Vec<config::Policy>) -> (ProxyState, Vec<String>) {
     let mut cfg: LocalConfig = config::parse(base).unwrap_or_else(|e| panic!("{e}"));
     cfg.policies.extend(extra);
-    let state = ProxyState::new(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let state = config::build_state(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let warnings = state.warnings().to_vec();
     (state, warnings)
 }

@@ -5,7 +5,7 @@
 //!
 //! Each response is checked on its own: the resources it carries are applied
 //! to a copy of what the node holds, and the whole is validated the way a
-//! config file is ([`ProxyState::new`]). A response that would make the
+//! config file is ([`mesh_model::config::build_state`]). A response that would make the
 //! config invalid is NACKed with the validator's message and the node keeps
 //! what it had. Responses that arrive together are published as one new
 //! state; nothing is published before every type has been received once.
@@ -446,7 +446,7 @@ async fn session(
                     }
                 }
                 let cfg = next.to_local_config()?;
-                ProxyState::new(&cfg)
+                mesh_model::config::build_state(&cfg)
                     .map(|state| (next, state))
                     .map_err(|e| e.to_string())
             });

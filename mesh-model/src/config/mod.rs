@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 pub use types::*;
 pub use watcher::{ConfigWatcher, ErrorReceiver, StateReceiver};
 
-pub(crate) use validate::compile;
+use validate::compile;
 
 use crate::state::ProxyState;
 
@@ -139,6 +139,11 @@ pub fn load(path: impl AsRef<Path>) -> Result<LocalConfig, ConfigError> {
     let state = compile(&cfg)?;
     cfg.warnings = state.warnings;
     Ok(cfg)
+}
+
+/// Validates `config` and builds the state (errors as [`parse`]).
+pub fn build_state(config: &LocalConfig) -> Result<ProxyState, ConfigError> {
+    compile(config)
 }
 
 /// [`load`] and build the state in one step.

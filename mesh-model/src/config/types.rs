@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
-pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
-pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+pub use crate::state::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN};
 
 /// The API groups/versions accepted for the security resources.
 pub const SECURITY_API_VERSIONS: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];

@@ -14,13 +14,13 @@ use serde_yaml::Value;
 
 use super::types::*;
 use super::{ConfigError, FieldError};
-use crate::rbac::{
-    labels_match, Action, AuthzPolicy, Condition, MtlsMode, OperationMatch, PeerAuthnPolicy, Rule,
-    SourceMatch, StrMatch,
-};
 use crate::state::{
     CertificatePaths, IdentityCertPaths, Namespace, Protocol, ProxyState, Service, ServicePort,
     Workload,
+};
+use mesh_authz::{
+    labels_match, Action, AuthzPolicy, Condition, MtlsMode, OperationMatch, PeerAuthnPolicy, Rule,
+    SourceMatch, StrMatch,
 };
 use mesh_identity::Identity;
 

@@ -1,35 +1,12 @@
-//! L4 policy as ztunnel enforces it: PeerAuthentication (which mTLS mode a
-//! workload port requires) and AuthorizationPolicy (may this peer connect).
-//!
-//! AuthorizationPolicy semantics (Istio):
-//! - A policy applies to a workload if it is in the workload's namespace, or
-//!   in the root namespace (mesh-wide), and its `selector.matchLabels` (if
-//!   any) are all among the workload's labels. `targetRef(s)` policies belong
-//!   to waypoints/gateways and are not enforced here.
-//! - Evaluation: any matching DENY policy denies; otherwise, if any ALLOW
-//!   policy applies, one of them must match (else implicit deny); otherwise
-//!   allow. AUDIT policies never change the decision; the first one that
-//!   matches is reported in [`Decision::audit`]. CUSTOM is refused at load.
-//! - A rule matches if any `from.source` matches, any `to.operation` matches
-//!   and every `when` condition holds; absent parts match everything. A
-//!   policy without rules matches nothing (`spec: {}` is allow-nothing).
-//! - Plaintext peers carry no identity: positive `principals`/`namespaces`
-//!   never match them, negative ones (`notPrincipals`, ...) do.
-//! - HTTP attributes (`methods`, `paths`, `hosts`, `requestPrincipals`,
-//!   `request.*` conditions, ...) cannot be seen at L4: an ALLOW (or AUDIT)
-//!   rule that uses them never matches; a DENY rule is enforced without them
-//!   (both more restrictive than requested, as in ztunnel). The config loader
-//!   reports a warning for each such rule.
-//! - `remoteIpBlocks`/`remote.ip` are matched against the connection's source
-//!   address (at L4 the direct peer is the remote).
+//! L4 policy on the node: which mTLS mode a workload port requires, and
+//! whether a connection may reach its workload. The matchers and the
+//! decision order are mesh-authz's; this module supplies the node's
+//! attributes (no HTTP fields) and the policies that apply.
 
-mod policy;
-
-use std::fmt;
 use std::net::IpAddr;
 
-pub(crate) use policy::{labels_match, Condition, OperationMatch, Rule, SourceMatch, StrMatch};
-pub use policy::{Action, AuthzPolicy, MtlsMode, PeerAuthnPolicy};
+use mesh_authz::labels_match;
+pub use mesh_authz::{Action, AuthzPolicy, Decision, MtlsMode, PeerAuthnPolicy, Reason};
 
 use crate::state::{ProxyState, Workload};
 use mesh_identity::Identity;
@@ -81,65 +58,9 @@ pub struct ConnectionInfo<'a> {
     pub dst_port: u16,
 }
 
-/// Why a connection was allowed or denied. Policies are named `namespace/name`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// No ALLOW or DENY policy applies to the destination.
-    NoPolicies,
-    /// This ALLOW policy matched.
-    AllowedBy(String),
-    /// This DENY policy matched.
-    DeniedBy(String),
-    /// ALLOW policies apply (listed) and none matched: implicit deny.
-    NoAllowMatch(Vec<String>),
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::NoPolicies => write!(f, "allowed: no authorization policy applies"),
-            Reason::AllowedBy(p) => write!(f, "allowed by ALLOW policy {p}"),
-            Reason::DeniedBy(p) => write!(f, "denied by DENY policy {p}"),
-            Reason::NoAllowMatch(ps) => write!(
-                f,
-                "denied: no ALLOW policy matched (applicable: {})",
-                ps.join(", ")
-            ),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    pub reason: Reason,
-    /// The first AUDIT policy (`namespace/name`) that matched, to be logged.
-    pub audit: Option<String>,
-}
-
-impl Decision {
-    /// The policy that decided (`namespace/name`), if one did.
-    pub fn policy(&self) -> Option<&str> {
-        match &self.reason {
-            Reason::AllowedBy(p) | Reason::DeniedBy(p) => Some(p),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.reason)?;
-        if let Some(a) = &self.audit {
-            write!(f, " (audited by {a})")?;
-        }
-        Ok(())
-    }
-}
-
 /// Decides whether `conn` may reach its destination workload.
 pub fn authorize(state: &ProxyState, conn: &ConnectionInfo) -> Decision {
-    let peer = policy::Peer {
+    let peer = mesh_authz::Peer {
         identity: conn.src_identity.as_ref(),
         principal: conn
             .src_identity
@@ -159,49 +80,14 @@ pub fn authorize(state: &ProxyState, conn: &ConnectionInfo) -> Decision {
     let applicable: Vec<&AuthzPolicy> = state
         .authorization_policies()
         .iter()
-        .filter(|p| p.applies_to(conn.dst_workload, root))
+        .filter(|p| {
+            p.applies_to(
+                &conn.dst_workload.namespace,
+                &conn.dst_workload.labels,
+                root,
+            )
+        })
         .collect();
 
-    let audit = applicable
-        .iter()
-        .find(|p| p.action == Action::Audit && p.matches(&peer))
-        .map(|p| p.key());
-
-    if let Some(deny) = applicable
-        .iter()
-        .find(|p| p.action == Action::Deny && p.matches(&peer))
-    {
-        return Decision {
-            allowed: false,
-            reason: Reason::DeniedBy(deny.key()),
-            audit,
-        };
-    }
-
-    let allows: Vec<&&AuthzPolicy> = applicable
-        .iter()
-        .filter(|p| p.action == Action::Allow)
-        .collect();
-    if allows.is_empty() {
-        return Decision {
-            allowed: true,
-            reason: Reason::NoPolicies,
-            audit,
-        };
-    }
-    match allows.iter().find(|p| p.matches(&peer)) {
-        Some(p) => Decision {
-            allowed: true,
-            reason: Reason::AllowedBy(p.key()),
-            audit,
-        },
-        None => Decision {
-            allowed: false,
-            reason: Reason::NoAllowMatch(allows.iter().map(|p| p.key()).collect()),
-            audit,
-        },
-    }
+    mesh_authz::evaluate(applicable, &peer)
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,7 +1,9 @@
 //! What the node knows: workloads, services, certificates' locations and the
-//! compiled L4 policies, built from a validated config. Immutable once built
-//! (apart from the per-service round-robin counters); a new config produces
-//! a new `ProxyState`.
+//! compiled L4 policies, built by the config compiler
+//! (`crate::config::build_state`). Immutable once built (apart from the
+//! per-service round-robin counters); a new config produces a new
+//! `ProxyState`. This module imports neither the config model nor the
+//! policy adapter: they build on it, not the reverse.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -9,9 +11,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::config::{ConfigError, LocalConfig};
-use crate::rbac::{AuthzPolicy, PeerAuthnPolicy};
+use mesh_authz::{AuthzPolicy, PeerAuthnPolicy};
 use mesh_identity::Identity;
+
+/// The trust domain when the config names none.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+/// The namespace whose policies are mesh-wide, when the config names none.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+/// The cluster DNS domain of service hostnames, when the config names none.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// The namespace label that enrols a namespace (or a pod) in the mesh.
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
@@ -171,9 +179,9 @@ pub struct ProxyState {
 impl Default for ProxyState {
     fn default() -> Self {
         ProxyState {
-            trust_domain: crate::config::DEFAULT_TRUST_DOMAIN.to_string(),
-            root_namespace: crate::config::DEFAULT_ROOT_NAMESPACE.to_string(),
-            cluster_domain: crate::config::DEFAULT_CLUSTER_DOMAIN.to_string(),
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
+            root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             namespaces: BTreeMap::new(),
             workloads: Vec::new(),
             by_ip: HashMap::new(),
@@ -188,11 +196,6 @@ impl Default for ProxyState {
 }
 
 impl ProxyState {
-    /// Validates `config` and builds the state (errors as [`crate::config::parse`]).
-    pub fn new(config: &LocalConfig) -> Result<ProxyState, ConfigError> {
-        crate::config::compile(config)
-    }
-
     /// An empty state: no workloads, no services, no policies.
     pub fn empty() -> ProxyState {
         ProxyState::default()

@@ -1,5 +1,5 @@
 //! Compiled (validated) policies and the L4 matching rules ztunnel applies.
-//! Built by `crate::config` from the Istio resources in the config file.
+//! Built by mesh-model's config loader (or from mesh-proto messages).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,7 +7,6 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::state::Workload;
 use mesh_identity::Identity;
 
 /// The effective mTLS mode of a workload port.
@@ -50,7 +49,7 @@ impl fmt::Display for Action {
 /// Istio's string match: `*` alone (any non-empty value), `*suffix`,
 /// `prefix*`, or exact.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum StrMatch {
+pub enum StrMatch {
     Any,
     Prefix(String),
     Suffix(String),
@@ -59,7 +58,7 @@ pub(crate) enum StrMatch {
 
 impl StrMatch {
     /// Parses Istio's wildcard syntax; a `*` anywhere but at one end is refused.
-    pub(crate) fn parse(s: &str) -> Result<StrMatch, String> {
+    pub fn parse(s: &str) -> Result<StrMatch, String> {
         if s.is_empty() {
             return Err("empty value is not allowed".into());
         }
@@ -81,7 +80,7 @@ impl StrMatch {
         Ok(m)
     }
 
-    pub(crate) fn matches(&self, v: &str) -> bool {
+    pub fn matches(&self, v: &str) -> bool {
         match self {
             StrMatch::Any => !v.is_empty(),
             StrMatch::Prefix(p) => !v.is_empty() && v.starts_with(p.as_str()),
@@ -91,8 +90,8 @@ impl StrMatch {
     }
 }
 
-/// What a rule is evaluated against.
-pub(crate) struct Peer<'a> {
+/// The L4 attributes of a connection that a rule is evaluated against.
+pub struct Peer<'a> {
     pub identity: Option<&'a Identity>,
     /// `td/ns/x/sa/y`, empty for plaintext.
     pub principal: String,
@@ -111,7 +110,7 @@ fn pos_neg<T>(pos: &[T], neg: &[T], mut f: impl FnMut(&T) -> bool) -> bool {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SourceMatch {
+pub struct SourceMatch {
     pub principals: Vec<StrMatch>,
     pub not_principals: Vec<StrMatch>,
     pub namespaces: Vec<StrMatch>,
@@ -147,7 +146,7 @@ impl SourceMatch {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct OperationMatch {
+pub struct OperationMatch {
     pub ports: Vec<u16>,
     pub not_ports: Vec<u16>,
 }
@@ -159,7 +158,7 @@ impl OperationMatch {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Condition {
+pub enum Condition {
     /// `source.ip` and `remote.ip`
     SourceIp {
         values: Vec<IpNet>,
@@ -210,7 +209,7 @@ impl Condition {
 /// One `rules[i]` entry: `from` (any source) AND `to` (any operation) AND
 /// every `when`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Rule {
+pub struct Rule {
     pub from: Option<Vec<SourceMatch>>,
     pub to: Option<Vec<OperationMatch>>,
     pub when: Vec<Condition>,
@@ -239,14 +238,14 @@ impl Rule {
 /// A validated AuthorizationPolicy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthzPolicy {
-    pub(crate) name: String,
-    pub(crate) namespace: String,
+    pub name: String,
+    pub namespace: String,
     /// `None`: every workload of the namespace (of the mesh, in the root namespace).
-    pub(crate) selector: Option<BTreeMap<String, String>>,
-    pub(crate) action: Action,
-    pub(crate) rules: Vec<Rule>,
+    pub selector: Option<BTreeMap<String, String>>,
+    pub action: Action,
+    pub rules: Vec<Rule>,
     /// False for `targetRef(s)` policies: they belong to waypoints/gateways.
-    pub(crate) node_enforced: bool,
+    pub node_enforced: bool,
 }
 
 impl AuthzPolicy {
@@ -268,17 +267,23 @@ impl AuthzPolicy {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    pub(crate) fn applies_to(&self, w: &Workload, root_namespace: &str) -> bool {
+    /// Whether the node enforces it on a workload of `namespace` with `labels`.
+    pub fn applies_to(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        root_namespace: &str,
+    ) -> bool {
         self.node_enforced
-            && (self.namespace == root_namespace || self.namespace == w.namespace)
+            && (self.namespace == root_namespace || self.namespace == namespace)
             && self
                 .selector
                 .as_ref()
-                .is_none_or(|sel| labels_match(sel, &w.labels))
+                .is_none_or(|sel| labels_match(sel, labels))
     }
 
     /// No rules: never matches (for ALLOW that makes it allow-nothing).
-    pub(crate) fn matches(&self, p: &Peer) -> bool {
+    pub fn matches(&self, p: &Peer) -> bool {
         self.rules.iter().any(|r| r.matches(self.action, p))
     }
 }
@@ -286,11 +291,11 @@ impl AuthzPolicy {
 /// A validated PeerAuthentication. `None` modes are UNSET (inherit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerAuthnPolicy {
-    pub(crate) name: String,
-    pub(crate) namespace: String,
-    pub(crate) selector: Option<BTreeMap<String, String>>,
-    pub(crate) mode: Option<MtlsMode>,
-    pub(crate) port_level: BTreeMap<u16, Option<MtlsMode>>,
+    pub name: String,
+    pub namespace: String,
+    pub selector: Option<BTreeMap<String, String>>,
+    pub mode: Option<MtlsMode>,
+    pub port_level: BTreeMap<u16, Option<MtlsMode>>,
 }
 
 impl PeerAuthnPolicy {
@@ -314,7 +319,7 @@ impl PeerAuthnPolicy {
 }
 
 /// Every selector label is present with the same value.
-pub(crate) fn labels_match(
+pub fn labels_match(
     selector: &BTreeMap<String, String>,
     labels: &BTreeMap<String, String>,
 ) -> bool {

@@ -1,4 +1,4 @@
-use super::policy::StrMatch;
+use crate::StrMatch;
 
 #[test]
 fn istio_wildcards() {
