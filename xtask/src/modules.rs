@@ -1,7 +1,8 @@
 //! `cargo xtask modules`: module cycles inside each crate.
 //!
-//! Every crate of the workspace (the root manifest's `members`, plus its
-//! `exclude`d ones such as `mesh-ebpf`) is read target by target (the
+//! Every crate of the workspace (its members as `cargo metadata` lists them,
+//! plus the crates beside them it excludes, such as `mesh-ebpf`) is read
+//! target by target (the
 //! library, each binary, test, bench, example and the build script: each is
 //! a crate root with a module tree of its own). From the root file the
 //! module tree is built out of `mod x;` (`x.rs` or `x/mod.rs`, or the
@@ -19,8 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use proc_macro2::{TokenStream, TokenTree};
+use serde::Deserialize;
 use syn::visit::Visit;
 
 /// A module path below the crate root (`[]` is the root, `["xds", "client"]`
@@ -84,176 +86,106 @@ fn show(m: &[String]) -> String {
 
 // ------------------------------------------------------------ manifests --
 
-/// The string items of the array `key = [ ... ]` in the `[workspace]`
-/// table of a manifest's text.
-fn workspace_array(manifest: &str, key: &str) -> Vec<String> {
-    let mut in_workspace = false;
-    let mut collecting = false;
-    let mut body = String::new();
-    for line in manifest.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if !collecting && line.starts_with('[') {
-            in_workspace = line == "[workspace]";
-            continue;
-        }
-        if !in_workspace {
-            continue;
-        }
-        if !collecting {
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            if k.trim() != key {
-                continue;
-            }
-            collecting = true;
-            body.push_str(v);
-        } else {
-            body.push_str(line);
-        }
-        if body.contains(']') {
-            break;
-        }
+/// What `cargo metadata --no-deps` says of one package.
+#[derive(Debug, Deserialize)]
+struct Package {
+    name: String,
+    manifest_path: PathBuf,
+    targets: Vec<MetadataTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetadataTarget {
+    name: String,
+    kind: Vec<String>,
+    src_path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    packages: Vec<Package>,
+}
+
+/// The packages of the workspace whose manifest is `manifest`, as cargo
+/// itself reads it (members, auto-discovered and explicit targets).
+fn metadata(manifest: &Path) -> Result<Vec<Package>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .output()
+        .with_context(|| format!("running cargo metadata for {}", manifest.display()))?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata for {}: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    body.split(['[', ']', ','])
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .filter(|s| !s.is_empty())
+    let m: Metadata = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("reading cargo metadata for {}", manifest.display()))?;
+    Ok(m.packages)
+}
+
+/// Where a target kind sorts, and how it is labelled.
+fn kind_label(t: &MetadataTarget) -> (u8, String) {
+    match t.kind.first().map(String::as_str).unwrap_or("") {
+        "lib" | "rlib" | "dylib" | "cdylib" | "staticlib" | "proc-macro" => (0, "lib".into()),
+        "bin" => (1, format!("bin {}", t.name)),
+        "test" => (2, format!("test {}", t.name)),
+        "bench" => (3, format!("bench {}", t.name)),
+        "example" => (4, format!("example {}", t.name)),
+        "custom-build" => (5, "build script".into()),
+        other => (6, format!("{other} {}", t.name)),
+    }
+}
+
+/// Every target (crate root) of `package`.
+fn targets_of(package: &Package) -> Vec<Target> {
+    let mut targets: Vec<_> = package
+        .targets
+        .iter()
+        .map(|t| (kind_label(t), t.src_path.clone()))
+        .collect();
+    targets.sort();
+    targets
+        .into_iter()
+        .map(|((_, label), root)| Target {
+            name: format!("{} ({label})", package.name),
+            root,
+        })
         .collect()
 }
 
-/// An explicit target of a manifest: its kind (`lib`, `bin`, ...), its
-/// `name` if given, and its root file's `path`.
-type ExplicitTarget = (String, Option<String>, String);
-
-/// The package name and the explicit target roots (`path = ".."` in
-/// `[lib]`, `[[bin]]`, `[[test]]`, `[[bench]]`, `[[example]]`) of a
-/// package manifest.
-fn package_targets(manifest: &str) -> (Option<String>, Vec<ExplicitTarget>) {
-    let mut package = None;
-    let mut section = String::new();
-    let mut explicit = Vec::new();
-    let mut current: Option<(String, Option<String>, Option<String>)> = None;
-    let flush = |c: &mut Option<(String, Option<String>, Option<String>)>,
-                 out: &mut Vec<ExplicitTarget>| {
-        if let Some((kind, name, Some(path))) = c.take() {
-            out.push((kind, name, path));
-        }
-    };
-    for line in manifest.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.starts_with('[') {
-            flush(&mut current, &mut explicit);
-            section = line.trim_matches(['[', ']']).to_string();
-            if matches!(
-                section.as_str(),
-                "lib" | "bin" | "test" | "bench" | "example"
-            ) {
-                current = Some((section.clone(), None, None));
-            }
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim().trim_matches('"').to_string());
-        if section == "package" && k == "name" {
-            package = Some(v);
-        } else if let Some((_, name, path)) = current.as_mut() {
-            match k {
-                "name" => *name = Some(v),
-                "path" => *path = Some(v),
-                _ => {}
-            }
-        }
-    }
-    flush(&mut current, &mut explicit);
-    (package, explicit)
-}
-
-/// The `.rs` files directly in `dir` (sorted), and `dir/<x>/main.rs`.
-fn roots_in(dir: &Path) -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.filter_map(Result::ok) {
-        let p = e.path();
-        let Some(stem) = p.file_stem().and_then(|s| s.to_str()).map(String::from) else {
-            continue;
-        };
-        if p.is_file() && p.extension().is_some_and(|x| x == "rs") {
-            out.push((stem, p));
-        } else if p.join("main.rs").is_file() {
-            out.push((stem, p.join("main.rs")));
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Every target of the package in `dir`: the conventional ones and those
-/// the manifest names.
-pub fn targets_of(dir: &Path) -> Result<Vec<Target>> {
-    let manifest_path = dir.join("Cargo.toml");
-    let manifest = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("reading {}", manifest_path.display()))?;
-    let (package, explicit) = package_targets(&manifest);
-    let package = package.unwrap_or_else(|| {
-        dir.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
-    let mut found: Vec<(String, PathBuf)> = Vec::new();
-    let mut add = |name: String, root: PathBuf| {
-        if root.is_file() && !found.iter().any(|(_, r)| *r == root) {
-            found.push((name, root));
-        }
-    };
-    for (kind, name, path) in explicit {
-        let name = name.unwrap_or_else(|| package.clone());
-        let label = if kind == "lib" {
-            "lib".to_string()
-        } else {
-            format!("{kind} {name}")
-        };
-        add(label, dir.join(path));
-    }
-    add("lib".into(), dir.join("src/lib.rs"));
-    add(format!("bin {package}"), dir.join("src/main.rs"));
-    for (sub, kind) in [
-        ("src/bin", "bin"),
-        ("tests", "test"),
-        ("benches", "bench"),
-        ("examples", "example"),
-    ] {
-        for (name, root) in roots_in(&dir.join(sub)) {
-            add(format!("{kind} {name}"), root);
-        }
-    }
-    add("build script".into(), dir.join("build.rs"));
-    Ok(found
-        .into_iter()
-        .map(|(label, root)| Target {
-            name: format!("{package} ({label})"),
-            root,
-        })
-        .collect())
-}
-
-/// The crate folders: the workspace's members and its excluded crates.
-pub fn crate_dirs(workspace: &Path) -> Result<Vec<PathBuf>> {
-    let manifest_path = workspace.join("Cargo.toml");
-    let manifest = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("reading {}", manifest_path.display()))?;
-    let mut dirs: Vec<PathBuf> = workspace_array(&manifest, "members")
-        .into_iter()
-        .chain(workspace_array(&manifest, "exclude"))
-        .map(|m| workspace.join(m))
-        .filter(|d| d.join("Cargo.toml").is_file())
+/// The workspace's packages, and the crates beside them that it excludes
+/// (a folder of the workspace with a manifest of its own, such as
+/// `mesh-ebpf`, built by another toolchain): cargo's view of each.
+fn packages(workspace: &Path) -> Result<Vec<Package>> {
+    let mut all = metadata(&workspace.join("Cargo.toml"))?;
+    let members: BTreeSet<PathBuf> = all.iter().map(|p| p.manifest_path.clone()).collect();
+    let mut beside: Vec<PathBuf> = std::fs::read_dir(workspace)
+        .with_context(|| format!("reading {}", workspace.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("Cargo.toml"))
+        .filter(|m| m.is_file())
         .collect();
-    dirs.sort();
-    dirs.dedup();
-    Ok(dirs)
+    beside.sort();
+    for manifest in beside {
+        let canonical = manifest.canonicalize().unwrap_or_else(|_| manifest.clone());
+        if members.contains(&manifest) || members.contains(&canonical) {
+            continue;
+        }
+        all.extend(metadata(&manifest)?);
+    }
+    all.sort_by(|a, b| a.manifest_path.cmp(&b.manifest_path));
+    Ok(all)
 }
 
 // ------------------------------------------------------------- parsing --
@@ -710,8 +642,8 @@ pub fn check_target(target: &Target, base: &Path) -> Result<Report> {
 /// Every target of every crate of the workspace at `workspace`.
 pub fn check_workspace(workspace: &Path) -> Result<Vec<Report>> {
     let mut out = Vec::new();
-    for dir in crate_dirs(workspace)? {
-        for t in targets_of(&dir)? {
+    for package in packages(workspace)? {
+        for t in targets_of(&package) {
             out.push(check_target(&t, workspace)?);
         }
     }
@@ -928,8 +860,7 @@ mod tests {
             ("k/Cargo.toml", "[package]\nname = \"pk\"\n"),
             ("k/src/main.rs", "fn main() {}\n"),
         ]);
-        let dirs = crate_dirs(d.path()).expect("dirs");
-        assert_eq!(dirs.len(), 3);
+        assert_eq!(packages(d.path()).expect("cargo metadata").len(), 3);
         let reports = check_workspace(d.path()).expect("check");
         let names: Vec<&str> = reports.iter().map(|r| r.target.as_str()).collect();
         assert_eq!(
