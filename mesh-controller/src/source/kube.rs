@@ -557,8 +557,8 @@ where
     Box::pin(async move { s.wait_until_ready().await.is_ok() })
 }
 
-/// Starts a reflector on `api`; each change (after the initial list)
-/// notifies the builder. Stops when `stop`'s sender is dropped.
+/// Starts a reflector on `api` (typed, or dynamic with its `ApiResource`);
+/// each change (after the initial list) notifies the builder. Stops when `stop`'s sender is dropped.
 fn reflect<K>(
     api: Api<K>,
     dyntype: K::DynamicType,
@@ -571,48 +571,6 @@ where
     K::DynamicType: Eq + Hash + Clone + Send + Sync + 'static,
 {
     let writer = Writer::new(dyntype);
-    let reader = writer.as_reader();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                ev = stream.next() => match ev {
-                    None => return,
-                    Some(Ok(Event::Init | Event::InitApply(_))) => {}
-                    Some(Ok(_)) => {
-                        if failing {
-                            tracing::info!(kind = %what, "watch recovered");
-                            failing = false;
-                        }
-                        notify.notify_one();
-                    }
-                    Some(Err(e)) => {
-                        if !failing {
-                            tracing::warn!(kind = %what, error = %e, "watch failed; retrying with backoff");
-                            failing = true;
-                        }
-                    }
-                },
-            }
-        }
-    });
-    reader
-}
-
-/// Like [`reflect`] for a dynamic type (its `DynamicType` has no default).
-fn reflect_dynamic(
-    api: Api<DynamicObject>,
-    ar: ApiResource,
-    what: String,
-    notify: Arc<Notify>,
-    mut stop: watch::Receiver<()>,
-) -> Store<DynamicObject> {
-    let writer = Writer::new(ar);
     let reader = writer.as_reader();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -700,7 +658,7 @@ impl KubeSource {
                 .map(|k| {
                     let ar = k.api_resource();
                     let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-                    let store = reflect_dynamic(
+                    let store = reflect(
                         api,
                         ar,
                         format!("{}/{}", k.group, k.kind),
