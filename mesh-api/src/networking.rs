@@ -2133,7 +2133,7 @@ impl EnvoyFilterSpec {
             if let Ok((v, _)) = p.local_rate_limit_value() {
                 let mut scratch = Findings::default();
                 if let Some(config) =
-                    crate::parse::deserialize_lenient::<LocalRateLimit>(v, "", &mut scratch)
+                    crate::lenient::deserialize_lenient::<LocalRateLimit>(v, "", &mut scratch)
                 {
                     if !scratch.has_errors() {
                         out.push(LocalRateLimitPatch {
@@ -2200,7 +2200,7 @@ impl EnvoyFilterSpec {
                     }
                     let before = f.items.len();
                     let rl: Option<LocalRateLimit> =
-                        crate::parse::deserialize_lenient_as(v, &base, f, Code::NotImplemented);
+                        crate::lenient::deserialize_lenient_as(v, &base, f, Code::NotImplemented);
                     // Unknown LocalRateLimit fields are features Ambit does not
                     // implement, not schema errors (the schema is Envoy's).
                     for item in &mut f.items[before..] {
