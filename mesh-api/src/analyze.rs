@@ -226,3 +226,6 @@ pub fn analyze(documents: &[ParsedDocument]) -> Vec<Diagnostic> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -59,4 +59,4 @@ pub fn analyze_text(text: &str, source_name: &str) -> Vec<Diagnostic> {
 }
 
 #[cfg(test)]
-mod tests;
+mod testing;

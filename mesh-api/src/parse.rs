@@ -313,3 +313,6 @@ fn parse_object(v: Value, location: &SourceRef) -> ParsedDocument {
     resource.validate(&mut f);
     finish(location, object, Some(resource), f, &suppressed)
 }
+
+#[cfg(test)]
+mod tests;

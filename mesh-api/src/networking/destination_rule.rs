@@ -480,3 +480,6 @@ fn validate_policy_parts(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

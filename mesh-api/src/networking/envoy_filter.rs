@@ -395,3 +395,6 @@ fn check_header_value_option(f: &mut Findings, path: &str, v: &Value) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -224,3 +224,6 @@ impl GatewaySpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -186,3 +186,6 @@ impl ServiceEntrySpec {
         check_export_to(f, "spec.exportTo", &self.export_to);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -70,3 +70,6 @@ impl SidecarSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -804,3 +804,6 @@ impl HttpFaultInjection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
