@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::diag::{Code, Diagnostic, Findings};
 use crate::kinds::Kind;
 use crate::parse::ParsedDocument;
-use crate::Resource;
+use crate::resource::Resource;
 
 const CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -76,7 +76,7 @@ pub fn analyze(documents: &[ParsedDocument]) -> Vec<Diagnostic> {
         String,
         Vec<(
             usize,
-            &crate::Object<crate::networking::DestinationRuleSpec>,
+            &crate::meta::Object<crate::networking::DestinationRuleSpec>,
         )>,
     > = BTreeMap::new();
     for &(i, r) in &resources {
@@ -226,3 +226,6 @@ pub fn analyze(documents: &[ParsedDocument]) -> Vec<Diagnostic> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

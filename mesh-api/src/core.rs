@@ -466,3 +466,6 @@ pub(crate) fn check_provider_ref(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -248,3 +248,6 @@ impl Findings {
         self.items.iter().any(|f| f.severity == Severity::Error)
     }
 }
+
+#[cfg(test)]
+mod tests;

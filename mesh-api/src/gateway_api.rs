@@ -341,3 +341,6 @@ impl HttpRouteSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -642,3 +642,6 @@ fn check_header_name(f: &mut Findings, path: &str, h: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;

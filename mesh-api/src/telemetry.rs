@@ -355,3 +355,6 @@ fn check_provider_names(f: &mut Findings, base: &str, providers: &[ProviderRef])
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -257,19 +257,10 @@ pub(crate) fn check_cidr(f: &mut Findings, path: &str, s: &str) {
     }
 }
 
+/// Levenshtein distance, ignoring ASCII case: `Mode` and `mode` are the
+/// same word, `hosts` is one edit from `host`.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(!ca.eq_ignore_ascii_case(cb));
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    strsim::levenshtein(&a.to_ascii_lowercase(), &b.to_ascii_lowercase())
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a
@@ -345,6 +336,13 @@ mod tests {
             did_you_mean("dimensions", &["providers", "overrides"]),
             None
         );
+    }
+
+    #[test]
+    fn edit_distance_ignores_ascii_case() {
+        assert_eq!(edit_distance("PERMISSIVE", "permissive"), 0);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]
