@@ -36,6 +36,7 @@ pub mod core;
 pub mod diag;
 pub mod gateway_api;
 pub mod kinds;
+pub mod labels;
 pub mod meta;
 pub mod networking;
 pub mod parse;

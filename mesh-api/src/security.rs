@@ -114,15 +114,9 @@ impl PeerAuthenticationSpec {
                 "portLevelMtls needs a selector (Istio refuses port-level mTLS on namespace- or mesh-wide policies)",
             );
         }
-        for (port, m) in &self.port_level_mtls {
+        for port in self.port_level_mtls.keys() {
+            // A port entry without `mode` is UNSET: it inherits, as in Istio.
             check_port_text(f, &format!("spec.portLevelMtls.{}", port.0), &port.0, false);
-            if m.mode.is_none() {
-                f.push(
-                    Code::MissingField,
-                    format!("spec.portLevelMtls.{}.mode", port.0),
-                    "required (UNSET, DISABLE, PERMISSIVE or STRICT)",
-                );
-            }
         }
     }
 }
@@ -285,7 +279,7 @@ fn check_principal(f: &mut Findings, path: &str, p: &str) {
         f.push(
             Code::InvalidValue,
             path,
-            format!("{p:?}: '*' is allowed only as a whole value, a prefix or a suffix"),
+            format!("{p:?}: a wildcard '*' is allowed only as a whole value, a prefix or a suffix"),
         );
     }
 }

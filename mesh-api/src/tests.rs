@@ -551,6 +551,16 @@ spec:
   portLevelMtls: {8080: {mode: DISABLE}}
 ";
     assert!(diags(ok).is_empty());
+    // A port without `mode` inherits (UNSET), as Istio reads it.
+    let inherit = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: pa}
+spec:
+  selector: {matchLabels: {app: a}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {8080: {}}
+";
+    assert!(diags(inherit).is_empty(), "{:?}", diags(inherit));
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod source;
 pub mod status;
+pub mod to_proto;
 pub mod translate;
 pub mod xds;
 

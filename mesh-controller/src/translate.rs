@@ -23,17 +23,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
-use mesh_model::config::{NamespaceSpec, Policy, WorkloadSpec};
-use mesh_model::convert;
-use mesh_model::state::DATAPLANE_MODE_LABEL;
+use mesh_api::labels::{
+    DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_LABEL, DATAPLANE_MODE_NONE, ROOT_NAMESPACE,
+};
 use mesh_proto::ambit::v1 as pb;
 use mesh_proto::encoded::encode_resource;
 use mesh_proto::envoy::service::discovery::v3::Resource;
 use mesh_proto::type_urls;
 use prost::Message;
 
-use crate::source::folder::service_spec;
 use crate::source::{L7Object, Pod, Snapshot};
+use crate::to_proto;
 
 /// Mesh-wide settings sent to every node.
 #[derive(Clone, Debug)]
@@ -47,7 +47,7 @@ impl Default for MeshSettings {
     fn default() -> Self {
         MeshSettings {
             trust_domain: "cluster.local".into(),
-            root_namespace: "istio-system".into(),
+            root_namespace: ROOT_NAMESPACE.into(),
             cluster_domain: "cluster.local".into(),
         }
     }
@@ -75,8 +75,8 @@ fn fnv64(bytes: &[u8]) -> u64 {
 
 fn is_ambient(pod: &Pod, snap: &Snapshot) -> bool {
     match pod.labels.get(DATAPLANE_MODE_LABEL).map(String::as_str) {
-        Some("ambient") => true,
-        Some("none") => false,
+        Some(DATAPLANE_MODE_AMBIENT) => true,
+        Some(DATAPLANE_MODE_NONE) => false,
         _ => namespace_is_ambient(&pod.namespace, snap),
     }
 }
@@ -85,23 +85,11 @@ fn namespace_is_ambient(ns: &str, snap: &Snapshot) -> bool {
     snap.namespaces
         .get(ns)
         .and_then(|n| n.labels.get(DATAPLANE_MODE_LABEL))
-        .is_some_and(|v| v == "ambient")
+        .is_some_and(|v| v == DATAPLANE_MODE_AMBIENT)
 }
 
 fn selects(selector: Option<&BTreeMap<String, String>>, labels: &BTreeMap<String, String>) -> bool {
     selector.is_none_or(|s| s.iter().all(|(k, v)| labels.get(k) == Some(v)))
-}
-
-fn workload_spec(p: &Pod) -> Option<WorkloadSpec> {
-    Some(WorkloadSpec {
-        name: p.name.clone(),
-        namespace: p.namespace.clone(),
-        service_account: Some(p.service_account.clone()),
-        node: p.node.clone()?,
-        ip: p.ip.clone()?,
-        netns: p.netns.clone(),
-        labels: p.labels.clone(),
-    })
 }
 
 /// One encoded resource, shared by every node (and every connection) that
@@ -273,25 +261,25 @@ impl Translated {
         // Workloads: every node's own pods (with netns), and the pods every
         // node sees (without).
         for p in &snap.pods {
-            let Some(spec) = workload_spec(p) else {
-                continue;
+            let Some(node) = p.node.as_deref().filter(|_| p.ip.is_some()) else {
+                continue; // not scheduled or no IP yet: not part of the data plane
             };
             let name = format!("{}/{}", p.namespace, p.name);
             let ns = ns_arc(&mut all_ns, &p.namespace);
-            let prev_view = prev.and_then(|t| t.nodes.get(&spec.node));
-            let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, true);
+            let prev_view = prev.and_then(|t| t.nodes.get(node));
+            let msg = to_proto::workload(p, &mesh.trust_domain, true);
             let (k, e) = intern(
                 prev_view.map(|v| &v.workloads),
                 type_urls::WORKLOAD,
                 &name,
                 msg.encode_to_vec(),
             );
-            let view = t.nodes.entry(spec.node.clone()).or_default();
+            let view = t.nodes.entry(node.to_string()).or_default();
             view.workloads.insert(k, e);
             view.namespaces.insert(ns.clone());
             if is_ambient(p, snap) {
                 t.shared_ns.insert(ns);
-                let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, false);
+                let msg = to_proto::workload(p, &mesh.trust_domain, false);
                 let (k, e) = intern(
                     prev.map(|p| &p.workloads),
                     type_urls::WORKLOAD,
@@ -304,11 +292,11 @@ impl Translated {
 
         // Waypoints: their own pod (with netns), as a node's.
         for wp in snap.waypoints() {
-            let Some(spec) = snap
+            let Some(pod) = snap
                 .pods
                 .iter()
                 .find(|p| p.namespace == wp.namespace && p.name == wp.name)
-                .and_then(workload_spec)
+                .filter(|p| p.node.is_some() && p.ip.is_some())
             else {
                 continue;
             };
@@ -316,7 +304,7 @@ impl Translated {
             let name = format!("{}/{}", wp.namespace, wp.name);
             let ns = ns_arc(&mut all_ns, &wp.namespace);
             let prev_view = prev.and_then(|t| t.nodes.get(&id));
-            let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, true);
+            let msg = to_proto::workload(pod, &mesh.trust_domain, true);
             let (k, e) = intern(
                 prev_view.map(|v| &v.workloads),
                 type_urls::WORKLOAD,
@@ -329,7 +317,7 @@ impl Translated {
             // Every node must find the waypoint to tunnel to it
             // (`ProxyState::waypoint_for`), even when its pod is not
             // enrolled (`istio.io/dataplane-mode: none`, as waypoints are).
-            let msg = convert::workload_to_proto(&spec, &mesh.trust_domain, false);
+            let msg = to_proto::workload(pod, &mesh.trust_domain, false);
             let (k, e) = intern(
                 prev.map(|p| &p.workloads),
                 type_urls::WORKLOAD,
@@ -360,7 +348,7 @@ impl Translated {
                 continue;
             }
             t.shared_ns.insert(ns_arc(&mut all_ns, &s.namespace));
-            let msg = convert::service_to_proto(&service_spec(s));
+            let msg = to_proto::service(s);
             let (k, e) = intern(
                 prev.map(|p| &p.services),
                 type_urls::SERVICE,
@@ -385,20 +373,15 @@ impl Translated {
             }
         }
         for (policy, _) in &snap.policies {
-            let m = policy.metadata();
-            let ns = m.namespace.as_deref().unwrap_or("default");
+            let ns = policy.namespace();
             let root_policy = ns == mesh.root_namespace;
-            let selector = match policy {
-                Policy::PeerAuthentication(p) => p.spec.selector.as_ref(),
-                Policy::AuthorizationPolicy(p) => p.spec.selector.as_ref(),
-            }
-            .map(|s| &s.match_labels);
-            let peer_auth = matches!(policy, Policy::PeerAuthentication(_));
-            let name = format!("{ns}/{}", m.name);
+            let selector = policy.selector();
+            let peer_auth = matches!(policy, crate::source::Policy::PeerAuthentication(_));
+            let name = format!("{ns}/{}", policy.name());
             let prost_types::Any {
                 type_url: policy_type,
                 value: bytes,
-            } = convert::policy_to_any(policy);
+            } = to_proto::policy(policy);
             let ns_a = ns_arc(&mut all_ns, ns);
             if root_policy && selector.is_none() {
                 // Mesh-wide: always sent.
@@ -459,10 +442,10 @@ impl Translated {
                 .get(&*name)
                 .map(|n| n.labels.clone())
                 .unwrap_or_default();
-            let msg = convert::namespace_to_proto(&NamespaceSpec {
+            let msg = pb::Namespace {
                 name: name.to_string(),
                 labels,
-            });
+            };
             let (_, e) = intern(
                 prev.map(|p| &p.namespaces),
                 type_urls::NAMESPACE,

@@ -178,9 +178,7 @@ async fn objects_created_through_the_api_appear_in_the_snapshot() -> Result<()> 
         .create(&PostParams::default(), &ap)
         .await?;
     expect(&mut rx, "AuthorizationPolicy deny-all", t, |s| {
-        s.policies
-            .iter()
-            .any(|(p, _)| p.metadata().name == "deny-all")
+        s.policies.iter().any(|(p, _)| p.name() == "deny-all")
     })
     .await?;
     let t = Instant::now();
@@ -199,7 +197,7 @@ async fn objects_created_through_the_api_appear_in_the_snapshot() -> Result<()> 
     expect(&mut rx, "PeerAuthentication default", t, |s| {
         s.policies
             .iter()
-            .any(|(p, _)| p.kind() == "PeerAuthentication" && p.metadata().name == "default")
+            .any(|(p, _)| p.kind() == "PeerAuthentication" && p.name() == "default")
     })
     .await?;
 
@@ -230,10 +228,7 @@ async fn objects_created_through_the_api_appear_in_the_snapshot() -> Result<()> 
         .await?;
     expect(&mut rx, "pod and policy deleted", t, |s| {
         !s.pods.iter().any(|p| p.name == "srv-1")
-            && !s
-                .policies
-                .iter()
-                .any(|(p, _)| p.metadata().name == "deny-all")
+            && !s.policies.iter().any(|(p, _)| p.name() == "deny-all")
     })
     .await?;
     assert_eq!(*errors.borrow(), None, "no config error expected");
@@ -384,13 +379,8 @@ async fn bad_authorization_policy_refused_with_name_and_field_rest_serves() -> R
     assert!(body.contains("AuthorizationPolicy demo/broken"), "{body}");
 
     expect(&mut rx, "the good policy, not the bad one", t, |s| {
-        s.policies
-            .iter()
-            .any(|(p, _)| p.metadata().name == "allow-client")
-            && !s
-                .policies
-                .iter()
-                .any(|(p, _)| p.metadata().name == "broken")
+        s.policies.iter().any(|(p, _)| p.name() == "allow-client")
+            && !s.policies.iter().any(|(p, _)| p.name() == "broken")
     })
     .await?;
 
@@ -414,9 +404,7 @@ async fn bad_authorization_policy_refused_with_name_and_field_rest_serves() -> R
         .context("error not cleared within a second after the fix")??;
     eprintln!("  cleared after {:?}", t.elapsed());
     expect(&mut rx, "the fixed policy", t, |s| {
-        s.policies
-            .iter()
-            .any(|(p, _)| p.metadata().name == "broken")
+        s.policies.iter().any(|(p, _)| p.name() == "broken")
     })
     .await?;
     Ok(())

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::proxy::Waypoint;
+use crate::engine::Waypoint;
 use crate::telemetry::METRICS_CONTENT_TYPE;
 
 /// The default admin address, Istio's agent port.

@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use mesh_api::security::{JwtRule, RequestAuthenticationSpec};
 use serde_json::Value;
 
-use crate::config::Issue;
+use crate::issue::Issue;
 use crate::security::{Scope, Target};
 
 /// How long fetched keys are used before they are fetched again (Envoy's
@@ -428,7 +428,7 @@ impl JwtProvider {
                 let timeout = r
                     .timeout
                     .as_deref()
-                    .and_then(parse_duration)
+                    .and_then(|t| mesh_api::util::parse_duration(t).ok())
                     .unwrap_or(JWKS_DEFAULT_TIMEOUT);
                 KeySource::Remote(Arc::new(RemoteJwks::new(uri, timeout)))
             }
@@ -564,22 +564,6 @@ fn decode_unverified(token: &str) -> Result<(Header, Value), AuthnError> {
         .map_err(|_| AuthnError::Malformed)?
         .claims;
     Ok((header, claims))
-}
-
-/// `1.5s`, `300ms`, `2m`: the durations a JwtRule `timeout` is written in.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| s.split_at(i))?;
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// One compiled RequestAuthentication.
@@ -909,9 +893,15 @@ mod tests {
         assert!(auth.claim(&["a".into()]).is_empty());
         assert_eq!(auth.audiences(), vec!["x", "y"]);
         assert_eq!(auth.presenter(), vec!["p"]);
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("300ms"), Some(Duration::from_millis(300)));
-        assert_eq!(parse_duration("x"), None);
+        assert_eq!(
+            mesh_api::util::parse_duration("1.5s").ok(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            mesh_api::util::parse_duration("300ms").ok(),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(mesh_api::util::parse_duration("x").ok(), None);
         assert_eq!(normalize_audience("https://a.b/"), "a.b");
     }
 }

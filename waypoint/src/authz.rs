@@ -16,7 +16,7 @@ use mesh_api::security::{Action, AuthorizationPolicySpec, Condition, Operation, 
 use mesh_identity::Identity;
 
 use crate::authn::RequestAuth;
-use crate::config::Issue;
+use crate::issue::Issue;
 use crate::security::{Scope, Target};
 
 /// Istio's value match: `*` (any non-empty value), `prefix*`, `*suffix`,

@@ -1,45 +1,14 @@
 //! The waypoint's whole configuration, compiled from mesh-api resources.
 
-use std::fmt;
-
 use mesh_api::{ParsedDocument, Resource};
 
 use crate::authn::Authenticator;
 use crate::authz::Authorizer;
+use crate::issue::{res_name, Issue};
 use crate::policy::Policies;
 use crate::ratelimit::RateLimits;
 use crate::routes::RouteTable;
 use crate::telemetry::TelemetryPolicy;
-
-/// Something in a resource the waypoint could not apply (the rest of the
-/// resource still applies).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Issue {
-    /// `Kind namespace/name`.
-    pub resource: String,
-    pub path: String,
-    pub message: String,
-}
-
-impl Issue {
-    pub fn new(resource: &str, path: &str, message: impl Into<String>) -> Self {
-        Issue {
-            resource: resource.to_string(),
-            path: path.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Issue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: field {}: {}",
-            self.resource, self.path, self.message
-        )
-    }
-}
 
 /// Routes and destination policies.
 #[derive(Clone, Debug, Default)]
@@ -54,15 +23,6 @@ pub struct Config {
     pub ratelimits: RateLimits,
     /// Sampling and access log settings (Telemetry).
     pub telemetry: TelemetryPolicy,
-}
-
-pub(crate) fn res_name(r: &Resource) -> String {
-    format!(
-        "{:?} {}/{}",
-        r.kind(),
-        r.namespace(),
-        r.name().unwrap_or("<unnamed>")
-    )
 }
 
 impl Config {
@@ -88,7 +48,6 @@ impl Config {
                 Resource::AuthorizationPolicy(o) => {
                     c.authz.add(&name, r.namespace(), &o.spec, &mut issues)
                 }
-                // ambit:telemetry begin
                 Resource::EnvoyFilter(o) => {
                     c.ratelimits
                         .add_envoy_filter(&name, r.namespace(), &o.spec, &mut issues)
@@ -96,7 +55,6 @@ impl Config {
                 Resource::Telemetry(o) => {
                     c.telemetry.add(&name, r.namespace(), &o.spec, &mut issues)
                 }
-                // ambit:telemetry end
                 _ => {}
             }
         }

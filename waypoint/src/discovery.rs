@@ -7,6 +7,16 @@ use std::sync::RwLock;
 /// Labels of a workload (`version: v1`, `app: reviews`, …).
 pub type Labels = BTreeMap<String, String>;
 
+/// A workload's name, namespace and SPIFFE principal, when discovery
+/// knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadInfo {
+    pub name: String,
+    pub namespace: String,
+    /// `spiffe://…`, as Istio's `*_principal` labels.
+    pub principal: String,
+}
+
 /// One backend of a destination host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -47,7 +57,7 @@ pub trait Discovery: Send + Sync + 'static {
 
     /// The name, namespace and principal of the workload at `ip`, for
     /// metrics labels (`None` when unknown).
-    fn workload(&self, _ip: IpAddr) -> Option<std::sync::Arc<crate::telemetry::WorkloadInfo>> {
+    fn workload(&self, _ip: IpAddr) -> Option<std::sync::Arc<WorkloadInfo>> {
         None
     }
 }

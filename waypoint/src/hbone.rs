@@ -35,8 +35,9 @@ use tracing::{debug, info, warn};
 
 use crate::connector::{BoxIo, ConnectFuture, Connector};
 use crate::discovery::{Discovery, Endpoint, Labels};
-use crate::proxy::{Peer, Waypoint};
-use crate::sniff::{sniff, Prefixed, Sniffed, SNIFF_WAIT}; // ambit:grpc
+use crate::engine::Waypoint;
+use crate::peer::Peer;
+use crate::sniff::{sniff, Prefixed, Sniffed, SNIFF_WAIT};
 
 // ------------------------------------------------------------ discovery --
 
@@ -65,8 +66,8 @@ struct MeshView {
     /// VIP:port -> FQDN
     vips: HashMap<SocketAddr, String>,
     workloads: HashMap<IpAddr, (Labels, Identity)>,
-    /// ambit:telemetry — workload name, namespace, principal by IP.
-    workload_info: HashMap<IpAddr, Arc<crate::telemetry::WorkloadInfo>>,
+    /// Workload name, namespace, principal by IP.
+    workload_info: HashMap<IpAddr, Arc<crate::discovery::WorkloadInfo>>,
 }
 
 impl MeshDiscovery {
@@ -104,10 +105,9 @@ impl MeshView {
         for w in state.workloads() {
             d.workloads
                 .insert(w.ip, (w.labels.clone(), state.identity_of(w)));
-            // ambit:telemetry
             d.workload_info.insert(
                 w.ip,
-                Arc::new(crate::telemetry::WorkloadInfo {
+                Arc::new(crate::discovery::WorkloadInfo {
                     name: w.name.clone(),
                     namespace: w.namespace.clone(),
                     principal: state.identity_of(w).to_string(),
@@ -181,8 +181,7 @@ impl Discovery for MeshDiscovery {
             .unwrap_or_default()
     }
 
-    // ambit:telemetry
-    fn workload(&self, ip: IpAddr) -> Option<Arc<crate::telemetry::WorkloadInfo>> {
+    fn workload(&self, ip: IpAddr) -> Option<Arc<crate::discovery::WorkloadInfo>> {
         self.view().workload_info.get(&ip).cloned()
     }
 }
@@ -506,7 +505,7 @@ async fn tunnel(
             return;
         }
     };
-    // ambit:grpc begin — a tunnel that carries no HTTP is relayed as TCP.
+    // A tunnel that carries no HTTP is relayed as TCP.
     let (sniffed, first) = match sniff(&mut stream, SNIFF_WAIT).await {
         Ok(s) => s,
         Err(e) => {
@@ -519,12 +518,11 @@ async fn tunnel(
         relay_tcp(stream, &caller, service.as_deref(), &waypoint, &discovery).await;
         return;
     }
-    // ambit:grpc end
     let labels = discovery.source_labels(addr.ip());
     let peer = Arc::new(Peer {
         addr,
         identity: Some(caller.identity.clone()),
-        // ambit:telemetry — HBONE: mutual TLS; the tunnel's peer is the principal.
+        // HBONE: mutual TLS; the tunnel's peer is the principal.
         source: crate::telemetry::SourceInfo::new(
             discovery.workload(addr.ip()).as_deref(),
             &labels,
@@ -550,7 +548,6 @@ async fn tunnel(
     }
 }
 
-// ambit:grpc begin
 /// Relays a non-HTTP tunnel to one endpoint of the service it was opened
 /// for, through the waypoint's connector (HBONE to the endpoint).
 async fn relay_tcp<I: crate::connector::Io>(
@@ -604,7 +601,6 @@ async fn relay_tcp<I: crate::connector::Io>(
 
 /// Connect timeout of TCP passthrough (Istio's default `connectTimeout`).
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-// ambit:grpc end
 
 /// A request to the service's VIP (`Host: 10.96.0.20:9080`, or no host)
 /// is routed as the service's host name, as Istio's waypoint routes by the

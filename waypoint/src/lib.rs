@@ -1,23 +1,26 @@
 //! Ambit's waypoint: the L7 engine and the HTTP proxy that applies it.
 //!
-//! The input is the typed Istio / Gateway API resources of `mesh-api`
-//! (VirtualService, DestinationRule, HTTPRoute); [`config::Config`] compiles
-//! them into per-host route tables ([`routes`]) and per-destination traffic
-//! policies ([`policy`]). [`proxy::Waypoint`] serves HTTP/1.1 and HTTP/2,
-//! selects a route, applies faults ([`fault`]), rewrites and header
-//! operations, mirrors ([`mirror`]), picks a weighted destination, then an
-//! endpoint ([`balancer`], minus the ones [`outlier`] detection ejected),
-//! and forwards through a bounded connection pool ([`pool`]) with timeouts
-//! and retries ([`resilience`]). Endpoints come from a [`discovery::Discovery`]
-//! and upstream connections from a [`connector::Connector`] (plain TCP or
-//! [`hbone`]).
+//! Three tiers, each importing only the ones below it:
 //!
-//! Around that: JWT ([`authn`]) and L7 authorization ([`authz`], both
-//! selected by [`security`]), Envoy's local rate limit ([`ratelimit`], from
-//! EnvoyFilter), Istio's standard metrics and an access log ([`telemetry`],
-//! served by [`admin`]), and trace context propagation ([`trace`]). The
-//! same binary is the ingress gateway ([`gateway`]). [`xds`] feeds it all
-//! from mesh-controller over delta xDS.
+//! - **Compiling.** The input is the typed Istio / Gateway API resources of
+//!   `mesh-api`; [`config::Config`] compiles them into per-host route
+//!   tables ([`routes`]), per-destination traffic policies ([`policy`]:
+//!   load balancing, pools, outlier detection), JWT rules ([`authn`]), L7
+//!   authorization ([`authz`], both selected by [`security`]), local rate
+//!   limits ([`ratelimit`], from EnvoyFilter) and Telemetry settings
+//!   ([`telemetry`]). What cannot be applied is an [`issue::Issue`].
+//! - **Engine.** [`engine::Waypoint`] holds the config, the
+//!   [`discovery::Discovery`] of endpoints, the [`connector::Connector`]
+//!   (plain TCP or [`hbone`]), and per destination a bounded connection
+//!   pool ([`pool`]), a [`balancer`] and [`outlier`] detection.
+//! - **Request path.** [`proxy`] serves HTTP/1.1 and HTTP/2 and runs each
+//!   request through [`layers`]: authn, authz, route, rate limit, fault,
+//!   the route's action, mirrors, timeout and retries, endpoint choice,
+//!   connect, with Istio's standard metrics and an access log around it
+//!   (served by [`admin`]) and trace context propagated ([`trace`]).
+//!
+//! The same binary is the ingress gateway ([`gateway`]). [`xds`] feeds it
+//! all from mesh-controller over delta xDS.
 
 pub mod admin;
 pub mod authn;
@@ -26,13 +29,19 @@ pub mod balancer;
 pub mod body;
 pub mod config;
 pub mod connector;
+pub mod destination;
 pub mod discovery;
+pub mod engine;
 pub mod fault;
 pub mod gateway;
 pub mod hbone;
 pub mod headers;
+pub mod issue;
+pub mod layers;
 pub mod mirror;
+pub mod namespace;
 pub mod outlier;
+pub mod peer;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
@@ -41,7 +50,7 @@ pub mod replay;
 pub mod resilience;
 pub mod routes;
 pub mod security;
-pub mod sniff; // ambit:grpc
+pub mod sniff;
 pub mod telemetry;
 pub mod trace;
 
@@ -59,4 +68,4 @@ pub mod xds;
 pub use config::Config;
 pub use connector::{Connector, TcpConnector};
 pub use discovery::{Discovery, Endpoint, StaticDiscovery};
-pub use proxy::Waypoint;
+pub use engine::Waypoint;

@@ -57,14 +57,12 @@ struct Cli {
     /// Where to listen for HBONE.
     #[arg(long, default_value_t = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), mesh_hbone::HBONE_PORT))]
     listen: SocketAddr,
-    // ambit:telemetry begin
     /// Admin HTTP server: `/metrics` (Prometheus) and `/healthz/ready`.
     #[arg(long, default_value = waypoint::admin::DEFAULT_ADMIN_ADDR)]
     admin: SocketAddr,
     /// Turn the per-request access log (target `access`) off.
     #[arg(long)]
     no_access_log: bool,
-    // ambit:telemetry end
     // ---- gateway role (waypoint::gateway) ----
     /// `waypoint`: the per-namespace waypoint (HBONE in); `gateway`: the
     /// ingress gateway (the Istio Gateways selecting this workload).
@@ -180,11 +178,10 @@ async fn main() -> Result<()> {
         return run_gateway(&cli, &l7, &source, &workload, discovery, connector).await;
     }
     let wp = Waypoint::new(config, discovery.clone(), connector);
-    // ambit:telemetry begin — admin server on its own thread and runtime.
+    // Admin server on its own thread and runtime.
     wp.telemetry().set_access_log(!cli.no_access_log);
     let (_admin_addr, _admin_thread) = waypoint::admin::spawn(cli.admin, wp.clone())
         .with_context(|| format!("admin server on {}", cli.admin))?;
-    // ambit:telemetry end
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("listening on {}", cli.listen))?;
@@ -248,14 +245,13 @@ async fn run_gateway(
     let gateway = gateway
         .into_gateway(discovery, connector)
         .context("the TLS configuration of an HTTPS port")?;
-    // ambit:telemetry begin — one admin server for every listener.
+    // One admin server for every listener.
     gateway
         .waypoint
         .telemetry()
         .set_access_log(!cli.no_access_log);
     let (_admin_addr, _admin_thread) = waypoint::admin::spawn(cli.admin, gateway.waypoint.clone())
         .with_context(|| format!("admin server on {}", cli.admin))?;
-    // ambit:telemetry end
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for (service, (addr, listener)) in gateway.listeners.into_iter().zip(bound) {

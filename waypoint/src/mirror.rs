@@ -6,7 +6,7 @@
 use http::uri::Authority;
 use rand::Rng;
 
-use crate::routes::DestinationRef;
+use crate::destination::DestinationRef;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MirrorPolicy {

@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use mesh_api::networking::{DestinationRuleSpec, PortTrafficPolicy, TrafficPolicy};
 
 use crate::balancer::LbPolicy;
-use crate::config::Issue;
+use crate::destination::DestinationRef;
 use crate::discovery::Labels;
+use crate::issue::Issue;
 use crate::outlier::OutlierConfig;
 use crate::pool::PoolLimits;
-use crate::routes::DestinationRef;
 
 /// The effective policy of one destination (host, subset, port).
 #[derive(Clone, Debug, Default, PartialEq)]

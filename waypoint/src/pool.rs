@@ -15,7 +15,7 @@
 //! a time and goes back to the idle list when its response body has been
 //! read to the end.
 //!
-//! ambit:grpc — HTTP/2 upstreams (prior knowledge) are multiplexed: a
+//! HTTP/2 upstreams (prior knowledge) are multiplexed: a
 //! lease carries a clone of the connection's `http2::SendRequest` while
 //! the connection has room (`maxRequestsPerConnection` not reached); the
 //! same `maxConnections`, pending and `http2MaxRequests` limits apply.
@@ -36,7 +36,7 @@ use crate::connector::Connector;
 use crate::discovery::Endpoint;
 use crate::replay::UpstreamBody;
 
-// ambit:grpc begin — upstream protocol.
+// Upstream protocol.
 /// The HTTP version spoken to an upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proto {
@@ -96,7 +96,6 @@ struct H2Conn {
     used: u32,
     in_flight: usize,
 }
-// ambit:grpc end
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolLimits {
@@ -106,7 +105,7 @@ pub struct PoolLimits {
     /// 0: unlimited.
     pub max_requests_per_connection: u32,
     pub connect_timeout: Duration,
-    /// ambit:grpc — `h2UpgradePolicy: UPGRADE`: HTTP/1.1 requests go
+    /// `h2UpgradePolicy: UPGRADE`: HTTP/1.1 requests go
     /// upstream over HTTP/2.
     pub h2_upgrade: bool,
 }
@@ -143,7 +142,6 @@ impl PoolLimits {
             l.max_requests = lim(h.http2_max_requests, l.max_requests);
             l.max_requests_per_connection =
                 u32::try_from(h.max_requests_per_connection.unwrap_or(0).max(0)).unwrap_or(0);
-            // ambit:grpc
             l.h2_upgrade =
                 h.h2_upgrade_policy == Some(mesh_api::networking::H2UpgradePolicy::Upgrade);
         }
@@ -174,7 +172,7 @@ struct State {
     pending: usize,
     active: usize,
     active_by_host: HashMap<SocketAddr, usize>,
-    // ambit:grpc — HTTP/2 connections (open ones count in `connections`).
+    // HTTP/2 connections (open ones count in `connections`).
     h2: HashMap<SocketAddr, Vec<H2Conn>>,
     /// HTTP/2 connections being opened per endpoint: requests wait for them
     /// rather than open their own.
@@ -209,7 +207,7 @@ pub struct Lease {
     addr: SocketAddr,
     sender: Option<Sender>,
     used: u32,
-    /// ambit:grpc — the HTTP/2 connection this lease shares (0: HTTP/1.1).
+    /// The HTTP/2 connection this lease shares (0: HTTP/1.1).
     h2_conn: u64,
     /// Set when the response was read to the end and the connection may
     /// carry another request.
@@ -225,7 +223,7 @@ impl Lease {
         self.addr
     }
 
-    /// ambit:grpc — the protocol of the leased connection.
+    /// The protocol of the leased connection.
     pub fn proto(&self) -> Option<Proto> {
         self.sender.as_ref().map(Sender::proto)
     }
@@ -246,7 +244,7 @@ impl Lease {
             return;
         };
         let pool = self.pool.clone();
-        // ambit:grpc — an HTTP/2 lease gives back a stream, not the connection.
+        // An HTTP/2 lease gives back a stream, not the connection.
         if let Sender::H2(_) = sender {
             pool.release_h2(self.addr, self.h2_conn);
             return;
@@ -453,7 +451,7 @@ impl Pool {
     }
 }
 
-// ambit:grpc begin — HTTP/2 upstreams.
+// HTTP/2 upstreams.
 enum H2Step {
     Use(u64, http2::SendRequest<UpstreamBody>, u32),
     Connect,
@@ -693,7 +691,6 @@ impl Drop for Connecting<'_> {
         self.pool.released.notify_waiters();
     }
 }
-// ambit:grpc end
 
 /// A place in `connections` taken for a connection being opened or
 /// checked; dropped before [`Slot::keep`] it is given back and the

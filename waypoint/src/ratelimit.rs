@@ -43,11 +43,9 @@ use rand::Rng;
 use serde_yaml::Value;
 
 use crate::body::{local_reply, ProxyBody};
-use crate::config::Issue;
 use crate::discovery::{Discovery, Labels};
-
-/// Istio's root namespace: EnvoyFilters there apply mesh-wide.
-pub const ROOT_NAMESPACE: &str = "istio-system";
+use crate::issue::Issue;
+use crate::namespace::{host_namespace, ROOT_NAMESPACE};
 
 /// A token bucket with lazy refill.
 #[derive(Debug)]
@@ -133,14 +131,6 @@ pub enum Scope {
     Namespace(String),
     /// The services of a namespace with an endpoint carrying these labels.
     Workloads { namespace: String, labels: Labels },
-}
-
-/// The namespace of a service host (`name.ns`, `name.ns.svc`,
-/// `name.ns.svc.cluster.local`); `None` for a bare name.
-pub fn host_namespace(host: &str) -> Option<&str> {
-    let mut parts = host.split('.');
-    let _name = parts.next()?;
-    parts.next().filter(|ns| !ns.is_empty())
 }
 
 impl Scope {
@@ -421,7 +411,6 @@ impl RateLimits {
         self.add_patches(resource, spec, scope, PatchContext::SidecarInbound, issues)
     }
 
-    // ambit:gateway begin
     /// Compiles the local rate limit patches of an EnvoyFilter that selects
     /// the ingress gateway workload (the caller decided that): they cover
     /// every request of the gateway, and `match.context` must be `GATEWAY`
@@ -434,7 +423,6 @@ impl RateLimits {
     ) {
         self.add_patches(resource, spec, Scope::All, PatchContext::Gateway, issues)
     }
-    // ambit:gateway end
 
     fn add_patches(
         &mut self,
@@ -806,12 +794,5 @@ spec:
         assert_eq!(h["x-ratelimit-limit"], "3");
         assert_eq!(h["x-ratelimit-remaining"], "0");
         assert_eq!(h["x-ratelimit-reset"], "2");
-    }
-
-    #[test]
-    fn host_namespaces() {
-        assert_eq!(host_namespace("a.b.svc.cluster.local"), Some("b"));
-        assert_eq!(host_namespace("a.b"), Some("b"));
-        assert_eq!(host_namespace("a"), None);
     }
 }

@@ -1,7 +1,7 @@
-//! L7 security in the waypoint: which policies apply to a request, and the
-//! one hook the proxy calls ([`enforce`]): RequestAuthentication ([`authn`],
-//! `401`) then AuthorizationPolicy ([`authz`], `403`), in Envoy's filter
-//! order (before routing and faults).
+//! Which L7 security policies (RequestAuthentication, AuthorizationPolicy)
+//! apply to a request: the service it is for ([`Target`]) and each
+//! policy's selection ([`Scope`]). The request path's [`authn`] and
+//! [`authz`] stages use it.
 //!
 //! Policy selection (both kinds): a policy applies when it is in the
 //! destination service's namespace or in the root namespace
@@ -20,19 +20,11 @@
 //! [`authn`]: crate::authn
 //! [`authz`]: crate::authz
 
-use http::request::Parts;
-use http::{HeaderValue, StatusCode};
 use mesh_api::meta::{MatchLabelsSelector, PolicyTargetReference};
 
-use crate::authn::RequestAuth;
-use crate::authz::{Decision, RequestAttributes};
-use crate::body::{local_reply, ProxyBody};
-use crate::config::{Config, Issue};
-use crate::discovery::{Discovery, Labels};
-use crate::proxy::Peer;
-
-/// Istio's root namespace: its policies apply mesh-wide.
-pub const ROOT_NAMESPACE: &str = "istio-system";
+use crate::discovery::Labels;
+use crate::issue::Issue;
+use crate::namespace::ROOT_NAMESPACE;
 
 /// The service a request is for.
 #[derive(Clone, Debug, Default)]
@@ -155,74 +147,6 @@ impl Scope {
     }
 }
 
-/// The request path's security hook: authenticates (stripping or adding
-/// headers in `parts` as the JWT rules say) and authorizes. `Err` is the
-/// local reply to send (`401` / `403`).
-pub async fn enforce(
-    cfg: &Config,
-    discovery: &dyn Discovery,
-    parts: &mut Parts,
-    host: &str,
-    port: Option<u16>,
-    peer: &Peer,
-) -> Result<RequestAuth, http::Response<ProxyBody>> {
-    if cfg.authn.is_empty() && cfg.authz.is_empty() {
-        return Ok(RequestAuth::default());
-    }
-    let labels = if cfg.authn.needs_endpoint_labels() || cfg.authz.needs_endpoint_labels() {
-        discovery
-            .endpoints(host, port)
-            .into_iter()
-            .map(|e| e.labels)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let target = Target::new(host, labels);
-    let query = parts.uri.query().map(str::to_string);
-    let auth = match cfg
-        .authn
-        .authenticate(&target, &mut parts.headers, query.as_deref())
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::debug!(host, error = %e, "request authentication failed");
-            let mut r = local_reply(StatusCode::UNAUTHORIZED, &e.to_string());
-            let challenge = format!(
-                "Bearer realm=\"http://{host}{}\", error=\"invalid_token\"",
-                parts.uri.path()
-            );
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
-            }
-            return Err(r);
-        }
-    };
-    let scheme_port = if parts.uri.scheme_str() == Some("https") {
-        443
-    } else {
-        80
-    };
-    let attrs = RequestAttributes {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        host,
-        port: port.unwrap_or(scheme_port),
-        headers: &parts.headers,
-        source_ip: peer.addr.ip(),
-        identity: peer.identity.as_ref(),
-        auth: &auth,
-    };
-    match cfg.authz.check(&target, &attrs) {
-        Decision::Allow => Ok(auth),
-        Decision::Deny { policy } => {
-            tracing::debug!(host, policy = %policy, "request denied by authorization policy");
-            Err(local_reply(StatusCode::FORBIDDEN, "RBAC: access denied"))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +194,7 @@ mod tests {
 
     #[test]
     fn config_compiles_both_kinds_and_reports_custom() {
+        use crate::Config;
         let yaml = r#"
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

@@ -1,4 +1,4 @@
-//! ambit:grpc — what an HBONE tunnel carries: HTTP (an HTTP/1.x request
+//! What an HBONE tunnel carries: HTTP (an HTTP/1.x request
 //! line or the HTTP/2 preface) or anything else, relayed as plain TCP.
 //! Server-first protocols send nothing, so silence for [`SNIFF_WAIT`]
 //! means TCP. The bytes read while sniffing are replayed ([`Prefixed`]).

@@ -35,9 +35,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{Config, Issue};
+use crate::config::Config;
+use crate::engine::Waypoint;
 use crate::hbone::{HboneConnector, MarkedSocketFactory, MeshDiscovery};
-use crate::proxy::Waypoint;
+use crate::issue::Issue;
 
 /// The xDS mode's command-line flags (flattened into the binary's).
 #[derive(clap::Args, Debug, Clone, Default)]

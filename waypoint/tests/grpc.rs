@@ -1,4 +1,4 @@
-//! ambit:grpc — HTTP/2 and gRPC through the waypoint on loopback: the
+//! HTTP/2 and gRPC through the waypoint on loopback: the
 //! upstream protocol follows the downstream one, HTTP/2 upstream
 //! connections are multiplexed, gRPC trailers reach the client, gRPC local
 //! replies carry `grpc-status`.
@@ -553,7 +553,7 @@ async fn a_streamed_body_is_sent_again_on_retry() {
 async fn a_body_over_the_retry_buffer_is_not_retried() {
     let (b, bodies) = fail_first_backend().await;
     let (cfg, _) = Config::from_yaml(RETRY_5XX, "test.yaml");
-    let opts = waypoint::proxy::Options {
+    let opts = waypoint::engine::Options {
         max_request_body: 8,
         ..Default::default()
     };

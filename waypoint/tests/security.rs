@@ -22,7 +22,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mesh_identity::Identity;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
-use waypoint::proxy::Peer;
+use waypoint::layers::{authn, authz};
+use waypoint::peer::Peer;
 use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 
 /// The seed config `name` from the repository's fixtures
@@ -561,14 +562,18 @@ async fn run_table(yaml: &str, cases: &[Case]) {
             identity: c.caller.clone(),
             source: waypoint::telemetry::SourceInfo::new(None, &Default::default(), false),
         };
-        let got =
-            match waypoint::security::enforce(&cfg, &disc, &mut parts, host, port, &peer).await {
-                Ok(_) => true,
-                Err(r) => {
-                    assert_eq!(r.status(), StatusCode::FORBIDDEN, "{}", c.what);
-                    false
-                }
-            };
+        // The request path's security stages, in their order.
+        let checked = match authn::authenticate(&cfg, &disc, &mut parts, host, port).await {
+            Ok(a) => authz::authorize(&cfg, &a, &parts, host, port, &peer),
+            Err(r) => Err(r),
+        };
+        let got = match checked {
+            Ok(_) => true,
+            Err(r) => {
+                assert_eq!(r.status(), StatusCode::FORBIDDEN, "{}", c.what);
+                false
+            }
+        };
         assert_eq!(got, c.allowed, "{}", c.what);
     }
 }

@@ -121,16 +121,20 @@ fn workspace_array(manifest: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// An explicit target of a manifest: its kind (`lib`, `bin`, ...), its
+/// `name` if given, and its root file's `path`.
+type ExplicitTarget = (String, Option<String>, String);
+
 /// The package name and the explicit target roots (`path = ".."` in
 /// `[lib]`, `[[bin]]`, `[[test]]`, `[[bench]]`, `[[example]]`) of a
 /// package manifest.
-fn package_targets(manifest: &str) -> (Option<String>, Vec<(String, Option<String>, String)>) {
+fn package_targets(manifest: &str) -> (Option<String>, Vec<ExplicitTarget>) {
     let mut package = None;
     let mut section = String::new();
     let mut explicit = Vec::new();
     let mut current: Option<(String, Option<String>, Option<String>)> = None;
     let flush = |c: &mut Option<(String, Option<String>, Option<String>)>,
-                 out: &mut Vec<(String, Option<String>, String)>| {
+                 out: &mut Vec<ExplicitTarget>| {
         if let Some((kind, name, Some(path))) = c.take() {
             out.push((kind, name, path));
         }

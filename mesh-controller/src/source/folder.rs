@@ -16,14 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mesh_model::config::{LocalConfig, NamespaceSpec, ServicePortSpec, ServiceSpec, WorkloadSpec};
-use mesh_model::state::ProxyState;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{
-    service_labels, L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot, L7_KINDS,
+    policy, service_labels, view, L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot,
+    L7_KINDS,
 };
 
 /// The annotation that gives a pod's netns path in local mode (no CNI).
@@ -240,7 +239,7 @@ fn assemble<'a>(parts: impl Iterator<Item = &'a FilePart>) -> Result<Snapshot, S
         snap.l7.extend(part.snap.l7.iter().cloned());
     }
     if problems.is_empty() {
-        validate(&snap, &mut problems);
+        problems.extend(view::check(&snap).iter().map(|p| p.describe(&snap, true)));
     }
     if problems.is_empty() {
         Ok(snap)
@@ -335,43 +334,22 @@ fn parse_document(
                 origin: origin.clone(),
             });
         }
-        "PeerAuthentication" | "AuthorizationPolicy" => {
-            // The node's own parser: same shape checks, same messages.
-            let text = match serde_yaml::to_string(&value) {
-                Ok(t) => t,
+        k if policy::NODE_KINDS.contains(&k) => {
+            let json = match serde_json::to_value(&value) {
+                Ok(j) => j,
                 Err(e) => {
                     problems.push(format!("{file}: {kind} {ns}/{name}: {e}"));
                     return;
                 }
             };
-            match mesh_model::config::parse_policies(&text) {
-                Ok(list) => {
-                    for p in list {
-                        snap.policies.push((p, origin.clone()));
-                    }
+            match policy::parse(&json, origin) {
+                Ok(parsed) => {
+                    snap.policies.push((parsed.policy, origin.clone()));
                     // Waypoints also receive AuthorizationPolicies (their
-                    // L7 part), so mesh-api must accept them too.
-                    if kind == "AuthorizationPolicy" {
-                        snap.l7.extend(keep_l7(&value, origin, problems));
-                    }
+                    // L7 part).
+                    snap.l7.extend(parsed.l7);
                 }
-                Err(e) => {
-                    let problems_of = e.problems();
-                    if problems_of.is_empty() {
-                        problems.push(format!("{file}: {kind} {ns}/{name}: {e}"));
-                    }
-                    for fe in problems_of {
-                        let entry = format!("{kind} {ns}/{name}");
-                        if fe.field.is_empty() {
-                            problems.push(format!("{file}: {entry}: {}", fe.reason));
-                        } else {
-                            problems.push(format!(
-                                "{file}: {entry}: field {}: {}",
-                                fe.field, fe.reason
-                            ));
-                        }
-                    }
-                }
+                Err(errors) => problems.extend(errors.into_iter().map(|e| format!("{file}: {e}"))),
             }
         }
         k if L7_KINDS.contains(&k) => {
@@ -411,188 +389,6 @@ fn keep_l7(
             None
         }
     }
-}
-
-/// The whole cluster as the node's config model (every pod, netns
-/// included), with a map from each entry back to the resource it came from.
-pub(crate) fn to_local_config(snap: &Snapshot) -> (LocalConfig, Vec<String>, Vec<String>) {
-    let mut cfg = LocalConfig::default();
-    let mut namespaces = snap.namespaces.clone();
-    let mut pod_names = Vec::new();
-    let mut svc_names = Vec::new();
-    for p in &snap.pods {
-        let (Some(node), Some(ip)) = (&p.node, &p.ip) else {
-            continue; // not scheduled or no IP yet: not part of the data plane
-        };
-        namespaces
-            .entry(p.namespace.clone())
-            .or_insert_with(|| Namespace {
-                name: p.namespace.clone(),
-                labels: BTreeMap::new(),
-            });
-        cfg.workloads.push(WorkloadSpec {
-            name: p.name.clone(),
-            namespace: p.namespace.clone(),
-            service_account: Some(p.service_account.clone()),
-            node: node.clone(),
-            ip: ip.clone(),
-            netns: p.netns.clone(),
-            labels: p.labels.clone(),
-        });
-        pod_names.push(format!(
-            "{}: Pod {}/{}",
-            p.origin.file.display(),
-            p.namespace,
-            p.name
-        ));
-    }
-    for s in &snap.services {
-        if s.addresses.is_empty() {
-            continue; // headless: nothing to capture
-        }
-        namespaces
-            .entry(s.namespace.clone())
-            .or_insert_with(|| Namespace {
-                name: s.namespace.clone(),
-                labels: BTreeMap::new(),
-            });
-        cfg.services.push(service_spec(s));
-        svc_names.push(format!(
-            "{}: Service {}/{}",
-            s.origin.file.display(),
-            s.namespace,
-            s.name
-        ));
-    }
-    for (p, _) in &snap.policies {
-        let ns = p
-            .metadata()
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        namespaces.entry(ns.clone()).or_insert_with(|| Namespace {
-            name: ns,
-            labels: BTreeMap::new(),
-        });
-        cfg.policies.push(p.clone());
-    }
-    cfg.namespaces = namespaces
-        .into_values()
-        .map(|n| NamespaceSpec {
-            name: n.name,
-            labels: n.labels,
-        })
-        .collect();
-    (cfg, pod_names, svc_names)
-}
-
-pub(crate) fn service_spec(s: &Service) -> ServiceSpec {
-    ServiceSpec {
-        name: s.name.clone(),
-        namespace: s.namespace.clone(),
-        addresses: s.addresses.clone(),
-        ports: s
-            .ports
-            .iter()
-            .map(|p| ServicePortSpec {
-                name: p.name.clone(),
-                port: p.port,
-                target_port: p.target_port,
-                protocol: p.protocol.clone(),
-            })
-            .collect(),
-        selector: s.selector.clone(),
-        labels: s.labels.clone(),
-    }
-}
-
-/// Field names of the node's model, in Kubernetes terms.
-fn k8s_field(section: &str, field: &str) -> String {
-    let map: &[(&str, &str)] = match section {
-        "workloads" => &[
-            ("ip", "status.podIP"),
-            ("node", "spec.nodeName"),
-            ("serviceAccount", "spec.serviceAccountName"),
-            ("netns", "metadata.annotations[ambit.io/netns]"),
-            ("labels", "metadata.labels"),
-            ("name", "metadata.name"),
-            ("namespace", "metadata.namespace"),
-        ],
-        "services" => &[
-            ("addresses", "spec.clusterIPs"),
-            ("ports", "spec.ports"),
-            ("selector", "spec.selector"),
-            ("labels", "metadata.labels"),
-            ("name", "metadata.name"),
-            ("namespace", "metadata.namespace"),
-        ],
-        "namespaces" => &[("labels", "metadata.labels"), ("name", "metadata.name")],
-        _ => &[],
-    };
-    for (from, to) in map {
-        if field == *from {
-            return to.to_string();
-        }
-        if let Some(rest) = field.strip_prefix(from) {
-            if rest.starts_with('[') || rest.starts_with('.') {
-                return format!("{to}{rest}");
-            }
-        }
-    }
-    field.to_string()
-}
-
-/// Meaning checks: the node's validator over the whole cluster, errors
-/// mapped back to files and resources.
-fn validate(snap: &Snapshot, problems: &mut Vec<String>) {
-    let (cfg, pods, svcs) = to_local_config(snap);
-    let Err(e) = ProxyState::new(&cfg) else {
-        return;
-    };
-    if e.problems().is_empty() {
-        problems.push(e.to_string());
-    }
-    for fe in e.problems() {
-        let (section, index) = parse_entry(&fe.entry);
-        let (what, field) = match (section.as_str(), index) {
-            ("workloads", Some(i)) => (pods.get(i).cloned(), k8s_field("workloads", &fe.field)),
-            ("services", Some(i)) => (svcs.get(i).cloned(), k8s_field("services", &fe.field)),
-            ("policies", Some(i)) => (
-                snap.policies.get(i).map(|(p, o)| {
-                    let m = p.metadata();
-                    format!(
-                        "{}: {} {}/{}",
-                        o.file.display(),
-                        p.kind(),
-                        m.namespace.as_deref().unwrap_or("default"),
-                        m.name
-                    )
-                }),
-                fe.field.clone(),
-            ),
-            ("namespaces", _) => (None, k8s_field("namespaces", &fe.field)),
-            _ => (None, fe.field.clone()),
-        };
-        let what = what.unwrap_or_else(|| fe.entry.clone());
-        if field.is_empty() {
-            problems.push(format!("{what}: {}", fe.reason));
-        } else {
-            problems.push(format!("{what}: field {field}: {}", fe.reason));
-        }
-    }
-}
-
-/// `workloads[3] (ns/name)` -> ("workloads", Some(3))
-fn parse_entry(entry: &str) -> (String, Option<usize>) {
-    let Some(open) = entry.find('[') else {
-        return (entry.to_string(), None);
-    };
-    let section = entry[..open].to_string();
-    let index = entry[open + 1..]
-        .split(']')
-        .next()
-        .and_then(|s| s.parse().ok());
-    (section, index)
 }
 
 /// Loads and validates the folder once.

@@ -22,9 +22,9 @@
 //! snapshot. Validation is per object: the API server hands over objects one
 //! by one, so a bad object is refused alone (named with its kind, namespace,
 //! name and field on the `config_errors` channel and in the log) and the
-//! rest keeps serving. Policies go through the node's own parser and the
-//! whole view through the node's validator (`mesh_model::state::ProxyState`),
-//! exactly as in the folder source.
+//! rest keeps serving. Policies are parsed and checked with mesh-api and
+//! the node's rules ([`super::policy`]), and the whole view with
+//! [`super::view`], exactly as in the folder source.
 //!
 //! EndpointSlices: the ready addresses of each Service are recorded in
 //! [`Snapshot::endpoints`], and a pod without `status.podIP` takes its
@@ -51,18 +51,19 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
-use mesh_model::state::ProxyState;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 
-use super::folder::{to_local_config, ErrorReceiver, SnapshotReceiver, NETNS_ANNOTATION};
-use super::{service_labels, L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot};
+use super::folder::{ErrorReceiver, SnapshotReceiver, NETNS_ANNOTATION};
+use super::{
+    policy, service_labels, view, L7Object, Namespace, Origin, Pod, Service, ServicePort, Snapshot,
+};
 
 /// The label naming a namespace's (or a Service's) waypoint; kept with the
 /// namespace's labels, and the only Service label kept
 /// ([`super::service_labels`]).
-pub const USE_WAYPOINT_LABEL: &str = mesh_model::state::USE_WAYPOINT_LABEL;
+pub const USE_WAYPOINT_LABEL: &str = mesh_api::labels::USE_WAYPOINT_LABEL;
 /// The label an EndpointSlice carries to name its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -393,64 +394,30 @@ fn convert_istio(
     problems: &mut Vec<String>,
 ) {
     let (ns, name) = ns_name(o);
-    let what = format!("{} {ns}/{name}", kind.kind);
-    let text = match serde_yaml::to_string(&as_written(kind, o)) {
-        Ok(t) => t,
-        Err(e) => {
-            problems.push(problem(&what, "", &e.to_string()));
-            return;
-        }
-    };
     let origin = origin(kind.kind, &ns, &name);
+    let doc = as_written(kind, o);
     if kind.node {
-        match mesh_model::config::parse_policies(&text) {
-            Ok(list) => {
+        match policy::parse(&doc, &origin) {
+            Ok(parsed) => {
+                snap.policies.push((parsed.policy, origin));
                 // Waypoints also receive AuthorizationPolicies (their L7
-                // part), so mesh-api must accept them too; else the object
-                // is refused whole.
-                if kind.kind == "AuthorizationPolicy" {
-                    match L7Object::from_document(&as_written(kind, o), &origin) {
-                        Ok(l7) => snap.l7.push(l7),
-                        Err(errors) => {
-                            problems.extend(errors);
-                            return;
-                        }
-                    }
-                }
-                for p in list {
-                    snap.policies.push((p, origin.clone()));
-                }
+                // part).
+                snap.l7.extend(parsed.l7);
             }
-            Err(e) => {
-                if e.problems().is_empty() {
-                    problems.push(problem(&what, "", &e.to_string()));
-                }
-                for fe in e.problems() {
-                    problems.push(problem(&what, &fe.field, &fe.reason));
-                }
-            }
+            Err(errors) => problems.extend(errors),
         }
         return;
     }
-    match L7Object::from_document(&as_written(kind, o), &origin) {
+    match L7Object::from_document(&doc, &origin) {
         Ok(l7) => {
-            accepted_l7.insert(what, o.resource_version().unwrap_or_default());
+            accepted_l7.insert(
+                format!("{} {ns}/{name}", kind.kind),
+                o.resource_version().unwrap_or_default(),
+            );
             snap.l7.push(l7);
         }
         Err(errors) => problems.extend(errors),
     }
-}
-
-/// `workloads[3] (ns/name)` -> ("workloads", Some(3))
-fn parse_entry(entry: &str) -> (&str, Option<usize>) {
-    let Some(open) = entry.find('[') else {
-        return (entry, None);
-    };
-    let index = entry[open + 1..]
-        .split(']')
-        .next()
-        .and_then(|s| s.parse().ok());
-    (&entry[..open], index)
 }
 
 fn remove_indexes<T>(v: &mut Vec<T>, bad: &BTreeSet<usize>) {
@@ -462,99 +429,19 @@ fn remove_indexes<T>(v: &mut Vec<T>, bad: &BTreeSet<usize>) {
     });
 }
 
-/// The node's validator over the whole view. Entries it refuses are
-/// removed (with a problem naming them) and the rest validated again;
-/// returns false when a problem cannot be pinned on one object.
+/// The view's checks ([`view::check`]). Objects it refuses are removed
+/// (with a problem naming them) and the rest checked again; returns false
+/// when a problem cannot be pinned on one object.
 fn validate_and_prune(snap: &mut Snapshot, problems: &mut Vec<String>) -> bool {
     for _ in 0..16 {
-        let (cfg, _, _) = to_local_config(snap);
-        let Err(e) = ProxyState::new(&cfg) else {
+        let found = view::check(snap);
+        if found.is_empty() {
             return true;
-        };
-        if e.problems().is_empty() {
-            problems.push(e.to_string());
-            return false;
         }
-        // Indexes into the node's lists, as to_local_config builds them.
-        let workloads: Vec<usize> = (0..snap.pods.len())
-            .filter(|i| snap.pods[*i].node.is_some() && snap.pods[*i].ip.is_some())
-            .collect();
-        let services: Vec<usize> = (0..snap.services.len())
-            .filter(|i| !snap.services[*i].addresses.is_empty())
-            .collect();
-        let (mut bad_pods, mut bad_svcs, mut bad_pols) =
-            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-        for fe in e.problems() {
-            let (section, index) = parse_entry(&fe.entry);
-            let section_field = |map: &[(&str, &str)]| {
-                for (from, to) in map {
-                    if fe.field == *from {
-                        return to.to_string();
-                    }
-                    if let Some(rest) = fe.field.strip_prefix(from) {
-                        if rest.starts_with('[') || rest.starts_with('.') {
-                            return format!("{to}{rest}");
-                        }
-                    }
-                }
-                fe.field.clone()
-            };
-            match (section, index) {
-                ("workloads", Some(i)) if i < workloads.len() => {
-                    let p = &snap.pods[workloads[i]];
-                    let field = section_field(&[
-                        ("ip", "status.podIP"),
-                        ("node", "spec.nodeName"),
-                        ("serviceAccount", "spec.serviceAccountName"),
-                        ("netns", "metadata.annotations[ambit.io/netns]"),
-                        ("labels", "metadata.labels"),
-                        ("name", "metadata.name"),
-                        ("namespace", "metadata.namespace"),
-                    ]);
-                    problems.push(problem(
-                        &format!("Pod {}/{}", p.namespace, p.name),
-                        &field,
-                        &fe.reason,
-                    ));
-                    bad_pods.insert(workloads[i]);
-                }
-                ("services", Some(i)) if i < services.len() => {
-                    let s = &snap.services[services[i]];
-                    let field = section_field(&[
-                        ("addresses", "spec.clusterIPs"),
-                        ("ports", "spec.ports"),
-                        ("selector", "spec.selector"),
-                        ("labels", "metadata.labels"),
-                        ("name", "metadata.name"),
-                        ("namespace", "metadata.namespace"),
-                    ]);
-                    problems.push(problem(
-                        &format!("Service {}/{}", s.namespace, s.name),
-                        &field,
-                        &fe.reason,
-                    ));
-                    bad_svcs.insert(services[i]);
-                }
-                ("policies", Some(i)) if i < snap.policies.len() => {
-                    let (p, _) = &snap.policies[i];
-                    let m = p.metadata();
-                    problems.push(problem(
-                        &format!(
-                            "{} {}/{}",
-                            p.kind(),
-                            m.namespace.as_deref().unwrap_or("default"),
-                            m.name
-                        ),
-                        &fe.field,
-                        &fe.reason,
-                    ));
-                    bad_pols.insert(i);
-                }
-                _ => {
-                    problems.push(problem(&fe.entry, &fe.field, &fe.reason));
-                    return false;
-                }
-            }
+        problems.extend(found.iter().map(|p| p.describe(snap, false)));
+        let (bad_pods, bad_svcs, bad_pols, unpinned) = view::subjects(&found);
+        if unpinned {
+            return false;
         }
         remove_indexes(&mut snap.pods, &bad_pods);
         remove_indexes(&mut snap.services, &bad_svcs);
@@ -1291,7 +1178,7 @@ mod tests {
         // Not enrolled, as waypoints are: nodes learn it only as a waypoint.
         let mut reviews_wp = (*pod_in("demo", "reviews-wp", "10.0.0.5")).clone();
         reviews_wp.metadata.labels = Some(BTreeMap::from([(
-            mesh_model::state::DATAPLANE_MODE_LABEL.to_string(),
+            mesh_api::labels::DATAPLANE_MODE_LABEL.to_string(),
             "none".to_string(),
         )]));
         let objs = Objects {

@@ -3,12 +3,15 @@
 
 pub mod folder;
 pub mod kube;
+pub mod policy;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use mesh_model::config::Policy;
-use mesh_model::state::waypoint_name;
+use mesh_api::labels::{waypoint_name, USE_WAYPOINT_LABEL};
+
+pub use policy::Policy;
 
 /// Where a resource was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +69,7 @@ pub struct Service {
 /// The labels of a Service's `metadata.labels` the controller keeps and
 /// sends to the nodes: `istio.io/use-waypoint` only.
 pub fn service_labels(all: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    all.get_key_value(mesh_model::state::USE_WAYPOINT_LABEL)
+    all.get_key_value(USE_WAYPOINT_LABEL)
         .map(|(k, v)| (k.clone(), v.clone()))
         .into_iter()
         .collect()
@@ -101,6 +104,17 @@ pub struct L7Object {
     pub origin: Origin,
 }
 
+/// mesh-api's reading of one object.
+#[derive(Debug)]
+pub struct Checked {
+    /// The object as kept for the waypoints.
+    pub l7: L7Object,
+    /// The typed resource, when mesh-api could type it.
+    pub resource: Option<mesh_api::Resource>,
+    /// Its error-level diagnostics (empty: the object is valid).
+    pub errors: Vec<mesh_api::Diagnostic>,
+}
+
 impl L7Object {
     /// Checks `doc` with mesh-api (shape, values, unimplemented fields of
     /// this resource alone). Errors are `Kind ns/name: field f: reason`.
@@ -108,6 +122,17 @@ impl L7Object {
         doc: &serde_json::Value,
         origin: &Origin,
     ) -> Result<L7Object, Vec<String>> {
+        let c = Self::check(doc, origin)?;
+        if c.errors.is_empty() {
+            Ok(c.l7)
+        } else {
+            Err(c.errors.iter().map(ToString::to_string).collect())
+        }
+    }
+
+    /// Parses `doc` with mesh-api, once; fails only when `doc` cannot be
+    /// written as JSON.
+    pub fn check(doc: &serde_json::Value, origin: &Origin) -> Result<Checked, Vec<String>> {
         let str_of = |a: &str, b: Option<&str>| {
             let v = doc.get(a);
             let v = match b {
@@ -120,27 +145,30 @@ impl L7Object {
         let name = str_of("metadata", Some("name"));
         let mut namespace = str_of("metadata", Some("namespace"));
         if namespace.is_empty() {
-            namespace = "default".into();
+            namespace = mesh_api::meta::DEFAULT_NAMESPACE.into();
         }
         let json = serde_json::to_string(doc)
             .map_err(|e| vec![format!("{kind} {namespace}/{name}: {e}")])?;
         let source = origin.file.display().to_string();
-        let errors: Vec<String> = mesh_api::parse_documents(&json, &source)
+        let docs = mesh_api::parse_documents(&json, &source);
+        let errors: Vec<mesh_api::Diagnostic> = docs
             .iter()
             .flat_map(|d| d.diagnostics.iter())
             .filter(|d| d.is_error())
-            .map(|d| d.to_string())
+            .cloned()
             .collect();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(L7Object {
-            api_version: str_of("apiVersion", None),
-            kind,
-            namespace,
-            name,
-            json,
-            origin: origin.clone(),
+        let resource = docs.into_iter().next().and_then(|d| d.resource);
+        Ok(Checked {
+            l7: L7Object {
+                api_version: str_of("apiVersion", None),
+                kind,
+                namespace,
+                name,
+                json,
+                origin: origin.clone(),
+            },
+            resource,
+            errors,
         })
     }
 }
@@ -190,7 +218,7 @@ impl Snapshot {
 
     /// The waypoints the cluster declares, sorted, each once: those named
     /// by a namespace's label and those named by a Service's own label
-    /// (`mesh_model::state::waypoint_name`), whose pod exists. A namespace's
+    /// (`mesh_api::labels::waypoint_name`), whose pod exists. A namespace's
     /// waypoint counts even when every Service of it opts out: pods and
     /// later Services may still use it.
     pub fn waypoints(&self) -> Vec<WaypointRef> {

@@ -1,6 +1,10 @@
+use http::header::HeaderMap;
+use http::{HeaderValue, Method, StatusCode};
+
 use super::*;
+use crate::destination::DestinationRef;
+use crate::discovery::Labels;
 use crate::Config;
-use http::HeaderValue;
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/istio/");
 
