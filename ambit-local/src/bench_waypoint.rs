@@ -19,9 +19,9 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::bench::{cpu_and_peak_rss, status_kib};
+use crate::progress::spinner;
 use mesh_tests::bookinfo::{url, Backend, Bookinfo, PORT};
 use mesh_tests::http_app::HttpLoadReport;
-use crate::progress::spinner;
 use mesh_tests::testbed::PodSpec;
 
 const PAYLOAD: usize = 1024;
