@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, trace};
 
+use super::conn_state::{ConnState, StreamSlot};
 use super::stream::{HboneStream, TunnelHeaders};
 use super::{
     HboneError, BAGGAGE, CONNECTION_WINDOW, FORWARDED, MAX_FRAME_SIZE, MAX_STREAMS_PER_CONNECTION,
@@ -85,29 +86,11 @@ impl Default for HboneClientOptions {
 
 type PoolKey = (Identity, SocketAddr);
 
-/// Counters shared by a pooled connection, its driver task and its streams.
-#[derive(Debug, Default)]
-struct ConnState {
-    active: AtomicUsize,
-    /// Streams ever opened; the idle reaper compares it between ticks.
-    opened: AtomicU64,
-    dead: AtomicBool,
-}
-
 struct PooledConn {
     id: u64,
     send: SendRequest<Bytes>,
     peer: Identity,
     state: Arc<ConnState>,
-}
-
-/// Counts one stream against its connection until dropped.
-pub(crate) struct StreamSlot(Arc<ConnState>);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 #[derive(Default)]

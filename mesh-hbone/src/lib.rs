@@ -8,6 +8,7 @@
 //! - [`HboneStream`]: a tunnel, as `AsyncRead + AsyncWrite`.
 
 mod client;
+mod conn_state;
 mod server;
 mod stream;
 
@@ -21,8 +22,9 @@ pub use stream::{HboneStream, TunnelHeaders};
 
 use mesh_identity::IdentityError;
 
-/// The HBONE port on every pod (and waypoint).
-pub const HBONE_PORT: u16 = 15008;
+/// The HBONE port on every pod (and waypoint); the kernel programs know it
+/// too, so it is defined beside them.
+pub use mesh_common::HBONE_PORT;
 /// HTTP/2 per-stream flow-control window.
 pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// HTTP/2 connection flow-control window (four stream windows).

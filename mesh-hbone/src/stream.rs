@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes};
 use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::client::StreamSlot;
+use super::conn_state::StreamSlot;
 use mesh_identity::Identity;
 
 /// Largest single write handed to h2 (it is split into frames of at most

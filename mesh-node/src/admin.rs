@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, warn};
 
-use crate::proxy::Metrics;
+use crate::proxy::{Metrics, METRICS_CONTENT_TYPE};
 use mesh_identity::CertStore;
 use mesh_model::state::{Protocol, ProxyState};
 
@@ -151,7 +151,10 @@ fn respond(req: &Request<hyper::body::Incoming>, s: &Sources) -> Response<Full<B
     let (status, body) = match req.uri().path() {
         "/healthz/ready" if *s.ready.borrow() => (StatusCode::OK, "ready\n".to_string()),
         "/healthz/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
-        "/metrics" => (StatusCode::OK, s.metrics.render()),
+        "/metrics" => {
+            content_type = METRICS_CONTENT_TYPE;
+            (StatusCode::OK, s.metrics.render())
+        }
         "/config_error" => match s.config_error.borrow().as_ref() {
             Some(e) => (StatusCode::OK, format!("{e}\n")),
             None => (StatusCode::OK, "none\n".to_string()),
@@ -372,32 +375,13 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> i64 {
     unix_seconds(to).saturating_sub(unix_seconds(from))
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+/// `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = unix_seconds(t);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    match jiff::Timestamp::from_second(unix_seconds(t)) {
+        Ok(ts) => ts.to_string(),
+        // Beyond year 9999: not a time a certificate or a clock shows.
+        Err(_) => "9999-12-31T23:59:59Z".to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -1,29 +1,23 @@
-//! Ambit's namespace testbed and the local mode built on it.
+//! Ambit's namespace testbed and the test helpers; the local mode built on
+//! it is the `ambit-local` crate.
 //!
 //! - `testbed`: nodes and pods out of network namespaces, veth pairs, cgroups
 //! - `mesh`: mesh-node daemons on a testbed with a local config and CA
 //! - `probe`: the sample app's protocol (the `ambit-probe` binary)
 //! - `http_app`: the HTTP sample app (bookinfo's roles) and its load client
 //! - `wire`: captures on the link between nodes, read back
-//! - `demo`, `up`: the sample app of `cargo xtask up`
-//! - `bench`, `bench_waypoint`: `cargo xtask bench`
 //! - `bookinfo`: bookinfo behind a waypoint, for the L7 tests
 //! - `kube`: a real kube-apiserver (and etcd) for integration tests
 //! - `curl`, `wait`: the one HTTP client and the one bounded poll of the tests
 
-pub mod bench;
-pub mod bench_waypoint;
 pub mod bookinfo;
 pub mod curl;
-pub mod demo;
 pub mod http_app;
 pub mod kube;
 pub mod mesh;
 pub mod probe;
-pub mod progress;
 pub mod sys;
 pub mod testbed;
-pub mod up;
 pub mod wait;
 pub mod wire;
 

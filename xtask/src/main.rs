@@ -97,7 +97,7 @@ fn build_release() -> Result<()> {
     r
 }
 
-/// Runs the local-mode tool (tests/src/bin/ambit-local.rs) from the release build.
+/// Runs the local-mode tool (the ambit-local crate) from the release build.
 fn local(args: &[&str]) -> Result<()> {
     let bin = workspace_root().join("target/release");
     // Ctrl-C is for the child: it tears the mesh down, then exits. (Once

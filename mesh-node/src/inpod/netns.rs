@@ -90,22 +90,8 @@ pub fn netns_cookie_of(sock: &impl AsRawFd) -> io::Result<u64> {
 }
 
 /// Marks a socket so the kernel programs never capture it.
-pub fn set_mesh_mark(sock: &impl AsRawFd) -> io::Result<()> {
-    let mark: u32 = mesh_common::MESH_MARK;
-    // SAFETY: `mark` is a valid u32 for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MARK,
-            (&mark as *const u32).cast(),
-            std::mem::size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+pub fn set_mesh_mark(sock: &impl AsFd) -> io::Result<()> {
+    socket2::SockRef::from(sock).set_mark(mesh_common::MESH_MARK)
 }
 
 impl PodNetns {

@@ -83,9 +83,7 @@ async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
         },
     );
     if !decision.allowed {
-        ctx.metrics
-            .denied
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics.deny();
         info!(
             src.identity = %t.peer, dst.identity = %ctx.identity, dst.addr = %t.target,
             reason = %decision.reason, "connection denied by policy"

@@ -46,9 +46,7 @@ async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
     };
     let mode = peer_authentication_mode(&state, workload, local.port());
     if mode == MtlsMode::Strict {
-        ctx.metrics
-            .denied
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics.deny();
         info!(src.addr = %peer, dst.addr = %local, pod = %ctx.name, "plaintext refused: PeerAuthentication STRICT");
         refuse(sock);
         return;
@@ -63,9 +61,7 @@ async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
         },
     );
     if !decision.allowed {
-        ctx.metrics
-            .denied
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics.deny();
         info!(src.addr = %peer, dst.addr = %local, reason = %decision.reason, "plaintext connection denied by policy");
         refuse(sock);
         return;

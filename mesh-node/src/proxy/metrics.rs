@@ -1,25 +1,92 @@
-//! Connection counters under Istio's metric names, and the count of
-//! connections in flight that a drain waits for.
+//! Connection counters under Istio's metric names (prometheus-client's
+//! registry and OpenMetrics text), and the count of connections in flight
+//! that a drain waits for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
-#[derive(Default, Debug)]
+/// The content type of [`Metrics::render`]'s text.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug)]
 pub struct Metrics {
-    pub tcp_connections_opened: AtomicU64,
-    pub tcp_connections_closed: AtomicU64,
-    pub tcp_sent_bytes: AtomicU64,
-    pub tcp_received_bytes: AtomicU64,
-    pub denied: AtomicU64,
-    active: AtomicU64,
+    registry: Registry,
+    tcp_connections_opened: Counter,
+    tcp_connections_closed: Counter,
+    tcp_sent_bytes: Counter,
+    tcp_received_bytes: Counter,
+    denied: Counter,
+    active: Gauge,
     idle: Notify,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let tcp_connections_opened = Counter::default();
+        let tcp_connections_closed = Counter::default();
+        let tcp_sent_bytes = Counter::default();
+        let tcp_received_bytes = Counter::default();
+        let denied = Counter::default();
+        let active = Gauge::default();
+        // The node proxy reports as the destination side, as ztunnel's
+        // inbound does.
+        let istio = registry.sub_registry_with_label(("reporter".into(), "destination".into()));
+        istio.register(
+            "istio_tcp_connections_opened",
+            "Connections opened",
+            tcp_connections_opened.clone(),
+        );
+        istio.register(
+            "istio_tcp_connections_closed",
+            "Connections closed",
+            tcp_connections_closed.clone(),
+        );
+        istio.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the peer",
+            tcp_sent_bytes.clone(),
+        );
+        istio.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the peer",
+            tcp_received_bytes.clone(),
+        );
+        registry.register(
+            "ambit_connections_denied",
+            "Connections denied by policy",
+            denied.clone(),
+        );
+        registry.register(
+            "ambit_connections_active",
+            "Connections in flight",
+            active.clone(),
+        );
+        Metrics {
+            registry,
+            tcp_connections_opened,
+            tcp_connections_closed,
+            tcp_sent_bytes,
+            tcp_received_bytes,
+            denied,
+            active,
+            idle: Notify::new(),
+        }
+    }
 }
 
 impl Metrics {
     pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
+        u64::try_from(self.active.get()).unwrap_or(0)
+    }
+
+    /// Counts a connection refused by policy.
+    pub fn deny(&self) {
+        self.denied.inc();
     }
 
     /// Waits until no connection is in flight.
@@ -33,29 +100,12 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text format, Istio's names.
+    /// OpenMetrics text ([`METRICS_CONTENT_TYPE`]), Istio's names.
     pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# TYPE istio_tcp_connections_opened_total counter\n\
-             istio_tcp_connections_opened_total{{reporter=\"destination\"}} {}\n\
-             # TYPE istio_tcp_connections_closed_total counter\n\
-             istio_tcp_connections_closed_total{{reporter=\"destination\"}} {}\n\
-             # TYPE istio_tcp_sent_bytes_total counter\n\
-             istio_tcp_sent_bytes_total{{reporter=\"destination\"}} {}\n\
-             # TYPE istio_tcp_received_bytes_total counter\n\
-             istio_tcp_received_bytes_total{{reporter=\"destination\"}} {}\n\
-             # TYPE ambit_connections_denied_total counter\n\
-             ambit_connections_denied_total {}\n\
-             # TYPE ambit_connections_active gauge\n\
-             ambit_connections_active {}\n",
-            g(&self.tcp_connections_opened),
-            g(&self.tcp_connections_closed),
-            g(&self.tcp_sent_bytes),
-            g(&self.tcp_received_bytes),
-            g(&self.denied),
-            self.active(),
-        )
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 }
 
@@ -66,30 +116,53 @@ pub struct ConnectionTracker {
 
 impl ConnectionTracker {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.active.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .tcp_connections_opened
-            .fetch_add(1, Ordering::Relaxed);
+        metrics.active.inc();
+        metrics.tcp_connections_opened.inc();
         ConnectionTracker { metrics }
     }
 
     pub fn bytes(&self, sent: u64, received: u64) {
-        self.metrics
-            .tcp_sent_bytes
-            .fetch_add(sent, Ordering::Relaxed);
-        self.metrics
-            .tcp_received_bytes
-            .fetch_add(received, Ordering::Relaxed);
+        self.metrics.tcp_sent_bytes.inc_by(sent);
+        self.metrics.tcp_received_bytes.inc_by(received);
     }
 }
 
 impl Drop for ConnectionTracker {
     fn drop(&mut self) {
-        self.metrics
-            .tcp_connections_closed
-            .fetch_add(1, Ordering::Relaxed);
-        if self.metrics.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+        self.metrics.tcp_connections_closed.inc();
+        if self.metrics.active.dec() == 1 {
             self.metrics.idle.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_istio_names_with_the_reporter_label() {
+        let metrics = Arc::new(Metrics::default());
+        let tracker = ConnectionTracker::new(metrics.clone());
+        tracker.bytes(10, 20);
+        metrics.deny();
+        let text = metrics.render();
+        for line in [
+            "istio_tcp_connections_opened_total{reporter=\"destination\"} 1",
+            "istio_tcp_connections_closed_total{reporter=\"destination\"} 0",
+            "istio_tcp_sent_bytes_total{reporter=\"destination\"} 10",
+            "istio_tcp_received_bytes_total{reporter=\"destination\"} 20",
+            "ambit_connections_denied_total 1",
+            "ambit_connections_active 1",
+            "# TYPE istio_tcp_connections_opened counter",
+            "# TYPE ambit_connections_active gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        drop(tracker);
+        assert_eq!(metrics.active(), 0);
+        assert!(metrics
+            .render()
+            .contains("istio_tcp_connections_closed_total{reporter=\"destination\"} 1\n"));
     }
 }

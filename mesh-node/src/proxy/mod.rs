@@ -26,7 +26,7 @@ use mesh_identity::{CertStore, Identity};
 use mesh_model::state::ProxyState;
 
 pub use copy::relay;
-pub use metrics::{ConnectionTracker, Metrics};
+pub use metrics::{ConnectionTracker, Metrics, METRICS_CONTENT_TYPE};
 
 /// Everything a pod's listeners need.
 pub struct PodContext {

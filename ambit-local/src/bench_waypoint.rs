@@ -19,10 +19,10 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::bench::{cpu_and_peak_rss, status_kib};
-use crate::bookinfo::{url, Backend, Bookinfo, PORT};
-use crate::http_app::HttpLoadReport;
 use crate::progress::spinner;
-use crate::testbed::PodSpec;
+use mesh_tests::bookinfo::{url, Backend, Bookinfo, PORT};
+use mesh_tests::http_app::HttpLoadReport;
+use mesh_tests::testbed::PodSpec;
 
 const PAYLOAD: usize = 1024;
 

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::mesh::{LocalMesh, Service};
-use crate::testbed::PodSpec;
-use crate::wire::{contains_plaintext, has_tls_client_hello, Capture};
+use mesh_tests::mesh::{LocalMesh, Service};
+use mesh_tests::testbed::PodSpec;
+use mesh_tests::wire::{contains_plaintext, has_tls_client_hello, Capture};
 
 pub const SERVICE_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub const MARKER: &str = "AMBIT-PLAINTEXT-MARKER-7f3a";
@@ -168,7 +168,7 @@ fn add_shop(mesh: &mut LocalMesh) -> Result<()> {
 fn start_shop(mesh: &mut LocalMesh) -> Result<()> {
     mesh.write_folder_file("shop-l7.yaml", SHOP_L7)?;
     for pod in ["reviews-v1", "reviews-v2"] {
-        let mut cmd = std::process::Command::new(crate::mesh::binary("ambit-probe")?);
+        let mut cmd = std::process::Command::new(mesh_tests::mesh::binary("ambit-probe")?);
         cmd.args(["http", "--name", pod, "--port", &SHOP_PORT.to_string()]);
         let idx = mesh.tb.spawn_in_pod(pod, &format!("{pod}:http"), cmd)?;
         mesh.tb.with_proc(idx, |p| {
@@ -181,7 +181,7 @@ fn start_shop(mesh: &mut LocalMesh) -> Result<()> {
 
 /// Who served `n` GETs from the client to reviews.shop with `headers`.
 fn shop_served_by(mesh: &LocalMesh, headers: &[&str], n: u64) -> Result<BTreeMap<String, u64>> {
-    let mut cmd = std::process::Command::new(crate::mesh::binary("ambit-probe")?);
+    let mut cmd = std::process::Command::new(mesh_tests::mesh::binary("ambit-probe")?);
     cmd.args([
         "http-load",
         "--url",
@@ -194,7 +194,7 @@ fn shop_served_by(mesh: &LocalMesh, headers: &[&str], n: u64) -> Result<BTreeMap
     }
     let out = mesh.tb.run_in_pod("client", cmd, Duration::from_secs(30))?;
     let line = out.lines().last().unwrap_or("");
-    let r: crate::http_app::HttpLoadReport =
+    let r: mesh_tests::http_app::HttpLoadReport =
         serde_json::from_str(line).with_context(|| format!("load report: {out}"))?;
     Ok(r.by_server)
 }

@@ -40,10 +40,10 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Up { once } => mesh_tests::up::run(once),
-        Cmd::Bench { secs, out } => mesh_tests::bench::run(secs, &out),
+        Cmd::Up { once } => ambit_local::up::run(once),
+        Cmd::Bench { secs, out } => ambit_local::bench::run(secs, &out),
         Cmd::BenchWaypoint { secs, out } => {
-            let md = mesh_tests::bench_waypoint::run(secs)?;
+            let md = ambit_local::bench_waypoint::run(secs)?;
             std::fs::write(&out, md)?;
             println!("written to {}", out.display());
             Ok(())

@@ -1,7 +1,7 @@
 //! The sample app of `cargo xtask up`, checked: the README's first command
 //! must keep showing a working mesh.
 
-use mesh_tests::demo;
+use ambit_local::demo;
 
 #[test]
 fn the_local_mesh_demo_shows_a_working_mesh() {

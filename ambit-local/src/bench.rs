@@ -8,11 +8,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::mesh::{binary, LocalMesh};
-use crate::probe::LoadReport;
 use crate::progress::spinner;
-use crate::testbed::PodSpec;
 use anyhow::{Context, Result};
+use mesh_tests::mesh::{binary, LocalMesh};
+use mesh_tests::probe::LoadReport;
+use mesh_tests::testbed::PodSpec;
 
 struct Pairs {
     far: Ipv4Addr,
