@@ -7,12 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_controller::{Controller, ControllerOptions};
+use mesh_controller::Controller;
 use mesh_identity::Identity;
 use mesh_proto::ambit::v1 as pb;
 use mesh_proto::type_urls;
 use mesh_xds::{CaOptions, XdsClient, XdsOptions, XdsView};
+
+mod support;
 use prost::Message;
+use support::{controller_options, http_get, waypoint_client};
 
 const WAYPOINT_ID: &str = "waypoint~demo~waypoint";
 
@@ -117,12 +120,7 @@ async fn start() -> Setup {
     let boot = tempfile::tempdir().expect("tempdir");
     let ca = tempfile::tempdir().expect("tempdir");
     write_folder(folder.path());
-    let mut o = ControllerOptions::new(folder.path());
-    o.listen = "127.0.0.1:0".parse().expect("addr");
-    o.status_listen = "127.0.0.1:0".parse().expect("addr");
-    o.bootstrap_dir = Some(boot.path().to_path_buf());
-    o.ca_dir = Some(ca.path().to_path_buf());
-    o.poll_interval = Duration::from_millis(50);
+    let o = controller_options(folder.path(), Some(boot.path()), Some(ca.path()));
     let c = Controller::start(o).await.expect("controller");
     Setup {
         c,
@@ -134,12 +132,7 @@ async fn start() -> Setup {
 
 /// A client subscribed like a waypoint (the node's types and the L7 type).
 fn l7_client(c: &Controller, node: &str) -> XdsClient {
-    let mut o = XdsOptions::new(format!("http://{}", c.addr), node);
-    o.token = c.tokens.token_of(node);
-    o.initial_backoff = Duration::from_millis(50);
-    o.max_backoff = Duration::from_millis(400);
-    o.extra_types = vec![type_urls::L7_RESOURCE.to_string()];
-    XdsClient::start(o)
+    XdsClient::start(waypoint_client(c, node))
 }
 
 fn l7_of(view: &XdsView) -> Vec<pb::L7Resource> {
@@ -164,20 +157,10 @@ async fn wait_view(
     pred: impl Fn(&XdsView) -> bool,
 ) -> Arc<XdsView> {
     let mut rx = client.view.clone();
-    let deadline = Instant::now() + within;
-    loop {
-        let v = rx.borrow_and_update().clone();
-        if pred(&v) {
-            return v;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "view condition not met in {within:?}; L7 held: {:?}",
-            names(&v)
-        );
-        let _ = tokio::time::timeout(left, rx.changed()).await;
-    }
+    support::wait_pushed(&mut rx, within, pred, |v| {
+        format!("L7 held: {:?}", names(v))
+    })
+    .await
 }
 
 fn reviews_timeout(view: &XdsView) -> Option<String> {
@@ -355,17 +338,6 @@ async fn ca_signs_only_the_waypoints_own_identity() {
     mesh_xds::request_certificate(&node, &own)
         .await
         .expect("node-a runs the waypoint pod");
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,14 +5,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_controller::{Controller, ControllerOptions};
+use mesh_controller::Controller;
 use mesh_identity::{CertStore, Identity};
 use mesh_model::state::ProxyState;
 use mesh_proto::envoy::config::core::v3::Node;
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use mesh_proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use mesh_proto::type_urls;
-use mesh_xds::{CaOptions, XdsClient, XdsOptions};
+use mesh_xds::{CaOptions, XdsClient};
+
+mod support;
+use support::{controller_options, http_get, node_client};
 
 const NAMESPACES: &str = r#"
 apiVersion: v1
@@ -115,39 +118,15 @@ fn write_folder(dir: &Path) {
     std::fs::write(dir.join("policies.yaml"), POLICIES).unwrap();
 }
 
-fn options(folder: &Path, bootstrap: &Path, ca: &Path) -> ControllerOptions {
-    let mut o = ControllerOptions::new(folder);
-    o.listen = "127.0.0.1:0".parse().unwrap();
-    o.status_listen = "127.0.0.1:0".parse().unwrap();
-    o.bootstrap_dir = Some(bootstrap.to_path_buf());
-    o.ca_dir = Some(ca.to_path_buf());
-    o.poll_interval = Duration::from_millis(50);
-    o
-}
-
-fn client_opts(c: &Controller, node: &str) -> XdsOptions {
-    let mut o = XdsOptions::new(format!("http://{}", c.addr), node);
-    o.token = c.tokens.token_of(node);
-    o.initial_backoff = Duration::from_millis(50);
-    o.max_backoff = Duration::from_millis(400);
-    o
-}
-
 async fn wait_state(
     rx: &mut tokio::sync::watch::Receiver<Arc<ProxyState>>,
     within: Duration,
     pred: impl Fn(&ProxyState) -> bool,
 ) -> Arc<ProxyState> {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = rx.borrow_and_update().clone();
-        if pred(&s) {
-            return s;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "state condition not met in {within:?}");
-        let _ = tokio::time::timeout(left, rx.changed()).await;
-    }
+    support::wait_pushed(rx, within, pred, |s| {
+        format!("{} workloads", s.workloads().len())
+    })
+    .await
 }
 
 fn has_workload(s: &ProxyState, ns: &str, name: &str) -> bool {
@@ -160,15 +139,19 @@ async fn node_receives_its_view_and_hot_reloads() {
     let boot = tempfile::tempdir().unwrap();
     let ca = tempfile::tempdir().unwrap();
     write_folder(folder.path());
-    let c = Controller::start(options(folder.path(), boot.path(), ca.path()))
-        .await
-        .unwrap();
+    let c = Controller::start(controller_options(
+        folder.path(),
+        Some(boot.path()),
+        Some(ca.path()),
+    ))
+    .await
+    .unwrap();
     // Bootstrap tokens per node and the root are written.
     assert!(boot.path().join("node-a.token").exists());
     assert!(boot.path().join("node-b.token").exists());
     assert!(boot.path().join("root-cert.pem").exists());
 
-    let a = XdsClient::start(client_opts(&c, "node-a"));
+    let a = XdsClient::start(node_client(&c, "node-a"));
     let mut rx = a.state.clone();
     let s = wait_state(&mut rx, Duration::from_secs(5), |s| {
         has_workload(s, "demo", "server-2")
@@ -190,7 +173,7 @@ async fn node_receives_its_view_and_hot_reloads() {
 
     // node-b: its own outsider pod (with netns), no policy selecting only node-a? both
     // policies select app=server, which node-b also runs.
-    let b = XdsClient::start(client_opts(&c, "node-b"));
+    let b = XdsClient::start(node_client(&c, "node-b"));
     let mut rxb = b.state.clone();
     let sb = wait_state(&mut rxb, Duration::from_secs(5), |s| {
         has_workload(s, "legacy", "outsider")
@@ -274,10 +257,14 @@ async fn malformed_resource_is_refused_and_last_good_state_kept() {
     let boot = tempfile::tempdir().unwrap();
     let ca = tempfile::tempdir().unwrap();
     write_folder(folder.path());
-    let c = Controller::start(options(folder.path(), boot.path(), ca.path()))
-        .await
-        .unwrap();
-    let a = XdsClient::start(client_opts(&c, "node-a"));
+    let c = Controller::start(controller_options(
+        folder.path(),
+        Some(boot.path()),
+        Some(ca.path()),
+    ))
+    .await
+    .unwrap();
+    let a = XdsClient::start(node_client(&c, "node-a"));
     let mut rx = a.state.clone();
     wait_state(&mut rx, Duration::from_secs(5), |s| {
         has_workload(s, "demo", "client")
@@ -336,14 +323,14 @@ fn controller_restart_keeps_last_good_state_and_resyncs() {
     let boot = tempfile::tempdir().unwrap();
     let ca = tempfile::tempdir().unwrap();
     write_folder(folder.path());
-    let opts = options(folder.path(), boot.path(), ca.path());
+    let opts = controller_options(folder.path(), Some(boot.path()), Some(ca.path()));
 
     // The controller in its own runtime: shutting that down kills it (and
     // every connection) like a crash.
     let ctl_rt = tokio::runtime::Runtime::new().unwrap();
     let c = ctl_rt.block_on(Controller::start(opts.clone())).unwrap();
     let addr = c.addr;
-    let xopts = client_opts(&c, "node-a");
+    let xopts = node_client(&c, "node-a");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -406,9 +393,13 @@ async fn nack_is_recorded_with_its_message() {
     let boot = tempfile::tempdir().unwrap();
     let ca = tempfile::tempdir().unwrap();
     write_folder(folder.path());
-    let c = Controller::start(options(folder.path(), boot.path(), ca.path()))
-        .await
-        .unwrap();
+    let c = Controller::start(controller_options(
+        folder.path(),
+        Some(boot.path()),
+        Some(ca.path()),
+    ))
+    .await
+    .unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
         .unwrap()
         .connect()
@@ -490,9 +481,13 @@ async fn ca_signs_only_identities_of_the_nodes_pods() {
     let boot = tempfile::tempdir().unwrap();
     let ca = tempfile::tempdir().unwrap();
     write_folder(folder.path());
-    let c = Controller::start(options(folder.path(), boot.path(), ca.path()))
-        .await
-        .unwrap();
+    let c = Controller::start(controller_options(
+        folder.path(),
+        Some(boot.path()),
+        Some(ca.path()),
+    ))
+    .await
+    .unwrap();
     // The self-signed root was saved as plug-in files.
     for f in ["root-cert.pem", "cert-chain.pem", "key.pem"] {
         assert!(ca.path().join(f).exists(), "{f}");
@@ -537,7 +532,7 @@ async fn ca_signs_only_identities_of_the_nodes_pods() {
     assert!(err.contains("Unauthenticated"), "{err}");
 
     // The CA client fills a CertStore for the node's identities.
-    let x = XdsClient::start(client_opts(&c, "node-a"));
+    let x = XdsClient::start(node_client(&c, "node-a"));
     let certs = Arc::new(CertStore::new());
     let mut ca_opts = opts.clone();
     ca_opts.interval = Duration::from_millis(100);
@@ -577,15 +572,4 @@ fn verify_chain(leaf_pem: &str, root_pem: &[u8]) {
         })
         .collect();
     assert_eq!(uris, vec!["spiffe://cluster.local/ns/demo/sa/client"]);
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }

@@ -6,12 +6,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mesh_controller::xds::PushLimits;
-use mesh_controller::{Controller, ControllerOptions};
+use mesh_controller::Controller;
 use mesh_proto::envoy::config::core::v3::Node;
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use mesh_proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use mesh_proto::type_urls;
 use tokio::sync::mpsc;
+
+mod support;
+use support::controller_options;
 
 /// Every node's workload response is large (`PODS` ambient pods), a change
 /// of one pod is small.
@@ -48,10 +51,7 @@ fn write(dir: &Path, text: &str) {
 }
 
 async fn start(dir: &Path, limits: PushLimits) -> Controller {
-    let mut o = ControllerOptions::new(dir);
-    o.listen = "127.0.0.1:0".parse().unwrap();
-    o.status_listen = "127.0.0.1:0".parse().unwrap();
-    o.poll_interval = Duration::from_millis(50);
+    let mut o = controller_options(dir, None, None);
     o.push_limits = limits;
     Controller::start(o).await.unwrap()
 }
