@@ -17,35 +17,13 @@ use mesh_identity::Identity;
 /// The trust domain when the config names none.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 /// The namespace whose policies are mesh-wide, when the config names none.
-pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+pub const DEFAULT_ROOT_NAMESPACE: &str = mesh_api::labels::ROOT_NAMESPACE;
 /// The cluster DNS domain of service hostnames, when the config names none.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
-/// The namespace label that enrols a namespace (or a pod) in the mesh.
-pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
-
-/// The label that sends a service's traffic through a waypoint: the value
-/// is the waypoint workload's name, in the service's namespace. On a
-/// Service it overrides its namespace's (see [`waypoint_name`]).
-pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
-
-/// The value of [`USE_WAYPOINT_LABEL`] that opts out of any waypoint.
-pub const NO_WAYPOINT: &str = "none";
-
-/// The waypoint a service asks for, by name, as Istio ambient decides it:
-/// the Service's own [`USE_WAYPOINT_LABEL`] wins, else its namespace's; an
-/// empty value or [`NO_WAYPOINT`] (on the Service, even when the namespace
-/// names one) means no waypoint. Shared with the controller so that the
-/// waypoints it provisions are the ones the nodes tunnel to.
-pub fn waypoint_name<'a>(
-    service_labels: &'a BTreeMap<String, String>,
-    namespace_labels: Option<&'a BTreeMap<String, String>>,
-) -> Option<&'a str> {
-    let name = service_labels
-        .get(USE_WAYPOINT_LABEL)
-        .or_else(|| namespace_labels?.get(USE_WAYPOINT_LABEL))?;
-    (!name.is_empty() && name != NO_WAYPOINT).then_some(name.as_str())
-}
+// Istio's label names and how ambient reads them are mesh-api's, the one
+// model; the node and the waypoint take them from there.
+pub use mesh_api::labels::{waypoint_name, DATAPLANE_MODE_LABEL, NO_WAYPOINT, USE_WAYPOINT_LABEL};
 
 /// A pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
