@@ -6,7 +6,10 @@
 //! No eBPF, no sockets: the control plane and the waypoint build with this
 //! crate alone.
 
+pub mod build;
 pub mod config;
 pub mod convert;
+pub mod problems;
 pub mod rbac;
 pub mod state;
+mod syntax;
