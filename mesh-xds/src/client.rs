@@ -4,9 +4,10 @@
 //! while the controller is away.
 //!
 //! Each response is checked on its own: the resources it carries are applied
-//! to a copy of what the node holds, and the whole is validated the way a
-//! config file is ([`mesh_model::config::build_state`]). A response that would make the
-//! config invalid is NACKed with the validator's message and the node keeps
+//! to a copy of what the node holds, and the whole is checked and built into
+//! a state by [`mesh_model::build::build`] (as a local config file is). A
+//! response that would make the config invalid is NACKed with the
+//! builder's message and the node keeps
 //! what it had. Responses that arrive together are published as one new
 //! state; nothing is published before every type has been received once.
 //!
@@ -30,8 +31,7 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use mesh_model::config::{LocalConfig, NamespaceSpec, Policy};
-use mesh_model::convert;
+use mesh_model::build::{build, PolicyMessage, Resources};
 use mesh_model::state::ProxyState;
 
 /// How to reach the controller.
@@ -143,71 +143,56 @@ impl Held {
         Ok(out)
     }
 
-    /// The node's config model of what is held.
-    pub(crate) fn to_local_config(&self) -> Result<LocalConfig, String> {
-        let mut cfg = LocalConfig::default();
+    /// What is held, as the builder's input. Policies: every
+    /// PeerAuthentication, then every Authorization (each by name).
+    pub(crate) fn resources(&self) -> Result<Resources, String> {
+        let mut input = Resources::default();
         if let Some(mesh) = self
             .decode::<pb::MeshConfig>(type_urls::MESH_CONFIG)?
             .into_iter()
             .next()
         {
             if !mesh.trust_domain.is_empty() {
-                cfg.trust_domain = mesh.trust_domain;
+                input.trust_domain = mesh.trust_domain;
             }
             if !mesh.root_namespace.is_empty() {
-                cfg.root_namespace = mesh.root_namespace;
+                input.root_namespace = mesh.root_namespace;
             }
             if !mesh.cluster_domain.is_empty() {
-                cfg.cluster_domain = mesh.cluster_domain;
+                input.cluster_domain = mesh.cluster_domain;
             }
         }
-        let mut namespaces: BTreeMap<String, NamespaceSpec> = self
+        let mut namespaces: BTreeMap<String, pb::Namespace> = self
             .decode::<pb::Namespace>(type_urls::NAMESPACE)?
-            .iter()
-            .map(|n| (n.name.clone(), convert::namespace_from_proto(n)))
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
             .collect();
-        cfg.workloads = self
-            .decode::<pb::Workload>(type_urls::WORKLOAD)?
-            .iter()
-            .map(convert::workload_from_proto)
-            .collect();
-        cfg.services = self
-            .decode::<pb::Service>(type_urls::SERVICE)?
-            .iter()
-            .map(convert::service_from_proto)
-            .collect();
-        for p in self.decode::<pb::PeerAuthentication>(type_urls::PEER_AUTHENTICATION)? {
-            cfg.policies.push(Policy::PeerAuthentication(
-                convert::peer_authentication_from_proto(&p),
-            ));
+        input.workloads = self.decode(type_urls::WORKLOAD)?;
+        input.services = self.decode(type_urls::SERVICE)?;
+        for p in self.decode(type_urls::PEER_AUTHENTICATION)? {
+            input.policies.push(PolicyMessage::PeerAuthentication(p));
         }
-        for p in self.decode::<pb::Authorization>(type_urls::AUTHORIZATION)? {
-            cfg.policies.push(Policy::AuthorizationPolicy(
-                convert::authorization_from_proto(&p),
-            ));
+        for p in self.decode(type_urls::AUTHORIZATION)? {
+            input.policies.push(PolicyMessage::Authorization(p));
         }
         // Types arrive one response at a time: a namespace may be gone a
         // moment before the workloads in it. A namespace we were not told
         // about has no labels, i.e. is not in the mesh.
-        let referenced: BTreeSet<String> = cfg
+        let referenced: BTreeSet<String> = input
             .workloads
             .iter()
             .map(|w| w.namespace.clone())
-            .chain(cfg.services.iter().map(|s| s.namespace.clone()))
-            .chain(
-                cfg.policies
-                    .iter()
-                    .filter_map(|p| p.metadata().namespace.clone()),
-            )
+            .chain(input.services.iter().map(|s| s.namespace.clone()))
+            .chain(input.policies.iter().map(|p| p.metadata().1.to_string()))
             .collect();
         for ns in referenced {
-            namespaces.entry(ns.clone()).or_insert(NamespaceSpec {
+            namespaces.entry(ns.clone()).or_insert(pb::Namespace {
                 name: ns,
                 labels: BTreeMap::new(),
             });
         }
-        cfg.namespaces = namespaces.into_values().collect();
-        Ok(cfg)
+        input.namespaces = namespaces.into_values().collect();
+        Ok(input)
     }
 
     /// The message bytes held of type `ty`, by name.
@@ -271,8 +256,8 @@ impl XdsClient {
     }
 }
 
-/// Mirrors [`mesh_model::config::ConfigWatcher::spawn`]: the state and error
-/// receivers of a client that runs for the life of the process (or until
+/// Mirrors the local config file's watcher (`ConfigWatcher::spawn`): the
+/// state and error receivers of a client that runs for the life of the process (or until
 /// every state receiver is dropped).
 pub fn spawn_xds(opts: XdsOptions) -> (StateReceiver, ErrorReceiver) {
     let c = XdsClient::start(opts);
@@ -445,8 +430,8 @@ async fn session(
                         (check.0)(&resp.type_url, &next.raw(&resp.type_url))?;
                     }
                 }
-                let cfg = next.to_local_config()?;
-                mesh_model::config::build_state(&cfg)
+                let input = next.resources()?;
+                build(&input)
                     .map(|state| (next, state))
                     .map_err(|e| e.to_string())
             });

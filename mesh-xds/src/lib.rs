@@ -1,9 +1,9 @@
 //! The controller as a proxy's source of truth: the delta xDS client
 //! ([`client`]) and the CA client ([`ca_client`]), used by mesh-node and the
-//! waypoint. The conversions between xDS resources and the model are
-//! `mesh_model::convert`.
+//! waypoint. The resources become a state through
+//! [`mesh_model::build::build`].
 //!
-//! [`spawn_xds`] mirrors [`mesh_model::config::ConfigWatcher::spawn`]: it hands
+//! [`spawn_xds`] mirrors the local config file's watcher: it hands
 //! back the same state and error receivers, so the rest of the node does not
 //! care where its config comes from. [`spawn_ca`] keeps the [`CertStore`]
 //! filled with certificates for the identities of the node's pods.

@@ -38,6 +38,21 @@ pub(super) fn compile(
     }
 }
 
+fn check_listed(
+    entry: &str,
+    namespace: &str,
+    namespaces: &BTreeMap<String, Namespace>,
+    p: &mut Problems,
+) {
+    if !namespaces.contains_key(namespace) {
+        p.err(
+            entry,
+            "namespace",
+            format!("namespace {namespace:?} is not listed under namespaces"),
+        );
+    }
+}
+
 type Workloads = (Vec<Arc<Workload>>, HashMap<IpAddr, Arc<Workload>>);
 
 fn compile_workloads(
@@ -53,13 +68,7 @@ fn compile_workloads(
         let entry = format!("workloads[{i}] ({}/{})", w.namespace, w.name);
         let before = p.error_count();
         check_subdomain_name(&entry, "name", &w.name, p);
-        if !namespaces.contains_key(&w.namespace) {
-            p.err(
-                &entry,
-                "namespace",
-                format!("namespace {:?} is not listed under namespaces", w.namespace),
-            );
-        }
+        check_listed(&entry, &w.namespace, namespaces, p);
         // Not set: `default`, as in Kubernetes.
         let sa = if w.service_account.is_empty() {
             "default".to_string()
@@ -154,13 +163,7 @@ fn compile_services(
         let entry = format!("services[{i}] ({}/{})", s.namespace, s.name);
         let before = p.error_count();
         check_label_name(&entry, "name", &s.name, p);
-        if !namespaces.contains_key(&s.namespace) {
-            p.err(
-                &entry,
-                "namespace",
-                format!("namespace {:?} is not listed under namespaces", s.namespace),
-            );
-        }
+        check_listed(&entry, &s.namespace, namespaces, p);
         if let Some(j) = names.insert((s.namespace.clone(), s.name.clone()), i) {
             p.err(
                 &entry,

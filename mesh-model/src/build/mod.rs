@@ -21,6 +21,8 @@ use mesh_proto::ambit::v1 as pb;
 pub use certificates::{CertificatesSpec, IdentityCertSpec};
 pub use policy::SECURITY_API_VERSIONS;
 
+pub(crate) use policy::{check_api_version, policy_entry_name, PORT_LEVEL_NEEDS_SELECTOR};
+
 use crate::problems::{Invalid, Problems};
 use crate::state::{
     Namespace, ProxyState, DEFAULT_CLUSTER_DOMAIN, DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN,
@@ -44,24 +46,11 @@ impl PolicyMessage {
         }
     }
 
-    pub fn name(&self) -> &str {
+    /// `(name, namespace, apiVersion)`
+    pub fn metadata(&self) -> (&str, &str, &str) {
         match self {
-            PolicyMessage::PeerAuthentication(p) => &p.name,
-            PolicyMessage::Authorization(p) => &p.name,
-        }
-    }
-
-    pub fn namespace(&self) -> &str {
-        match self {
-            PolicyMessage::PeerAuthentication(p) => &p.namespace,
-            PolicyMessage::Authorization(p) => &p.namespace,
-        }
-    }
-
-    pub fn api_version(&self) -> &str {
-        match self {
-            PolicyMessage::PeerAuthentication(p) => &p.api_version,
-            PolicyMessage::Authorization(p) => &p.api_version,
+            PolicyMessage::PeerAuthentication(p) => (&p.name, &p.namespace, &p.api_version),
+            PolicyMessage::Authorization(p) => (&p.name, &p.namespace, &p.api_version),
         }
     }
 }

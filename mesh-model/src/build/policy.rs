@@ -15,6 +15,8 @@ use crate::syntax::{check_label_name, check_labels, check_subdomain_name};
 /// The API groups/versions accepted for the security resources.
 pub const SECURITY_API_VERSIONS: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 
+pub(crate) const PORT_LEVEL_NEEDS_SELECTOR: &str = "portLevelMtls requires a workload selector (spec.selector.matchLabels); namespace- and mesh-wide policies cannot set per-port modes";
+
 pub(super) struct Policies {
     pub(super) peer_authentications: Vec<PeerAuthnPolicy>,
     pub(super) authorization_policies: Vec<AuthzPolicy>,
@@ -49,9 +51,9 @@ pub(super) fn compile(
     // namespace -> the first namespace-wide PeerAuthentication there
     let mut ns_wide_pa: HashMap<&str, String> = HashMap::new();
     for (i, pol) in input.policies.iter().enumerate() {
-        let (name, namespace) = (pol.name(), pol.namespace());
+        let (name, namespace, api_version) = pol.metadata();
         let entry = policy_entry_name(i, pol.kind(), namespace, name);
-        check_api_version(&entry, pol.api_version(), p);
+        check_api_version(&entry, api_version, p);
         check_subdomain_name(&entry, "metadata.name", name, p);
         check_label_name(&entry, "metadata.namespace", namespace, p);
         if namespace != input.root_namespace && !namespaces.contains_key(namespace) {
@@ -148,11 +150,7 @@ fn compile_peer_authn(
         .mode
         .and_then(|m| mtls_mode(entry, "spec.mtls.mode", m, p));
     if selector.is_none() && !pa.port_level_mtls.is_empty() {
-        p.err(
-            entry,
-            "spec.portLevelMtls",
-            "portLevelMtls requires a workload selector (spec.selector.matchLabels); namespace- and mesh-wide policies cannot set per-port modes",
-        );
+        p.err(entry, "spec.portLevelMtls", PORT_LEVEL_NEEDS_SELECTOR);
     }
     let mut port_level = BTreeMap::new();
     for (&port, &m) in &pa.port_level_mtls {

@@ -42,53 +42,20 @@
 //! AuthorizationPolicy, which the node enforces at L4 only) is reported in
 //! [`LocalConfig::warnings`].
 
+mod file_check;
+mod shape;
+pub mod to_proto;
 mod types;
-mod validate;
 mod watcher;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use types::*;
 pub use watcher::{ConfigWatcher, ErrorReceiver, StateReceiver};
 
-use validate::compile;
-
+pub use crate::problems::FieldError;
+use crate::problems::{fmt_problems, Problems};
 use crate::state::ProxyState;
-
-/// One problem in the config: which entry, which field, why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    /// e.g. `workloads[2] (demo/server-1)`
-    pub entry: String,
-    /// e.g. `ports[0].targetPort`; empty when the entry itself is at fault.
-    pub field: String,
-    pub reason: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}: {}", self.entry, self.reason)
-        } else {
-            write!(f, "{}: field {}: {}", self.entry, self.field, self.reason)
-        }
-    }
-}
-
-fn fmt_problems(errors: &[FieldError]) -> String {
-    match errors {
-        [one] => format!("invalid config: {one}"),
-        many => {
-            let mut s = format!("invalid config ({} problems):", many.len());
-            for e in many {
-                s.push_str("\n  - ");
-                s.push_str(&e.to_string());
-            }
-            s
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -117,11 +84,17 @@ impl ConfigError {
     }
 }
 
+impl From<crate::problems::Invalid> for ConfigError {
+    fn from(e: crate::problems::Invalid) -> Self {
+        ConfigError::Invalid(e.0)
+    }
+}
+
 /// Parses and validates a config file's text. Relative certificate paths are
 /// kept as written.
 pub fn parse(text: &str) -> Result<LocalConfig, ConfigError> {
-    let mut cfg = validate::deserialize(text)?;
-    let state = compile(&cfg)?;
+    let mut cfg = shape::deserialize(text)?;
+    let state = build_state(&cfg)?;
     cfg.warnings = state.warnings;
     Ok(cfg)
 }
@@ -134,16 +107,20 @@ pub fn load(path: impl AsRef<Path>) -> Result<LocalConfig, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut cfg = validate::deserialize(&text)?;
+    let mut cfg = shape::deserialize(&text)?;
     resolve_relative_paths(&mut cfg, path);
-    let state = compile(&cfg)?;
+    let state = build_state(&cfg)?;
     cfg.warnings = state.warnings;
     Ok(cfg)
 }
 
-/// Validates `config` and builds the state (errors as [`parse`]).
+/// Validates `config` and builds the state (errors as [`parse`]): the
+/// file's own checks, then its messages ([`to_proto::resources`]) through
+/// the one builder, [`crate::build::build`].
 pub fn build_state(config: &LocalConfig) -> Result<ProxyState, ConfigError> {
-    compile(config)
+    let mut file = Problems::default();
+    file_check::check(config, &mut file);
+    file_check::merge(file, crate::build::build(&to_proto::resources(config)))
 }
 
 /// [`load`] and build the state in one step.
@@ -162,11 +139,11 @@ pub fn parse_state(text: &str) -> Result<ProxyState, ConfigError> {
 }
 
 fn parse_state_at(text: &str, path: Option<&Path>) -> Result<ProxyState, ConfigError> {
-    let mut cfg = validate::deserialize(text)?;
+    let mut cfg = shape::deserialize(text)?;
     if let Some(p) = path {
         resolve_relative_paths(&mut cfg, p);
     }
-    compile(&cfg)
+    build_state(&cfg)
 }
 
 /// Parses a stream of Istio resources (YAML documents separated by `---`,
@@ -175,7 +152,7 @@ fn parse_state_at(text: &str, path: Option<&Path>) -> Result<ProxyState, ConfigE
 /// Entries are named `documents[i] Kind ns/name` (`documents[i].items[j] ...`). Whether they make
 /// sense together is checked when they are part of a [`LocalConfig`].
 pub fn parse_policies(text: &str) -> Result<Vec<Policy>, ConfigError> {
-    validate::deserialize_policy_documents(text)
+    shape::deserialize_policy_documents(text)
 }
 
 fn resolve_relative_paths(cfg: &mut LocalConfig, file: &Path) {

@@ -9,8 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use crate::state::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN};
 
-/// The API groups/versions accepted for the security resources.
-pub const SECURITY_API_VERSIONS: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+pub use crate::build::{CertificatesSpec, IdentityCertSpec, SECURITY_API_VERSIONS};
 
 fn default_trust_domain() -> String {
     DEFAULT_TRUST_DOMAIN.to_string()
@@ -74,26 +73,6 @@ impl Default for LocalConfig {
             warnings: Vec::new(),
         }
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CertificatesSpec {
-    /// PEM bundle of the trusted roots.
-    pub roots: String,
-    #[serde(default)]
-    pub identities: Vec<IdentityCertSpec>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IdentityCertSpec {
-    /// `spiffe://<td>/ns/<ns>/sa/<sa>`
-    pub identity: String,
-    /// PEM: leaf first, then intermediates.
-    pub cert_chain: String,
-    /// PEM private key.
-    pub key: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
