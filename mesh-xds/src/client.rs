@@ -114,7 +114,7 @@ pub(crate) struct Held {
 
 impl Held {
     /// Applies a response to a copy; the error names the bad resource.
-    fn apply(&self, resp: &DeltaDiscoveryResponse) -> Result<Held, String> {
+    pub(crate) fn apply(&self, resp: &DeltaDiscoveryResponse) -> Result<Held, String> {
         let mut next = self.clone();
         let entry = next.types.entry(resp.type_url.clone()).or_default();
         for name in &resp.removed_resources {

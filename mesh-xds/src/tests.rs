@@ -304,3 +304,66 @@ async fn extra_types_are_checked_nacked_and_published_with_the_state() {
     assert_eq!(held, ["good"]);
     assert_eq!(client.status.borrow().nacks, 1);
 }
+
+/// A response holding one resource of type `ty`.
+fn response(ty: &str, name: &str, msg: &impl prost::Message) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        type_url: ty.into(),
+        nonce: "1".into(),
+        resources: vec![Resource {
+            name: name.into(),
+            version: "1".into(),
+            resource: Some(mesh_proto::to_any(ty, msg)),
+            aliases: vec![],
+        }],
+        ..Default::default()
+    }
+}
+
+/// An action value this build does not know (a newer controller) must be
+/// refused, naming the policy: decoding it as ALLOW would open the workload.
+#[test]
+fn unknown_action_from_the_controller_is_refused() {
+    let policy = pb::Authorization {
+        name: "future".into(),
+        namespace: "demo".into(),
+        api_version: "security.istio.io/v1".into(),
+        action: 42,
+        ..Default::default()
+    };
+    let held = crate::client::Held::default()
+        .apply(&response(type_urls::AUTHORIZATION, "demo/future", &policy))
+        .expect("applies");
+    let input = held.resources().expect("decodes");
+    // The namespace the policy names is listed, without labels.
+    assert_eq!(input.namespaces.len(), 1);
+    let e = mesh_model::build::build(&input).expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "invalid config: policies[0] AuthorizationPolicy demo/future: field spec.action: 42 is not an action (ALLOW, DENY, AUDIT or CUSTOM)"
+    );
+}
+
+#[test]
+fn unknown_mtls_mode_from_the_controller_is_refused() {
+    let policy = pb::PeerAuthentication {
+        name: "future".into(),
+        namespace: "demo".into(),
+        api_version: "security.istio.io/v1".into(),
+        mode: Some(17),
+        ..Default::default()
+    };
+    let held = crate::client::Held::default()
+        .apply(&response(
+            type_urls::PEER_AUTHENTICATION,
+            "demo/future",
+            &policy,
+        ))
+        .expect("applies");
+    let e = mesh_model::build::build(&held.resources().expect("decodes")).expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("policies[0] PeerAuthentication demo/future: field spec.mtls.mode: 17 is not an mTLS mode"),
+        "{e}"
+    );
+}
