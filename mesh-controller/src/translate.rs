@@ -381,7 +381,7 @@ impl Translated {
             let prost_types::Any {
                 type_url: policy_type,
                 value: bytes,
-            } = to_proto::policy(policy);
+            } = mesh_policy::to_proto::policy(policy);
             let ns_a = ns_arc(&mut all_ns, ns);
             if root_policy && selector.is_none() {
                 // Mesh-wide: always sent.

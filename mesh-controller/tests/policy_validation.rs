@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use mesh_controller::source::folder::{parse_files, SourceError};
 use mesh_controller::source::Snapshot;
-use mesh_controller::to_proto;
+use mesh_policy::to_proto;
 
 const CLUSTER: &str = r#"
 apiVersion: v1

@@ -14,6 +14,7 @@ use mesh_proto::type_urls;
 use mesh_xds::{CaOptions, XdsClient, XdsOptions, XdsView};
 
 mod support;
+use mesh_tests::wait::within_async;
 use prost::Message;
 use support::{controller_options, http_get, waypoint_client};
 
@@ -205,8 +206,7 @@ async fn waypoint_receives_the_l7_resources_of_its_namespaces_only() {
     assert_eq!(v.state.services().len(), 1);
 
     // proxy-status: the waypoint is listed like a node, with the L7 type.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
+    let synced = within_async(Duration::from_secs(2), || {
         let st =
             s.c.status
                 .get(WAYPOINT_ID)
@@ -216,12 +216,14 @@ async fn waypoint_receives_the_l7_resources_of_its_namespaces_only() {
             .get(type_urls::L7_RESOURCE)
             .cloned()
             .unwrap_or_default();
-        if st.connected && l7.resources == 2 && l7.acked_nonce == l7.sent_nonce {
-            break;
-        }
-        assert!(Instant::now() < deadline, "status: {st:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        st.connected && l7.resources == 2 && l7.acked_nonce == l7.sent_nonce
+    })
+    .await;
+    assert!(
+        synced.is_some(),
+        "status: {:?}",
+        s.c.status.get(WAYPOINT_ID)
+    );
     let body = http_get(s.c.status_addr, "/debug/syncz").await;
     assert!(body.contains(WAYPOINT_ID), "{body}");
     assert!(body.contains("ambit.v1.L7Resource"), "{body}");
@@ -401,11 +403,11 @@ async fn a_waypoint_named_by_a_service_label_is_served_like_a_namespace_one() {
     assert!(s.c.tokens.token_of(CART_WP).is_none());
     std::fs::write(s.folder.path().join("shop.yaml"), SHOP_SERVICES).expect("write");
     // The controller issues the waypoint its token once it has read it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s.c.tokens.token_of(CART_WP).is_none() {
-        assert!(Instant::now() < deadline, "no token for {CART_WP}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let issued = within_async(Duration::from_secs(5), || {
+        s.c.tokens.token_of(CART_WP).is_some()
+    })
+    .await;
+    assert!(issued.is_some(), "no token for {CART_WP}");
     // It receives its namespace's L7 resources (and the root's).
     let wp = l7_client(&s.c, CART_WP);
     let v = wait_view(&wp, Duration::from_secs(5), |v| !l7_of(v).is_empty()).await;

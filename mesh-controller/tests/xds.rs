@@ -15,6 +15,7 @@ use mesh_proto::type_urls;
 use mesh_xds::{CaOptions, XdsClient};
 
 mod support;
+use mesh_tests::wait::within_async;
 use support::{controller_options, http_get, node_client};
 
 const NAMESPACES: &str = r#"
@@ -233,15 +234,12 @@ async fn node_receives_its_view_and_hot_reloads() {
     assert_eq!(sizes, vec![(type_urls::WORKLOAD.to_string(), 0, 1)]);
 
     // The status endpoint knows both clients and their ACKs.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
+    within_async(Duration::from_secs(2), || {
         let st = c.status.get("node-a").unwrap();
         let w = &st.types[type_urls::WORKLOAD];
-        if w.acked_nonce == w.sent_nonce || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        w.acked_nonce == w.sent_nonce
+    })
+    .await;
     let st = c.status.get("node-a").unwrap();
     assert!(st.connected);
     let w = &st.types[type_urls::WORKLOAD];
@@ -537,11 +535,8 @@ async fn ca_signs_only_identities_of_the_nodes_pods() {
     let mut ca_opts = opts.clone();
     ca_opts.interval = Duration::from_millis(100);
     let _errs = mesh_xds::spawn_ca(ca_opts, certs.clone(), x.state.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while certs.identities().len() < 2 {
-        assert!(Instant::now() < deadline, "certs: {:?}", certs.identities());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let filled = within_async(Duration::from_secs(5), || certs.identities().len() >= 2).await;
+    assert!(filled.is_some(), "certs: {:?}", certs.identities());
     assert_eq!(
         certs.identities(),
         vec![

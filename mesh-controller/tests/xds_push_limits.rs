@@ -3,7 +3,7 @@
 //! with a raw delta ADS client that answers only when told to.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_controller::xds::PushLimits;
 use mesh_controller::Controller;
@@ -14,6 +14,7 @@ use mesh_proto::type_urls;
 use tokio::sync::mpsc;
 
 mod support;
+use mesh_tests::wait::within_async;
 use support::controller_options;
 
 /// Every node's workload response is large (`PODS` ambient pods), a change
@@ -160,15 +161,12 @@ fn size(resp: &DeltaDiscoveryResponse) -> usize {
 }
 
 async fn wait_available(c: &Controller, want: usize, within: Duration) {
-    let deadline = Instant::now() + within;
-    while c.large_permits.available() != want {
-        assert!(
-            Instant::now() < deadline,
-            "{} large-response permits free, not {want}, after {within:?}",
-            c.large_permits.available()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let freed = within_async(within, || c.large_permits.available() == want).await;
+    assert!(
+        freed.is_some(),
+        "{} large-response permits free, not {want}, after {within:?}",
+        c.large_permits.available()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

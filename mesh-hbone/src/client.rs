@@ -16,6 +16,7 @@ use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, trace};
 
+use super::alert::{AlertSlot, AlertWatch, PeerEnding};
 use super::conn_state::{ConnState, StreamSlot};
 use super::stream::{HboneStream, TunnelHeaders};
 use super::{
@@ -91,6 +92,32 @@ struct PooledConn {
     send: SendRequest<Bytes>,
     peer: Identity,
     state: Arc<ConnState>,
+    /// How the server ended the connection, if it said anything.
+    alert: AlertSlot,
+}
+
+impl PooledConn {
+    /// An error on this connection, named by the TLS alert that caused it
+    /// when the server sent one (or by the server's silent close).
+    fn explain(&self, addr: SocketAddr, error: HboneError) -> HboneError {
+        with_alert(&self.alert, addr, error)
+    }
+}
+
+fn with_alert(slot: &AlertSlot, peer: SocketAddr, error: HboneError) -> HboneError {
+    match (slot.get(), error) {
+        (_, e @ (HboneError::TlsAlert { .. } | HboneError::ClosedAfterHandshake { .. })) => e,
+        (Some(PeerEnding::Alert(alert)), after) => HboneError::TlsAlert {
+            peer,
+            alert,
+            after: Box::new(after),
+        },
+        (Some(PeerEnding::SilentClose), after) => HboneError::ClosedAfterHandshake {
+            peer,
+            after: Box::new(after),
+        },
+        (None, e) => e,
+    }
 }
 
 #[derive(Default)]
@@ -237,7 +264,15 @@ impl HboneClient {
             let (slot, conn, stream_slot) = self.checkout(&key).await?;
             match self.send_connect(&req, &headers, &conn, stream_slot).await {
                 Ok(stream) => return Ok(stream),
-                Err(attempt) => {
+                Err(mut attempt) => {
+                    // A refusal by TLS alert is final: retrying would meet it again.
+                    attempt.error = conn.explain(key.1, attempt.error);
+                    if matches!(
+                        attempt.error,
+                        HboneError::TlsAlert { .. } | HboneError::ClosedAfterHandshake { .. }
+                    ) {
+                        attempt.retry = false;
+                    }
                     if attempt.retry {
                         debug!(conn = conn.id, error = %attempt.error, "HBONE connection going away; evicting");
                         conn.state.dead.store(true, Ordering::Release);
@@ -353,13 +388,15 @@ impl HboneClient {
             .await
             .map_err(|source| HboneError::Tls { peer: addr, source })?;
         let peer = peer_identity(tls.get_ref().1.peer_certificates().unwrap_or_default())?;
+        let alert = AlertSlot::default();
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME_SIZE)
             .enable_push(false)
-            .handshake::<_, Bytes>(tls)
-            .await?;
+            .handshake::<_, Bytes>(AlertWatch::new(tls, alert.clone()))
+            .await
+            .map_err(|e| with_alert(&alert, addr, e.into()))?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::default());
         debug!(conn = id, %addr, peer = %peer, local = %self.inner.local, "HBONE connection open");
@@ -377,6 +414,7 @@ impl HboneClient {
             send,
             peer,
             state,
+            alert,
         }))
     }
 }

@@ -7,6 +7,7 @@
 //!   each `CONNECT` becomes an [`InboundTunnel`] to accept or reject.
 //! - [`HboneStream`]: a tunnel, as `AsyncRead + AsyncWrite`.
 
+mod alert;
 mod client;
 mod conn_state;
 mod server;
@@ -51,6 +52,22 @@ pub enum HboneError {
     },
     #[error("HTTP/2: {0}")]
     H2(#[from] h2::Error),
+    /// The peer sent a fatal TLS alert and closed, e.g. because it refused
+    /// this side's certificate; `after` is how the failure surfaced here.
+    #[error("{peer} sent TLS alert {alert:?} and closed the connection (after: {after})")]
+    TlsAlert {
+        peer: SocketAddr,
+        alert: rustls::AlertDescription,
+        after: Box<HboneError>,
+    },
+    /// The peer closed right after the TLS handshake without sending a byte
+    /// or an alert, as a peer does that refuses this side's certificate
+    /// after the handshake (or that is no HBONE server).
+    #[error("{peer} closed the connection right after the TLS handshake, without a TLS alert or any data (it may have refused this side's certificate; after: {after})")]
+    ClosedAfterHandshake {
+        peer: SocketAddr,
+        after: Box<HboneError>,
+    },
     #[error("peer rejected CONNECT with status {0}")]
     Rejected(http::StatusCode),
     #[error(transparent)]

@@ -257,3 +257,92 @@ fn connect_request_headers() {
         Err(HboneError::InvalidRequest(_))
     ));
 }
+
+/// A server that refuses the client's certificate (issued by a CA it does
+/// not trust) answers with a TLS alert; the client's error names that
+/// alert, not only the broken pipe h2 saw afterwards.
+#[tokio::test]
+async fn a_refused_client_certificate_is_reported_with_the_alert_received() {
+    let server_ca = CertificateAuthority::self_signed("cluster.local").unwrap();
+    let server_certs = CertStore::with_roots_pem(server_ca.root_pem().as_bytes()).unwrap();
+    let (chain, key) = server_ca.issue(&server_id(), HOUR).unwrap();
+    server_certs
+        .insert_pem(chain.as_bytes(), key.as_bytes())
+        .unwrap();
+    let server = server(Arc::new(server_certs)).await;
+
+    // The client trusts the server, but its own certificate is another CA's.
+    let other_ca = CertificateAuthority::self_signed("cluster.local").unwrap();
+    let client_certs = CertStore::with_roots_pem(server_ca.root_pem().as_bytes()).unwrap();
+    let (chain, key) = other_ca.issue(&client_id(), HOUR).unwrap();
+    client_certs
+        .insert_pem(chain.as_bytes(), key.as_bytes())
+        .unwrap();
+    let client = HboneClient::new(
+        Arc::new(client_certs),
+        client_id(),
+        Arc::new(PlainSocketFactory),
+    );
+    for _ in 0..20 {
+        let err = match client.connect(request(&server)).await {
+            Ok(_) => panic!("a client certificate from an untrusted CA was accepted"),
+            Err(e) => e,
+        };
+        // rustls finds the issuer by name (both CAs are "cluster.local"),
+        // so the signature check fails: decrypt_error.
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                HboneError::TlsAlert {
+                    alert: rustls::AlertDescription::DecryptError,
+                    ..
+                }
+            ) && text.contains("sent TLS alert DecryptError"),
+            "the error does not name the alert received: {text} ({err:?})"
+        );
+    }
+}
+
+/// A TLS peer that completes the handshake and closes at once, without an
+/// alert, as a server refusing the certificate's identity after the
+/// handshake does: the client's error says so instead of h2's "stream
+/// closed because of a broken pipe".
+#[tokio::test]
+async fn a_peer_closing_right_after_the_handshake_is_reported_as_such() {
+    let certs = certs();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = certs.server_config(&server_id()).unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            tokio::spawn(async move {
+                // Handshake, then refuse: drop the connection, say nothing.
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    let client = HboneClient::new(certs, client_id(), Arc::new(PlainSocketFactory));
+    let req = ConnectRequest {
+        dst_identity: server_id(),
+        hbone_addr: addr,
+        target: "127.0.0.1:8080".parse().unwrap(),
+        forwarded_for: "127.0.0.1:40000".parse().unwrap(),
+        service_host: None,
+        baggage: None,
+        traceparent: None,
+    };
+    for _ in 0..20 {
+        let err = match client.connect(req.clone()).await {
+            Ok(_) => panic!("a peer that closed at once gave a tunnel"),
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        assert!(
+            matches!(err, HboneError::ClosedAfterHandshake { .. })
+                && text.contains("right after the TLS handshake, without a TLS alert"),
+            "the error does not say the peer closed after the handshake: {text} ({err:?})"
+        );
+    }
+}

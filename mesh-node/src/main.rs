@@ -46,12 +46,13 @@ struct Args {
     /// another thread), which some applications do not survive.
     #[arg(long)]
     fast_path: bool,
-    /// How long a drain (SIGTERM) waits for open connections.
-    #[arg(long, default_value_t = 10.0)]
-    drain_timeout_secs: f64,
-    /// Data-path worker threads.
-    #[arg(long, default_value_t = 2)]
-    worker_threads: usize,
+    /// How long a drain (SIGTERM) waits for open connections, in seconds
+    /// (fractions allowed).
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    drain_timeout_secs: Duration,
+    /// Data-path worker threads (1 to 1024).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: u16,
 }
 
 fn main() -> ExitCode {
@@ -89,13 +90,28 @@ fn main() -> ExitCode {
         cgroup: args.cgroup,
         admin: args.admin,
         fast_path: args.fast_path,
-        drain_timeout: Duration::from_secs_f64(args.drain_timeout_secs.max(0.0)),
-        worker_threads: args.worker_threads.max(1),
+        drain_timeout: args.drain_timeout_secs,
+        worker_threads: usize::from(args.worker_threads),
     };
     match app::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
+}
+
+/// A number of seconds for a flag: finite, not negative, within what a
+/// `Duration` holds. `inf`, `NaN` and `1e400` parse as `f64`, and
+/// `Duration::from_secs_f64` panics on them, so they are refused here, where
+/// clap names the flag in its error.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("not a number of seconds ({e})"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err("expected a finite number of seconds, 0 or more".into());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("not a usable duration ({e})"))
 }
 
 fn fail(message: &str) -> ExitCode {

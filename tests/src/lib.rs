@@ -6,6 +6,8 @@
 //! - `probe`: the sample app's protocol (the `ambit-probe` binary)
 //! - `http_app`: the HTTP sample app (bookinfo's roles) and its load client
 //! - `wire`: captures on the link between nodes, read back
+//! - `netns_thread`: the test's own sockets inside a pod's netns
+//! - `proc_watch`: a process's descriptors and memory, with a kill limit
 //! - `bookinfo`: bookinfo behind a waypoint, for the L7 tests
 //! - `kube`: a real kube-apiserver (and etcd) for integration tests
 //! - `curl`, `wait`: the one HTTP client and the one bounded poll of the tests
@@ -15,7 +17,9 @@ pub mod curl;
 pub mod http_app;
 pub mod kube;
 pub mod mesh;
+pub mod netns_thread;
 pub mod probe;
+pub mod proc_watch;
 pub mod sys;
 pub mod testbed;
 pub mod wait;

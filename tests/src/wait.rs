@@ -39,6 +39,35 @@ pub fn within(limit: Duration, mut holds: impl FnMut() -> bool) -> Option<Durati
     eventually(limit, || holds().then_some(())).map(|((), took)| took)
 }
 
+/// [`eventually`] for async tests: `check` is awaited, and the pauses are
+/// tokio's, so the runtime's workers stay free for the code under test.
+pub async fn eventually_async<T, F>(
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<(T, Duration)>
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        let tried_at = start.elapsed();
+        if let Some(v) = check().await {
+            return Some((v, start.elapsed()));
+        }
+        if tried_at >= limit {
+            return None;
+        }
+        tokio::time::sleep(EVERY.min(limit.saturating_sub(start.elapsed()))).await;
+    }
+}
+
+/// [`within`] for async tests (see [`eventually_async`]).
+pub async fn within_async(limit: Duration, mut holds: impl FnMut() -> bool) -> Option<Duration> {
+    eventually_async(limit, || std::future::ready(holds().then_some(())))
+        .await
+        .map(|((), took)| took)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +97,24 @@ mod tests {
         assert!(spent >= Duration::from_millis(120), "{spent:?}");
         assert!(spent < Duration::from_secs(2), "{spent:?}");
         assert!(tries >= 2, "{tries}");
+    }
+
+    #[tokio::test]
+    async fn the_async_poll_awaits_its_check_and_gives_up_at_the_limit() {
+        let mut n = 0;
+        let (v, _) = eventually_async(Duration::from_secs(5), || {
+            n += 1;
+            let now = n;
+            async move { (now == 3).then_some(now) }
+        })
+        .await
+        .expect("holds on the third try");
+        assert_eq!(v, 3);
+        let start = Instant::now();
+        assert!(within_async(Duration::from_millis(80), || false)
+            .await
+            .is_none());
+        assert!(start.elapsed() >= Duration::from_millis(80));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use mesh_api::util::{is_dns_label, is_dns_subdomain};
 
-use super::policy::node_rules::check_labels;
 use super::Snapshot;
+use mesh_policy::node_rules::check_labels;
 
 const NAME_RULE: &str =
     "lower-case letters, digits and '-', starting and ending with a letter or digit";

@@ -17,7 +17,7 @@ use tracing::{error, info};
 
 use super::PodNetns;
 use crate::ebpf::{EnrolledPod, MeshPrograms, PodEnrolment};
-use crate::proxy::{self, Metrics, PodContext};
+use crate::proxy::{self, MeshPorts, Metrics, PodContext};
 use mesh_hbone::{HboneClient, SocketFactory};
 use mesh_identity::{CertStore, Identity};
 use mesh_model::state::ProxyState;
@@ -176,11 +176,17 @@ impl PodEnrolments {
                 pod: pod.clone(),
                 source,
             })?;
+        // Every port opened here is mesh-node's; none may be delivered to.
+        let mut mesh_ports = Vec::new();
+        for l in [&outbound, &plaintext, &hbone] {
+            mesh_ports.push(l.local_addr().map_err(io)?.port());
+        }
         let (stop, stop_rx) = watch::channel(false);
         let ctx = Arc::new(PodContext {
             name: key.name.clone(),
             namespace: key.namespace.clone(),
             ip: key.ip,
+            mesh_ports: MeshPorts::new(mesh_ports),
             identity: identity.clone(),
             netns: netns.clone(),
             hbone: HboneClient::new(

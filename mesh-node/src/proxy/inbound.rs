@@ -3,13 +3,14 @@
 //! AuthorizationPolicy, and each CONNECT stream is delivered to the app on
 //! the pod's loopback at the original port.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::StatusCode;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
+use super::delivery::delivery_target;
 use super::{relay, ConnectionTracker, PodContext};
 use mesh_hbone::{serve_connection, InboundTunnel};
 use mesh_model::rbac::{authorize, ConnectionInfo};
@@ -54,20 +55,25 @@ async fn serve(ctx: Arc<PodContext>, tcp: TcpStream, peer: SocketAddr) {
     }
 }
 
-/// The loopback address of the pod's own family.
-pub fn loopback_for(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-    }
-}
-
 async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
     if t.target.ip() != ctx.ip {
         warn!(pod = %ctx.name, target = %t.target, "tunnel for another address refused");
         t.reject(StatusCode::BAD_REQUEST);
         return;
     }
+    // Before policy: no policy can make a mesh port a valid destination.
+    let target = match delivery_target(ctx.ip, t.target.port(), &ctx.mesh_ports) {
+        Ok(target) => target,
+        Err(refused) => {
+            ctx.metrics.deny();
+            warn!(
+                pod = %ctx.name, src.identity = %t.peer, src.addr = %peer, dst.addr = %t.target,
+                reason = %refused, "tunnel refused"
+            );
+            t.reject(StatusCode::BAD_REQUEST);
+            return;
+        }
+    };
     let state = ctx.state();
     let Some(workload) = state.workload_by_ip(ctx.ip) else {
         t.reject(StatusCode::SERVICE_UNAVAILABLE);
@@ -91,7 +97,6 @@ async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
         t.reject(StatusCode::UNAUTHORIZED);
         return;
     }
-    let target = SocketAddr::new(loopback_for(ctx.ip), t.target.port());
     let app = match ctx.netns.tcp_socket(target) {
         Ok(s) => s.connect(target).await,
         Err(e) => Err(e),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
-use super::inbound::loopback_for;
+use super::delivery::delivery_target;
 use super::{relay, ConnectionTracker, PodContext};
 use mesh_model::rbac::{authorize, peer_authentication_mode, ConnectionInfo, MtlsMode};
 
@@ -39,6 +39,17 @@ fn refuse(sock: TcpStream) {
 
 async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
     let Ok(local) = sock.local_addr() else { return };
+    // Before PeerAuthentication and policy: a mesh port is never relayed,
+    // whatever they say.
+    let target = match delivery_target(ctx.ip, local.port(), &ctx.mesh_ports) {
+        Ok(target) => target,
+        Err(refused) => {
+            ctx.metrics.deny();
+            warn!(src.addr = %peer, dst.addr = %local, pod = %ctx.name, reason = %refused, "plaintext refused");
+            refuse(sock);
+            return;
+        }
+    };
     let state = ctx.state();
     let Some(workload) = state.workload_by_ip(ctx.ip) else {
         refuse(sock);
@@ -66,7 +77,6 @@ async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
         refuse(sock);
         return;
     }
-    let target = SocketAddr::new(loopback_for(ctx.ip), local.port());
     let app = match ctx.netns.tcp_socket(target) {
         Ok(s) => s.connect(target).await,
         Err(e) => Err(e),

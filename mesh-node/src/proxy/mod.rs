@@ -3,11 +3,13 @@
 //! - [`outbound`]: 15001, connections the kernel captured from the pod's apps
 //! - [`inbound`]: 15008, HBONE tunnels from other pods' proxies
 //! - [`inbound_passthrough`]: 15006, plaintext steered in by sk_lookup
+//! - [`delivery`]: where both inbound paths deliver in the pod (never a mesh port)
 //!
 //! Each pod's listeners share one [`PodContext`]: its identity, its netns
 //! (every socket the proxy opens for the pod is opened there), its HBONE
 //! client pool, and the node's current state.
 
+pub mod delivery;
 pub mod inbound;
 pub mod inbound_passthrough;
 pub mod outbound;
@@ -26,6 +28,7 @@ use mesh_identity::{CertStore, Identity};
 use mesh_model::state::ProxyState;
 
 pub use copy::relay;
+pub use delivery::MeshPorts;
 pub use metrics::{ConnectionTracker, Metrics, METRICS_CONTENT_TYPE};
 
 /// Everything a pod's listeners need.
@@ -33,6 +36,8 @@ pub struct PodContext {
     pub name: String,
     pub namespace: String,
     pub ip: IpAddr,
+    /// The ports mesh-node listens on in this pod: never delivered to.
+    pub mesh_ports: MeshPorts,
     pub identity: Identity,
     pub netns: Arc<PodNetns>,
     pub hbone: HboneClient,
