@@ -73,6 +73,30 @@ impl Policy {
     }
 }
 
+/// As written: `apiVersion`, `kind`, `metadata`, `spec` (mesh-api's
+/// objects leave the kind to their type).
+impl serde::Serialize for Policy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(4))?;
+        match self {
+            Policy::PeerAuthentication(o) => {
+                m.serialize_entry("apiVersion", &o.api_version)?;
+                m.serialize_entry("kind", self.kind())?;
+                m.serialize_entry("metadata", &o.metadata)?;
+                m.serialize_entry("spec", &o.spec)?;
+            }
+            Policy::AuthorizationPolicy(o) => {
+                m.serialize_entry("apiVersion", &o.api_version)?;
+                m.serialize_entry("kind", self.kind())?;
+                m.serialize_entry("metadata", &o.metadata)?;
+                m.serialize_entry("spec", &o.spec)?;
+            }
+        }
+        m.end()
+    }
+}
+
 /// Reads one document (`raw`, as written) with mesh-api and holds it to the
 /// node's rules: [`from_reading`] of mesh-api's reading. `source_name`
 /// names the file (or the API) in diagnostics' locations.

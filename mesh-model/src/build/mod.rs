@@ -21,7 +21,7 @@ use mesh_proto::ambit::v1 as pb;
 pub use certificates::{CertificatesSpec, IdentityCertSpec};
 pub use policy::SECURITY_API_VERSIONS;
 
-pub(crate) use policy::{check_api_version, policy_entry_name, PORT_LEVEL_NEEDS_SELECTOR};
+pub(crate) use policy::policy_entry_name;
 
 use crate::problems::{Invalid, Problems};
 use crate::state::{

@@ -1,16 +1,16 @@
 //! What the file can say and the mesh-proto messages cannot carry: a
 //! negative port (or one beyond `u32`), `targetPort: 0`, an optional string
-//! written empty, a port-level mTLS key that is not a number, a policy
-//! without `metadata.namespace`, `targetRef` and `targetRefs` both written.
+//! written empty, a policy without `metadata.namespace`. (What a policy
+//! may say is mesh-policy's to check, in [`super::shape`].)
 //! Checked here, before the conversion loses them; everything else is the
 //! builder's ([`crate::build`]). [`merge`] puts both findings in file order.
 
-use crate::build::{policy_entry_name, PORT_LEVEL_NEEDS_SELECTOR};
+use crate::build::policy_entry_name;
 use crate::problems::{Invalid, Problems};
 use crate::state::ProxyState;
-use crate::syntax::{check_label_name, check_subdomain_name, parse_port};
+use crate::syntax::{check_label_name, check_subdomain_name};
 
-use super::types::{LocalConfig, Policy, PortKey};
+use super::types::LocalConfig;
 use super::ConfigError;
 
 /// A port written as a number.
@@ -64,51 +64,12 @@ pub(super) fn check(cfg: &LocalConfig, p: &mut Problems) {
     }
     for (i, pol) in cfg.policies.iter().enumerate() {
         let meta = pol.metadata();
-        let namespace = meta.namespace.as_deref().unwrap_or("default");
-        let entry = policy_entry_name(i, pol.kind(), namespace, &meta.name);
-        if meta.namespace.is_none() {
+        if meta.namespace.as_deref().is_none_or(str::is_empty) {
+            let entry = policy_entry_name(i, pol.kind(), pol.namespace(), pol.name());
             p.warn(
                 &entry,
                 "metadata.namespace is not set: using \"default\", as kubectl would",
             );
-        }
-        match pol {
-            Policy::PeerAuthentication(pa) => {
-                let Some(ports) = &pa.spec.port_level_mtls else {
-                    continue;
-                };
-                let mut kept = 0;
-                for k in ports.keys() {
-                    let lost = match k {
-                        PortKey::Number(n) => {
-                            u32::try_from(*n).is_err().then(|| check_port_number(*n))
-                        }
-                        PortKey::Text(s) => s.trim().parse::<u32>().is_err().then(|| parse_port(s)),
-                    };
-                    match lost {
-                        Some(Err(e)) => p.err(&entry, format!("spec.portLevelMtls.{k}"), e),
-                        Some(Ok(_)) | None => kept += 1,
-                    }
-                }
-                // With no key left the builder cannot see the list at all.
-                let selector = pa
-                    .spec
-                    .selector
-                    .as_ref()
-                    .is_some_and(|s| !s.match_labels.is_empty());
-                if !selector && !ports.is_empty() && kept == 0 {
-                    p.err(&entry, "spec.portLevelMtls", PORT_LEVEL_NEEDS_SELECTOR);
-                }
-            }
-            Policy::AuthorizationPolicy(ap) => {
-                if ap.spec.target_ref.is_some() && !ap.spec.target_refs.is_empty() {
-                    p.err(
-                        &entry,
-                        "spec.targetRef",
-                        "targetRef and targetRefs are mutually exclusive",
-                    );
-                }
-            }
         }
     }
 }

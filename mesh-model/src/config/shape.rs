@@ -8,7 +8,6 @@ use serde_yaml::Value;
 
 use super::types::*;
 use super::{ConfigError, FieldError};
-use crate::build::check_api_version;
 use crate::problems::Problems;
 
 fn into_result<T>(p: Problems, ok: T) -> Result<T, ConfigError> {
@@ -73,13 +72,16 @@ fn raw_policy_entry_name(section: &str, i: usize, v: &Value) -> String {
     }
 }
 
+/// One `policies` entry: a Kubernetes resource of a node kind, then
+/// mesh-policy's reading (mesh-api's checks and the node's rules, as the
+/// controller reads it). Problems are named `policies[i] Kind ns/name`.
 fn policy_from_value(section: &str, i: usize, v: Value, p: &mut Problems) -> Option<Policy> {
     let entry = raw_policy_entry_name(section, i, &v);
     if !v.is_mapping() {
         p.err(&entry, "", "expected a Kubernetes resource (a mapping)");
         return None;
     }
-    let kind = match v.get("kind") {
+    match v.get("kind").map(Value::as_str) {
         None => {
             p.err(
                 &entry,
@@ -88,16 +90,8 @@ fn policy_from_value(section: &str, i: usize, v: Value, p: &mut Problems) -> Opt
             );
             return None;
         }
-        Some(k) => k.as_str().map(str::to_string),
-    };
-    let policy = match kind.as_deref() {
-        Some("PeerAuthentication") => {
-            de::<PeerAuthentication>(v, &entry, p).map(Policy::PeerAuthentication)
-        }
-        Some("AuthorizationPolicy") => {
-            de::<AuthorizationPolicy>(v, &entry, p).map(Policy::AuthorizationPolicy)
-        }
-        other => {
+        Some(Some(k)) if mesh_policy::NODE_KINDS.contains(&k) => {}
+        Some(other) => {
             p.err(
                 &entry,
                 "kind",
@@ -106,17 +100,36 @@ fn policy_from_value(section: &str, i: usize, v: Value, p: &mut Problems) -> Opt
                     other.unwrap_or("<not a string>")
                 ),
             );
+            return None;
+        }
+    }
+    let json = match serde_json::to_value(&v) {
+        Ok(j) => j,
+        Err(e) => {
+            p.err(&entry, "", e.to_string());
+            return None;
+        }
+    };
+    match mesh_policy::parse(&json, section) {
+        Ok(policy) => Some(policy),
+        Err(diagnostics) => {
+            for d in diagnostics {
+                p.err(&entry, d.field, d.message);
+            }
             None
         }
-    }?;
-    check_api_version(&entry, policy.api_version(), p);
-    Some(policy)
+    }
 }
 
 /// Text to [`LocalConfig`]: YAML syntax and the shape of every entry.
 pub(super) fn deserialize(text: &str) -> Result<LocalConfig, ConfigError> {
     let root: Value =
         serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(format!("not YAML: {e}")))?;
+    from_value(root)
+}
+
+/// [`deserialize`] of a document already read as YAML.
+pub(super) fn from_value(root: Value) -> Result<LocalConfig, ConfigError> {
     if root.is_null() {
         return Ok(LocalConfig::default());
     }

@@ -77,8 +77,9 @@ apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: strict, namespace: demo}
 spec:
+  selector: {matchLabels: {app: server}}
   mtls: {mode: STRICT}
-  portLevelMtls: {9090: {mode: PERMISSIVE}, " 9091": {mode: DISABLE}}
+  portLevelMtls: {9090: {mode: PERMISSIVE}, "9091": {mode: DISABLE}}
 "#;
     let policies = parse_policies(text).expect("valid");
     let messages: Vec<_> = policies.iter().map(to_proto::policy_to_message).collect();
@@ -111,12 +112,17 @@ spec:
         .into()
     );
 
-    // And they compile as the file does.
-    let mut cfg = parse("namespaces: [{name: demo}]\n").expect("valid");
-    cfg.policies = policies;
-    let e = build_state(&cfg).expect_err("port-level modes need a selector");
+    // Port-level modes need a selector: refused as the controller refuses
+    // it (mesh-api), naming the policy in the stream.
+    let e =
+        parse_policies(&text.replace("  selector: {matchLabels: {app: server}}\n  mtls", "  mtls"))
+            .expect_err("port-level modes need a selector");
     assert_eq!(e.problems().len(), 1, "{e}");
-    assert!(e.to_string().contains("policies[1] PeerAuthentication demo/strict: field spec.portLevelMtls: portLevelMtls requires a workload selector"), "{e}");
+    assert_eq!(
+        e.problems()[0].entry,
+        "documents[1] PeerAuthentication demo/strict"
+    );
+    assert_eq!(e.problems()[0].field, "spec.selector");
 }
 
 #[test]
@@ -201,7 +207,7 @@ fn what_proto_cannot_carry_is_checked_on_the_file() {
 }
 
 #[test]
-fn policy_fields_proto_cannot_carry() {
+fn policy_fields_proto_cannot_carry_are_refused_by_mesh_api() {
     let text = format!(
         "{ONE_SERVICE}policies:
 - apiVersion: security.istio.io/v1
@@ -221,9 +227,9 @@ fn policy_fields_proto_cannot_carry() {
     assert_eq!(
         problems_of(&text),
         [
-            "policies[0] PeerAuthentication demo/p: field spec.portLevelMtls.-1: -1 is out of range (1-65535)",
+            "policies[0] PeerAuthentication demo/p: field spec.portLevelMtls.-1: \"-1\" is not a port number (1-65535)",
             "policies[0] PeerAuthentication demo/p: field spec.portLevelMtls.http: \"http\" is not a port number (1-65535)",
-            "policies[1] AuthorizationPolicy default/a: field spec.targetRef: targetRef and targetRefs are mutually exclusive",
+            "policies[1] AuthorizationPolicy default/a: field spec: set only one of targetRef, targetRefs",
         ]
     );
     // Without metadata.namespace: "default", with a warning first.
