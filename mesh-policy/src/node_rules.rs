@@ -177,7 +177,7 @@ fn each<'a>(
 
 /// Condition keys only an HTTP-aware (or TLS-terminating) proxy can
 /// evaluate; the node accepts them (and warns).
-fn is_http_condition_key(key: &str) -> bool {
+pub fn is_http_condition_key(key: &str) -> bool {
     let bracketed = |prefix: &str| {
         key.strip_prefix(prefix)
             .and_then(|r| r.strip_suffix(']'))

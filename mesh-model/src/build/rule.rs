@@ -236,7 +236,7 @@ fn compile_condition(
             values: each(entry, &vp, &c.values, p, parse_principal),
             not: each(entry, &np, &c.not_values, p, parse_principal),
         },
-        _ if is_http_condition_key(key) => {
+        _ if mesh_policy::node_rules::is_http_condition_key(key) => {
             each(entry, &vp, &c.values, p, |_| Ok(()));
             each(entry, &np, &c.not_values, p, |_| Ok(()));
             note(&[(key, true)], http);
@@ -326,23 +326,4 @@ fn note(names: &[(&str, bool)], http: &mut Vec<String>) {
             http.push(n.to_string());
         }
     }
-}
-
-/// Istio condition keys that only an HTTP-aware (or TLS-terminating) proxy
-/// can evaluate.
-fn is_http_condition_key(key: &str) -> bool {
-    let bracketed = |prefix: &str| {
-        key.strip_prefix(prefix)
-            .and_then(|r| r.strip_suffix(']'))
-            .is_some_and(|inner| !inner.is_empty())
-    };
-    matches!(
-        key,
-        "request.auth.principal"
-            | "request.auth.audiences"
-            | "request.auth.presenter"
-            | "connection.sni"
-    ) || bracketed("request.headers[")
-        || bracketed("request.auth.claims[")
-        || key.starts_with("experimental.envoy.filters.")
 }
