@@ -1,7 +1,10 @@
 //! The node's local config file: workloads, services, certificates and the
 //! Istio security resources (PeerAuthentication, AuthorizationPolicy) as
-//! operators write them. Until the xDS controller exists this file is the
-//! node's only source of truth.
+//! operators write them: the node's source of truth in local mode (without
+//! a controller). A file is read (`shape`), checked for what mesh-proto
+//! cannot carry (`file_check`), converted to the messages ([`to_proto`])
+//! and built by [`crate::build`], the same path as the controller's
+//! resources.
 //!
 //! ```yaml
 //! trustDomain: cluster.local        # default

@@ -1,7 +1,7 @@
 //! The file as mesh-proto messages (`mesh_proto::ambit::v1`), the input of
 //! the builder ([`crate::build`]). What the messages cannot carry (a
 //! negative port, an empty optional string, ...) is checked beforehand by
-//! [`super::file_check`].
+//! `config::file_check`.
 
 use std::collections::BTreeMap;
 
