@@ -7,7 +7,11 @@ use http::StatusCode;
 
 use super::authn::Authenticated;
 use super::reply::Reply;
-use crate::authz::{Decision, RequestAttributes};
+use std::net::{IpAddr, Ipv4Addr};
+
+use mesh_authz::{Attributes, HttpAttributes};
+
+use crate::authz::Decision;
 use crate::body::local_reply;
 use crate::config::Config;
 use crate::peer::Peer;
@@ -30,15 +34,25 @@ pub fn authorize(
     } else {
         80
     };
-    let attrs = RequestAttributes {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        host,
-        port: port.unwrap_or(scheme_port),
-        headers: &parts.headers,
-        source_ip: peer.addr.ip(),
-        identity: peer.identity.as_ref(),
-        auth: &authn.auth,
+    let identity = peer.identity.as_ref();
+    let attrs = Attributes {
+        peer: mesh_authz::Peer {
+            identity,
+            principal: identity.map(|i| i.principal()).unwrap_or_default(),
+            namespace: identity.map_or("", |i| i.namespace.as_str()),
+            src_ip: peer.addr.ip(),
+            // `destination.ip` is not evaluated here (compiled as unsupported).
+            dst_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            dst_port: port.unwrap_or(scheme_port),
+        },
+        http: Some(HttpAttributes {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            host,
+            headers: &parts.headers,
+            request_principal: authn.auth.principal.as_deref().unwrap_or(""),
+            claims: &authn.auth,
+        }),
     };
     match cfg.authz.check(target, &attrs) {
         Decision::Allow => Ok(()),
