@@ -17,6 +17,25 @@ pub struct Peer<'a> {
     pub dst_port: u16,
 }
 
+impl<'a> Peer<'a> {
+    /// A peer with `identity` (`None`: plaintext), its principal and namespace.
+    pub fn new(
+        identity: Option<&'a Identity>,
+        src_ip: IpAddr,
+        dst_ip: IpAddr,
+        dst_port: u16,
+    ) -> Self {
+        Peer {
+            identity,
+            principal: identity.map(Identity::principal).unwrap_or_default(),
+            namespace: identity.map_or("", |i| i.namespace.as_str()),
+            src_ip,
+            dst_ip,
+            dst_port,
+        }
+    }
+}
+
 /// The claims of a request's validated token, looked up by path
 /// (`["groups"]`, `["org", "team"]`): a string, each string of a list, or a
 /// scalar's JSON text; empty when absent or without a token.

@@ -1,4 +1,4 @@
-use crate::StrMatch;
+use crate::{normalized_path, StrMatch};
 
 #[test]
 fn istio_wildcards() {
@@ -34,6 +34,22 @@ fn lenient_patterns_follow_istio() {
     assert_eq!(StrMatch::lenient(""), StrMatch::Exact(String::new()));
 }
 
+#[test]
+fn paths_are_normalized_for_matching() {
+    assert_eq!(normalized_path("/public/../admin"), "/admin");
+    assert_eq!(normalized_path("/a/./b"), "/a/b");
+    assert_eq!(normalized_path("/%61dmin/x"), "/admin/x");
+    assert_eq!(normalized_path("/a%2fb"), "/a%2Fb");
+    assert_eq!(normalized_path("/a\\..\\admin"), "/admin");
+    assert_eq!(normalized_path("/../../x"), "/x");
+    assert_eq!(normalized_path("/a/.."), "/");
+    assert_eq!(normalized_path("/"), "/");
+    assert_eq!(normalized_path("/a//b"), "/a//b");
+    assert_eq!(normalized_path("/x%"), "/x%");
+    assert_eq!(normalized_path("/x%+1"), "/x%+1");
+    assert_eq!(normalized_path("*"), "*");
+}
+
 mod request {
     use std::net::IpAddr;
 
@@ -60,14 +76,12 @@ mod request {
     }
 
     fn peer(identity: Option<&Identity>) -> Peer<'_> {
-        Peer {
+        Peer::new(
             identity,
-            principal: identity.map(|i| i.principal()).unwrap_or_default(),
-            namespace: identity.map_or("", |i| i.namespace.as_str()),
-            src_ip: IpAddr::from([10, 0, 0, 1]),
-            dst_ip: IpAddr::from([10, 0, 0, 2]),
-            dst_port: 8080,
-        }
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            8080,
+        )
     }
 
     fn http<'a>(method: &'a str, path: &'a str, headers: &'a HeaderMap) -> HttpAttributes<'a> {

@@ -359,16 +359,13 @@ mod tests {
 
     fn decide(z: &Authorizer, r: &Req) -> bool {
         let t = Target::new("myapp.production.svc.cluster.local", vec![]);
-        let identity = r.identity.as_ref();
         let a = Attributes {
-            peer: mesh_authz::Peer {
-                identity,
-                principal: identity.map(|i| i.principal()).unwrap_or_default(),
-                namespace: identity.map_or("", |i| i.namespace.as_str()),
-                src_ip: r.ip.parse().expect("ip"),
-                dst_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                dst_port: 8080,
-            },
+            peer: mesh_authz::Peer::new(
+                r.identity.as_ref(),
+                r.ip.parse().expect("ip"),
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                8080,
+            ),
             http: Some(mesh_authz::HttpAttributes {
                 method: r.method,
                 path: r.path,

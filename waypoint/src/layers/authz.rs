@@ -2,15 +2,14 @@
 //! principals and claims are conditions) and before routing, as Envoy's
 //! RBAC filter. A denied request gets `403 RBAC: access denied`.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use http::request::Parts;
 use http::StatusCode;
+use mesh_authz::{Attributes, HttpAttributes};
 
 use super::authn::Authenticated;
 use super::reply::Reply;
-use std::net::{IpAddr, Ipv4Addr};
-
-use mesh_authz::{Attributes, HttpAttributes};
-
 use crate::authz::Decision;
 use crate::body::local_reply;
 use crate::config::Config;
@@ -34,17 +33,14 @@ pub fn authorize(
     } else {
         80
     };
-    let identity = peer.identity.as_ref();
     let attrs = Attributes {
-        peer: mesh_authz::Peer {
-            identity,
-            principal: identity.map(|i| i.principal()).unwrap_or_default(),
-            namespace: identity.map_or("", |i| i.namespace.as_str()),
-            src_ip: peer.addr.ip(),
+        peer: mesh_authz::Peer::new(
+            peer.identity.as_ref(),
+            peer.addr.ip(),
             // `destination.ip` is not evaluated here (compiled as unsupported).
-            dst_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dst_port: port.unwrap_or(scheme_port),
-        },
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port.unwrap_or(scheme_port),
+        ),
         http: Some(HttpAttributes {
             method: parts.method.as_str(),
             path: parts.uri.path(),
