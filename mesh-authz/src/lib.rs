@@ -23,120 +23,29 @@
 //!   reports a warning for each such rule.
 //! - `remoteIpBlocks`/`remote.ip` are matched against the connection's source
 //!   address (at L4 the direct peer is the remote).
+//! - With HTTP attributes (the waypoint's [`RequestPolicy`]), they are
+//!   matched: `hosts`, `methods`, `paths` (normalized as Istio does),
+//!   `requestPrincipals`, `request.headers[...]`, `request.auth.*`. A key the
+//!   engine cannot evaluate ([`Condition::Unsupported`]) fails closed: its
+//!   rule never matches in ALLOW and AUDIT and is enforced without it in DENY.
 
+mod attributes;
+mod condition;
+mod decision;
+mod matchers;
+mod path;
 mod policy;
+mod strmatch;
 
-use std::fmt;
-
+pub use attributes::{Attributes, Claims, HttpAttributes, Peer};
+pub use condition::Condition;
+pub use decision::{decide, evaluate, Decision, Outcome, Policy, Reason, Verdict};
+pub use matchers::{Match, OperationMatch, RequestOperationMatch, RequestSourceMatch, SourceMatch};
+pub use path::normalized_path;
 pub use policy::{
-    labels_match, Action, AuthzPolicy, Condition, MtlsMode, OperationMatch, Peer, PeerAuthnPolicy,
-    Rule, SourceMatch, StrMatch,
+    labels_match, Action, AuthzPolicy, MtlsMode, PeerAuthnPolicy, RequestPolicy, RequestRule, Rule,
 };
-
-/// Why a connection was allowed or denied. Policies are named `namespace/name`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// No ALLOW or DENY policy applies to the destination.
-    NoPolicies,
-    /// This ALLOW policy matched.
-    AllowedBy(String),
-    /// This DENY policy matched.
-    DeniedBy(String),
-    /// ALLOW policies apply (listed) and none matched: implicit deny.
-    NoAllowMatch(Vec<String>),
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::NoPolicies => write!(f, "allowed: no authorization policy applies"),
-            Reason::AllowedBy(p) => write!(f, "allowed by ALLOW policy {p}"),
-            Reason::DeniedBy(p) => write!(f, "denied by DENY policy {p}"),
-            Reason::NoAllowMatch(ps) => write!(
-                f,
-                "denied: no ALLOW policy matched (applicable: {})",
-                ps.join(", ")
-            ),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    pub reason: Reason,
-    /// The first AUDIT policy (`namespace/name`) that matched, to be logged.
-    pub audit: Option<String>,
-}
-
-impl Decision {
-    /// The policy that decided (`namespace/name`), if one did.
-    pub fn policy(&self) -> Option<&str> {
-        match &self.reason {
-            Reason::AllowedBy(p) | Reason::DeniedBy(p) => Some(p),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.reason)?;
-        if let Some(a) = &self.audit {
-            write!(f, " (audited by {a})")?;
-        }
-        Ok(())
-    }
-}
-
-/// Decides a connection with attributes `peer` against the policies that
-/// apply to its destination: any matching DENY denies; else, if ALLOW
-/// policies apply, one must match; else allow. AUDIT never decides.
-pub fn evaluate<'p>(
-    applicable: impl IntoIterator<Item = &'p AuthzPolicy>,
-    peer: &Peer,
-) -> Decision {
-    let applicable: Vec<&AuthzPolicy> = applicable.into_iter().collect();
-    let audit = applicable
-        .iter()
-        .find(|p| p.action == Action::Audit && p.matches(peer))
-        .map(|p| p.key());
-
-    if let Some(deny) = applicable
-        .iter()
-        .find(|p| p.action == Action::Deny && p.matches(peer))
-    {
-        return Decision {
-            allowed: false,
-            reason: Reason::DeniedBy(deny.key()),
-            audit,
-        };
-    }
-
-    let allows: Vec<&&AuthzPolicy> = applicable
-        .iter()
-        .filter(|p| p.action == Action::Allow)
-        .collect();
-    if allows.is_empty() {
-        return Decision {
-            allowed: true,
-            reason: Reason::NoPolicies,
-            audit,
-        };
-    }
-    match allows.iter().find(|p| p.matches(peer)) {
-        Some(p) => Decision {
-            allowed: true,
-            reason: Reason::AllowedBy(p.key()),
-            audit,
-        },
-        None => Decision {
-            allowed: false,
-            reason: Reason::NoAllowMatch(allows.iter().map(|p| p.key()).collect()),
-            audit,
-        },
-    }
-}
+pub use strmatch::StrMatch;
 
 #[cfg(test)]
 mod tests;

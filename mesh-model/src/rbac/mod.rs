@@ -89,5 +89,5 @@ pub fn authorize(state: &ProxyState, conn: &ConnectionInfo) -> Decision {
         })
         .collect();
 
-    mesh_authz::evaluate(applicable, &peer)
+    mesh_authz::evaluate(applicable, &peer.into())
 }

@@ -2,12 +2,15 @@
 //! principals and claims are conditions) and before routing, as Envoy's
 //! RBAC filter. A denied request gets `403 RBAC: access denied`.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use http::request::Parts;
 use http::StatusCode;
+use mesh_authz::{Attributes, HttpAttributes};
 
 use super::authn::Authenticated;
 use super::reply::Reply;
-use crate::authz::{Decision, RequestAttributes};
+use crate::authz::Decision;
 use crate::body::local_reply;
 use crate::config::Config;
 use crate::peer::Peer;
@@ -30,15 +33,22 @@ pub fn authorize(
     } else {
         80
     };
-    let attrs = RequestAttributes {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        host,
-        port: port.unwrap_or(scheme_port),
-        headers: &parts.headers,
-        source_ip: peer.addr.ip(),
-        identity: peer.identity.as_ref(),
-        auth: &authn.auth,
+    let attrs = Attributes {
+        peer: mesh_authz::Peer::new(
+            peer.identity.as_ref(),
+            peer.addr.ip(),
+            // `destination.ip` is not evaluated here (compiled as unsupported).
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port.unwrap_or(scheme_port),
+        ),
+        http: Some(HttpAttributes {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            host,
+            headers: &parts.headers,
+            request_principal: authn.auth.principal.as_deref().unwrap_or(""),
+            claims: &authn.auth,
+        }),
     };
     match cfg.authz.check(target, &attrs) {
         Decision::Allow => Ok(()),
