@@ -121,6 +121,15 @@ fn policy_from_value(section: &str, i: usize, v: Value, p: &mut Problems) -> Opt
     }
 }
 
+/// Through the file's own reading ([`super::shape`]), so that a policy is
+/// read by mesh-policy however the file is deserialized.
+impl<'de> Deserialize<'de> for LocalConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let root = serde_yaml::Value::deserialize(d)?;
+        from_value(root).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Text to [`LocalConfig`]: YAML syntax and the shape of every entry.
 pub(super) fn deserialize(text: &str) -> Result<LocalConfig, ConfigError> {
     let root: Value =

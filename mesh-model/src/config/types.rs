@@ -48,15 +48,6 @@ pub struct LocalConfig {
     pub(crate) warnings: Vec<String>,
 }
 
-/// Through the file's own reading ([`super::shape`]), so that a policy is
-/// read by mesh-policy however the file is deserialized.
-impl<'de> Deserialize<'de> for LocalConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let root = serde_yaml::Value::deserialize(d)?;
-        super::shape::from_value(root).map_err(serde::de::Error::custom)
-    }
-}
-
 impl LocalConfig {
     /// Warnings found when the config was validated (empty if it was built
     /// by hand and not validated).
