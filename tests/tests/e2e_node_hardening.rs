@@ -10,7 +10,7 @@ use mesh_hbone::{ConnectRequest, HboneClient, HboneError, PlainSocketFactory};
 use mesh_identity::{CertStore, Identity};
 use mesh_tests::mesh::{LocalMesh, TRUST_DOMAIN};
 use mesh_tests::netns_thread::in_netns;
-use mesh_tests::proc_watch::{fd_count, rss_kib, ProcWatch};
+use mesh_tests::proc_watch::{fd_count, rss_kib, Peaks, ProcWatch};
 use mesh_tests::testbed::PodSpec;
 
 /// Every port mesh-node listens on inside an enrolled pod.
@@ -69,6 +69,29 @@ enum Plaintext {
 
 /// Connects in plaintext from the test thread (inside `pod`'s netns), sends
 /// a line and reads until the connection ends or 3 s pass.
+/// mesh-node was not killed by the watch, and its descriptors and RSS
+/// stayed within the slack of where they started.
+fn assert_flat(fds0: usize, rss0: u64, peaks: Peaks, attempts: &dyn std::fmt::Debug) {
+    eprintln!(
+        "mesh-node@node-b: fds {fds0} -> peak {}, VmRSS {rss0} KiB -> peak {} KiB; attempts: {attempts:?}",
+        peaks.fds, peaks.rss_kib
+    );
+    assert!(
+        !peaks.killed,
+        "mesh-node passed {FD_KILL_LIMIT} fds and was killed: a loop"
+    );
+    assert!(
+        peaks.fds <= fds0 + FD_SLACK,
+        "mesh-node's descriptors went from {fds0} to {}",
+        peaks.fds
+    );
+    assert!(
+        peaks.rss_kib <= rss0 + RSS_SLACK_KIB,
+        "mesh-node's VmRSS went from {rss0} KiB to {} KiB",
+        peaks.rss_kib
+    );
+}
+
 fn plaintext_attempt(mesh: &LocalMesh, pod: &str, to: SocketAddr) -> Plaintext {
     let netns = mesh.tb.pod(pod).unwrap().netns_path();
     in_netns(&netns, move || {
@@ -126,25 +149,7 @@ fn plaintext_to_a_mesh_port_is_refused_and_mesh_node_stays_flat() {
     }
     // A loop runs on after the caller gives up: watch a while longer.
     std::thread::sleep(Duration::from_millis(500));
-    let peaks = watch.finish();
-    eprintln!(
-        "mesh-node@node-b: fds {fds0} -> peak {}, VmRSS {rss0} KiB -> peak {} KiB; attempts: {seen:?}",
-        peaks.fds, peaks.rss_kib
-    );
-    assert!(
-        !peaks.killed,
-        "mesh-node passed {FD_KILL_LIMIT} fds and was killed: a loop"
-    );
-    assert!(
-        peaks.fds <= fds0 + FD_SLACK,
-        "mesh-node's descriptors went from {fds0} to {}",
-        peaks.fds
-    );
-    assert!(
-        peaks.rss_kib <= rss0 + RSS_SLACK_KIB,
-        "mesh-node's VmRSS went from {rss0} KiB to {} KiB",
-        peaks.rss_kib
-    );
+    assert_flat(fds0, rss0, watch.finish(), &seen);
     for (port, outcome) in &seen {
         let refused = match outcome {
             Plaintext::ConnectFailed(_) => true,
@@ -254,25 +259,7 @@ fn hbone_connect_to_a_mesh_port_is_refused_and_mesh_node_stays_flat() {
         ));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let peaks = watch.finish();
-    eprintln!(
-        "mesh-node@node-b: fds {fds0} -> peak {}, VmRSS {rss0} KiB -> peak {} KiB; attempts: {seen:?}",
-        peaks.fds, peaks.rss_kib
-    );
-    assert!(
-        !peaks.killed,
-        "mesh-node passed {FD_KILL_LIMIT} fds and was killed: a loop"
-    );
-    assert!(
-        peaks.fds <= fds0 + FD_SLACK,
-        "mesh-node's descriptors went from {fds0} to {}",
-        peaks.fds
-    );
-    assert!(
-        peaks.rss_kib <= rss0 + RSS_SLACK_KIB,
-        "mesh-node's VmRSS went from {rss0} KiB to {} KiB",
-        peaks.rss_kib
-    );
+    assert_flat(fds0, rss0, watch.finish(), &seen);
     for (port, outcome) in &seen {
         match outcome {
             Err(HboneError::Rejected(status))
