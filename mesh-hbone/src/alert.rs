@@ -82,11 +82,27 @@ impl AlertSlot {
 pub(crate) struct AlertWatch<T> {
     inner: T,
     slot: AlertSlot,
+    /// This side's copy of "data arrived": once set, a read touches no lock
+    /// (reads are the data path of every tunnel).
+    read_any: bool,
 }
 
 impl<T> AlertWatch<T> {
     pub(crate) fn new(inner: T, slot: AlertSlot) -> Self {
-        AlertWatch { inner, slot }
+        AlertWatch {
+            inner,
+            slot,
+            read_any: false,
+        }
+    }
+
+    /// A read of `n` bytes: the slot hears of the first data and of every
+    /// EOF, not of each read.
+    fn note_read(&mut self, n: usize) {
+        if n == 0 || !self.read_any {
+            self.read_any |= n > 0;
+            self.slot.keep_read(n);
+        }
     }
 }
 
@@ -100,8 +116,9 @@ impl<T: AsyncRead + Unpin> AlertWatch<T> {
             let mut buf = ReadBuf::new(&mut scratch);
             match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) => {
-                    self.slot.keep_read(buf.filled().len());
-                    if buf.filled().is_empty() {
+                    let n = buf.filled().len();
+                    self.note_read(n);
+                    if n == 0 {
                         return;
                     }
                 }
@@ -135,7 +152,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for AlertWatch<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         match &r {
-            Poll::Ready(Ok(())) => this.slot.keep_read(buf.filled().len() - before),
+            Poll::Ready(Ok(())) => this.note_read(buf.filled().len() - before),
             Poll::Ready(Err(e)) => this.slot.keep_from(e),
             Poll::Pending => {}
         }
