@@ -33,14 +33,13 @@ pub fn service(s: &Service) -> pb::Service {
         ports: s
             .ports
             .iter()
-            .map(|p| pb::ServicePort {
-                name: p.name.clone().unwrap_or_default(),
-                port: u32::try_from(p.port).unwrap_or(0),
-                target_port: p
-                    .target_port
-                    .and_then(|t| u32::try_from(t).ok())
-                    .unwrap_or(0),
-                protocol: p.protocol.clone().unwrap_or_default(),
+            .map(|p| {
+                pb::ServicePort::from_spec(
+                    p.name.as_deref(),
+                    p.port,
+                    p.target_port,
+                    p.protocol.as_deref(),
+                )
             })
             .collect(),
         selector: s.selector.clone(),

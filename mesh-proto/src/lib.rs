@@ -167,3 +167,23 @@ mod tests {
         assert_eq!(back, w);
     }
 }
+
+impl ambit::v1::ServicePort {
+    /// A Service port as Kubernetes writes it (signed numbers, optional
+    /// name, target and protocol). A number that does not fit is sent as 0,
+    /// which the receiving builder refuses; an absent target port is 0 too
+    /// ("the port itself").
+    pub fn from_spec(
+        name: Option<&str>,
+        port: i64,
+        target_port: Option<i64>,
+        protocol: Option<&str>,
+    ) -> Self {
+        ambit::v1::ServicePort {
+            name: name.unwrap_or_default().to_string(),
+            port: u32::try_from(port).unwrap_or(0),
+            target_port: target_port.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
+            protocol: protocol.unwrap_or_default().to_string(),
+        }
+    }
+}
