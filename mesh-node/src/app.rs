@@ -66,9 +66,10 @@ pub enum NodeError {
 }
 
 /// mesh-node's own sockets must see the cgroup hooks (getsockopt answers
-/// SO_ORIGINAL_DST for it) while the mark keeps them uncaptured: it lives in
-/// a child of the node cgroup, as it would under the root cgroup of a real node.
-fn join_own_cgroup(node_cgroup: &Path) -> Result<(), NodeError> {
+/// SO_ORIGINAL_DST for it) while its cgroup keeps them uncaptured: it lives
+/// in a child of the node cgroup, as it would under the root cgroup of a
+/// real node. Returns that child's directory.
+fn join_own_cgroup(node_cgroup: &Path) -> Result<PathBuf, NodeError> {
     let own = node_cgroup.join("mesh-node");
     let err = |source| NodeError::Cgroup {
         path: own.clone(),
@@ -79,7 +80,8 @@ fn join_own_cgroup(node_cgroup: &Path) -> Result<(), NodeError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(err(e)),
     }
-    std::fs::write(own.join("cgroup.procs"), std::process::id().to_string()).map_err(err)
+    std::fs::write(own.join("cgroup.procs"), std::process::id().to_string()).map_err(err)?;
+    Ok(own)
 }
 
 /// Loads roots and the certificates of this node's identities from the paths
@@ -119,8 +121,9 @@ async fn wait_for_certificates(certs: &CertStore, state: &ProxyState, node: &str
 }
 
 pub fn run(opts: NodeOptions) -> Result<(), NodeError> {
-    join_own_cgroup(&opts.cgroup)?;
+    let own = join_own_cgroup(&opts.cgroup)?;
     let mut programs = MeshPrograms::load(&opts.cgroup)?;
+    programs.exempt_cgroup(&own)?;
     programs.set_fast_path(opts.fast_path)?;
     let programs = Arc::new(Mutex::new(programs));
 

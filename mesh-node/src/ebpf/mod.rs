@@ -4,14 +4,16 @@
 //! node's cgroup2 directory:
 //!
 //! * `cgroup/connect4` + `cgroup/connect6` — a TCP `connect()` from an
-//!   enrolled netns to a non-loopback address, on a socket without
-//!   [`MESH_MARK`](mesh_common::MESH_MARK), is rewritten to
-//!   `127.0.0.1:15001` (IPv6 sockets: `::ffff:127.0.0.1:15001`) in the app's
-//!   own netns; the original destination is kept.
-//! * `sockops` — publishes the original destination under
-//!   (netns cookie, app's local port) when the captured connection is
-//!   established, and (fast path on) puts loopback sockets in `FAST_SOCKS`.
-//! * `cgroup/getsockopt` — answers `SO_ORIGINAL_DST` ([`original_dst`]).
+//!   enrolled netns to a non-loopback address, by any process but mesh-node
+//!   (recognised by its cgroup, [`MeshPrograms::exempt_cgroup`]), is
+//!   rewritten to `127.0.0.1:15001` (IPv6 sockets: `::ffff:127.0.0.1:15001`)
+//!   in the app's own netns; the original destination is kept on the socket.
+//! * `sockops` — when the captured connection is established, moves the
+//!   original destination from the app's socket to the one 15001 accepted
+//!   (socket storage, freed with the socket), and (fast path on) puts
+//!   loopback sockets in `FAST_SOCKS`.
+//! * `cgroup/getsockopt` — answers `SO_ORIGINAL_DST` ([`original_dst`]) from
+//!   the asking socket's own storage.
 //! * `sk_msg` on `FAST_SOCKS` — same-node socket pairs skip the TCP stack.
 //!
 //! [`MeshPrograms::enrol`] attaches `sk_lookup` to a pod's netns (a new link
@@ -20,8 +22,9 @@
 //!
 //! Cgroup hooks fire by the cgroup of the process that *created* the socket:
 //! mesh-node must live in a (child) cgroup below the one given to `load` so
-//! that `getsockopt` is answered for its accepted sockets, and every socket
-//! it opens must carry the mark ([`crate::inpod::set_mesh_mark`]).
+//! that `getsockopt` is answered for its accepted sockets, and that cgroup
+//! must be exempted ([`MeshPrograms::exempt_cgroup`]) so that its own
+//! connections are not captured.
 
 mod logger;
 mod sockopt;
@@ -68,7 +71,7 @@ pub enum EbpfError {
         #[source]
         source: Box<MapError>,
     },
-    #[error("opening cgroup directory {path}: {source}")]
+    #[error("cgroup directory {path}: {source}")]
     Cgroup {
         path: PathBuf,
         #[source]
@@ -164,6 +167,7 @@ pub struct MeshPrograms {
     enrolled: HashMap<MapData, u64, PodInfo>,
     listeners: SockHash<MapData, ListenerKey>,
     config: Array<MapData, u32>,
+    own_cgroup: Array<MapData, u64>,
     id: u64,
 }
 
@@ -201,6 +205,9 @@ impl MeshPrograms {
         let config = take_map(&mut ebpf, map_names::CONFIG)?;
         let config: Array<MapData, u32> =
             Array::try_from(config).map_err(EbpfError::map(map_names::CONFIG))?;
+        let own_cgroup = take_map(&mut ebpf, map_names::OWN_CGROUP)?;
+        let own_cgroup: Array<MapData, u64> =
+            Array::try_from(own_cgroup).map_err(EbpfError::map(map_names::OWN_CGROUP))?;
         let fast = take_map(&mut ebpf, map_names::FAST_SOCKS)?;
         let fast: SockHash<MapData, mesh_common::SockPairKey> =
             SockHash::try_from(fast).map_err(EbpfError::map(map_names::FAST_SOCKS))?;
@@ -247,8 +254,27 @@ impl MeshPrograms {
             enrolled,
             listeners,
             config,
+            own_cgroup,
             id,
         })
+    }
+
+    /// Exempts the processes of the cgroup2 directory `cgroup` (mesh-node's
+    /// own) from capture. Their connections are the proxy's; nothing a pod
+    /// sets on its sockets has this effect.
+    pub fn exempt_cgroup(&mut self, cgroup: &Path) -> Result<(), EbpfError> {
+        use std::os::unix::fs::MetadataExt;
+        // On cgroup2 a directory's inode number is the cgroup id the kernel
+        // programs see (bpf_get_current_cgroup_id).
+        let id = std::fs::metadata(cgroup)
+            .map_err(|source| EbpfError::Cgroup {
+                path: cgroup.to_path_buf(),
+                source,
+            })?
+            .ino();
+        self.own_cgroup
+            .set(0, id, 0)
+            .map_err(EbpfError::map(map_names::OWN_CGROUP))
     }
 
     /// Enrol a pod: `ENROLLED[netns cookie] = info`; attach the sk_lookup
