@@ -11,8 +11,9 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::{
-        bpf_sock, bpf_sock_addr, sk_action::SK_PASS, BPF_ANY, BPF_F_INGRESS,
-        BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        bpf_sock, bpf_sock_addr,
+        sk_action::{SK_DROP, SK_PASS},
+        BPF_ANY, BPF_F_INGRESS, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
     },
     btf_maps::SkStorage,
@@ -32,6 +33,8 @@ use mesh_common::{
 };
 
 const SOCK_STREAM: u32 = 1;
+/// The loopback device's ifindex, the same in every netns.
+const LOOPBACK_IFINDEX: u32 = 1;
 /// `TCP_CLOSE` in the kernel's TCP state numbering.
 const TCP_CLOSE: u32 = 7;
 const IPPROTO_TCP: u32 = 6;
@@ -562,6 +565,14 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
     if protocol != IPPROTO_TCP {
         return SK_PASS;
     }
+    // SAFETY: readable 4-byte context field.
+    let ifindex = unsafe { read_volatile(addr_of!((*lk).ingress_ifindex)) };
+    // Made inside the pod's own netns (it arrived on the loopback device):
+    // mesh-node's delivery to the app, or a local connection of the pod's
+    // that capture let through. Only traffic from outside the pod is steered.
+    if ifindex == LOOPBACK_IFINDEX {
+        return SK_PASS;
+    }
     let target = if port == u32::from(HBONE_PORT) {
         HBONE_PORT
     } else {
@@ -603,9 +614,15 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
     } else {
         return SK_PASS;
     };
-    // No listener for this address: let the normal lookup run.
-    let _ = LISTENERS.redirect_sk_lookup(&ctx, key, 0);
-    SK_PASS
+    // This program is attached only to enrolled pods' netns. No mesh
+    // listener for the address (mesh-node stopped or killed, its sockets
+    // gone; or an address of the pod mesh-node does not serve) means the
+    // connection is dropped, never handed to the app unauthenticated:
+    // STRICT and authorization must not lapse while the proxy is away.
+    match LISTENERS.redirect_sk_lookup(&ctx, key, 0) {
+        Ok(()) => SK_PASS,
+        Err(_) => SK_DROP,
+    }
 }
 
 #[cfg(not(test))]

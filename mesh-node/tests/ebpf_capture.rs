@@ -665,6 +665,31 @@ fn sk_lookup_steers_inbound_to_pod_listeners() {
     let (mut s, _) = accept(&app, "app");
     read_hello(&mut s);
     assert_nothing_pending(&plain, "15006 plaintext");
+
+    // Fail closed: the pod is enrolled but mesh-node's listeners are gone
+    // (it was stopped or killed): the connection is dropped, never handed
+    // to the app unauthenticated.
+    let again = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip: IpAddr::V4(pod_ip),
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrol again: {}", error_chain(&e)));
+    drop((plain, hbone));
+    for port in [9999, mesh_common::HBONE_PORT] {
+        let dst = SocketAddr::from((pod_ip, port));
+        let r = peer_ns
+            .run_in(|| TcpStream::connect_timeout(&dst, Duration::from_millis(300)))
+            .expect("setns");
+        assert!(
+            r.is_err(),
+            "with mesh-node's listeners gone, a connection to {dst} was accepted"
+        );
+    }
+    assert_nothing_pending(&app, "app");
+    progs.unenrol(again).expect("unenrol");
 }
 
 /// connect6: IPv6 sockets are captured too (to ::ffff:127.0.0.1:15001, so
