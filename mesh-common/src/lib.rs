@@ -55,6 +55,16 @@ pub mod map_names {
     pub const LISTENERS: &str = "LISTENERS";
     /// `Array<u32>`: run-time switches, indexed by the `CONFIG_*` consts.
     pub const CONFIG: &str = "MESH_CONFIG";
+    /// Every map above (the ones user space pins).
+    pub const ALL: [&str; 7] = [
+        ENROLLED,
+        ORIG_DST,
+        ORIG_HANDOFF,
+        OWN_CGROUP,
+        FAST_SOCKS,
+        LISTENERS,
+        CONFIG,
+    ];
 }
 
 /// Program names (the Rust function names in `mesh-ebpf`, which differ from

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admin;
-use crate::ebpf::MeshPrograms;
+use crate::ebpf::{MeshPrograms, PinDir};
 use crate::inpod::PodEnrolments;
 use crate::proxy::Metrics;
 use mesh_identity::CertStore;
@@ -43,6 +43,8 @@ pub struct NodeOptions {
     pub node: String,
     /// The node's cgroup2 directory: the kernel programs attach here.
     pub cgroup: PathBuf,
+    /// Where the kernel state that outlives mesh-node is pinned (bpffs).
+    pub pin_dir: PathBuf,
     pub admin: std::net::SocketAddr,
     pub fast_path: bool,
     pub drain_timeout: Duration,
@@ -59,6 +61,12 @@ pub enum NodeError {
     },
     #[error("loading the kernel programs: {0}")]
     Ebpf(#[from] crate::ebpf::EbpfError),
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error("runtime: {0}")]
@@ -122,7 +130,11 @@ async fn wait_for_certificates(certs: &CertStore, state: &ProxyState, node: &str
 
 pub fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let own = join_own_cgroup(&opts.cgroup)?;
-    let mut programs = MeshPrograms::load(&opts.cgroup)?;
+    let pins = PinDir::prepare(&opts.pin_dir).map_err(|source| NodeError::PinDir {
+        path: opts.pin_dir.clone(),
+        source,
+    })?;
+    let mut programs = MeshPrograms::load_pinned(&opts.cgroup, pins)?;
     programs.exempt_cgroup(&own)?;
     programs.set_fast_path(opts.fast_path)?;
     let programs = Arc::new(Mutex::new(programs));
@@ -196,13 +208,22 @@ async fn serve(
 
     let mut pods = PodEnrolments::new(
         &opts.node,
-        programs,
+        programs.clone(),
         certs.clone(),
         state_rx.clone(),
         metrics.clone(),
     );
     let initial = state_rx.borrow().clone();
     pods.reconcile(&initial);
+    // Pods a previous run left captured and this config no longer has.
+    match programs.lock() {
+        Ok(mut p) => match p.release_leftovers() {
+            Ok(0) => {}
+            Ok(n) => info!(pods = n, "released pods the previous run left enrolled"),
+            Err(e) => error!(error = %e, "releasing pods the previous run left enrolled"),
+        },
+        Err(_) => error!("eBPF state poisoned"),
+    }
     let _ = ready_tx.send(true);
     info!(node = %opts.node, pods = pods.enrolled(), fast_path = opts.fast_path, "mesh-node ready");
 

@@ -27,6 +27,7 @@
 //! connections are not captured.
 
 mod logger;
+pub mod pins;
 mod sockopt;
 
 use std::fs::File;
@@ -35,7 +36,10 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+
 use aya::maps::{Array, HashMap, MapData, MapError, SockHash};
+use aya::programs::links::FdLink;
 use aya::programs::{
     CgroupAttachMode, CgroupSockAddr, CgroupSockopt, ProgramError, SkLookup, SkMsg, SockOps,
 };
@@ -45,6 +49,7 @@ use mesh_common::{
     INBOUND_PLAINTEXT_PORT,
 };
 
+pub use self::pins::PinDir;
 pub use self::sockopt::original_dst;
 
 /// The compiled kernel programs (built by build.rs from `mesh-ebpf`).
@@ -85,6 +90,18 @@ pub enum EbpfError {
     PodIpInUse { ip: IpAddr },
     #[error("the enrolled pod belongs to a different MeshPrograms instance")]
     ForeignPod,
+    #[error("link of `{name}`: {source}")]
+    Link {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
+    #[error("pin {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl EbpfError {
@@ -92,6 +109,13 @@ impl EbpfError {
         move |e| EbpfError::Program {
             name,
             source: Box::new(e),
+        }
+    }
+
+    fn pin(path: &Path) -> impl FnOnce(io::Error) -> EbpfError + '_ {
+        move |source| EbpfError::Pin {
+            path: path.to_path_buf(),
+            source,
         }
     }
 
@@ -129,6 +153,8 @@ pub struct EnrolledPod {
     pod_ip: IpAddr,
     /// What exists in the kernel for this pod (teardown removes exactly that).
     link: Option<aya::programs::sk_lookup::SkLookupLinkId>,
+    /// The pinned sk_lookup link (pinned programs), instead of `link`.
+    pinned_link: Option<PathBuf>,
     listeners: Vec<ListenerKey>,
     in_enrolled: bool,
 }
@@ -147,7 +173,10 @@ impl EnrolledPod {
 
 impl Drop for EnrolledPod {
     fn drop(&mut self) {
-        if self.link.is_some() || self.in_enrolled || !self.listeners.is_empty() {
+        // Pinned: staying captured past mesh-node is the point (fail closed).
+        if self.pinned_link.is_none()
+            && (self.link.is_some() || self.in_enrolled || !self.listeners.is_empty())
+        {
             tracing::warn!(
                 netns = format_args!("{:#x}", self.netns_cookie),
                 pod_ip = %self.pod_ip,
@@ -157,8 +186,10 @@ impl Drop for EnrolledPod {
     }
 }
 
-/// The loaded and attached kernel programs. Dropping it detaches every
-/// program (cgroup links, sk_msg, every pod's sk_lookup link) and frees the maps.
+/// The loaded and attached kernel programs. Unpinned ([`MeshPrograms::load`]),
+/// dropping it detaches every program (cgroup links, sk_msg, every pod's
+/// sk_lookup link) and frees the maps. Pinned ([`MeshPrograms::load_pinned`]),
+/// capture and steering stay in place after it (see [`pins`]).
 pub struct MeshPrograms {
     // Field order is drop order: stop the log reader, then the programs
     // (links detach), then the maps.
@@ -168,6 +199,9 @@ pub struct MeshPrograms {
     listeners: SockHash<MapData, ListenerKey>,
     config: Array<MapData, u32>,
     own_cgroup: Array<MapData, u64>,
+    pins: Option<PinDir>,
+    /// Pods a previous run left enrolled (pinned mode), not yet adopted.
+    leftover: BTreeSet<u64>,
     id: u64,
 }
 
@@ -182,15 +216,34 @@ impl std::fmt::Debug for MeshPrograms {
 impl MeshPrograms {
     /// Load the embedded object, attach connect4/6, sockops, getsockopt to the
     /// cgroup2 dir `cgroup` (mesh-node passes the node's cgroup), attach
-    /// sk_msg to the sockhash.
+    /// sk_msg to the sockhash. Nothing outlives the returned value.
     pub fn load(cgroup: &Path) -> Result<Self, EbpfError> {
+        Self::load_with(cgroup, None)
+    }
+
+    /// As [`load`](Self::load), with the maps and the capturing links pinned
+    /// in `pins`: reused from a previous run, and left in place after this
+    /// one, so that capture fails closed while no mesh-node runs. Pods the
+    /// previous run left enrolled are adopted by [`enrol`](Self::enrol) or
+    /// released by [`release_leftovers`](Self::release_leftovers).
+    pub fn load_pinned(cgroup: &Path, pins: PinDir) -> Result<Self, EbpfError> {
+        Self::load_with(cgroup, Some(pins))
+    }
+
+    fn load_with(cgroup: &Path, pins: Option<PinDir>) -> Result<Self, EbpfError> {
         let cgroup_dir = File::open(cgroup).map_err(|source| EbpfError::Cgroup {
             path: cgroup.to_path_buf(),
             source,
         })?;
         let level = logger::kernel_log_level();
-        let mut ebpf = EbpfLoader::new()
-            .override_global("AYA_LOG_LEVEL", &level, false)
+        let mut loader = EbpfLoader::new();
+        loader.override_global("AYA_LOG_LEVEL", &level, false);
+        if let Some(pins) = &pins {
+            for name in map_names::ALL {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(Box::new(e)))?;
 
@@ -215,17 +268,29 @@ impl MeshPrograms {
         // aya attaches with bpf_link (kernel >= 5.7), which always coexists
         // with other programs in the cgroup tree; link_create refuses the
         // BPF_F_ALLOW_MULTI flag, so the mode must be `Single` (flags 0).
+        // Pinned, the capturing links replace the previous run's (getsockopt
+        // and sk_msg only serve a live mesh-node and are not pinned).
         for name in [program_names::CONNECT4, program_names::CONNECT6] {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             prog.load().map_err(EbpfError::program(name))?;
-            prog.attach(&cgroup_dir, CgroupAttachMode::Single)
+            let id = prog
+                .attach(&cgroup_dir, CgroupAttachMode::Single)
                 .map_err(EbpfError::program(name))?;
+            if let Some(pins) = &pins {
+                let link = prog.take_link(id).map_err(EbpfError::program(name))?;
+                pin_link(pins, name, link)?;
+            }
         }
         let name = program_names::SOCKOPS;
         let prog: &mut SockOps = program(&mut ebpf, name)?;
         prog.load().map_err(EbpfError::program(name))?;
-        prog.attach(&cgroup_dir, CgroupAttachMode::Single)
+        let id = prog
+            .attach(&cgroup_dir, CgroupAttachMode::Single)
             .map_err(EbpfError::program(name))?;
+        if let Some(pins) = &pins {
+            let link = prog.take_link(id).map_err(EbpfError::program(name))?;
+            pin_link(pins, name, link)?;
+        }
 
         let name = program_names::GETSOCKOPT;
         let prog: &mut CgroupSockopt = program(&mut ebpf, name)?;
@@ -247,7 +312,17 @@ impl MeshPrograms {
 
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(cgroup = %cgroup.display(), "eBPF programs attached");
+        let leftover: BTreeSet<u64> = if pins.is_some() {
+            enrolled.keys().filter_map(Result::ok).collect()
+        } else {
+            BTreeSet::new()
+        };
+        tracing::info!(
+            cgroup = %cgroup.display(),
+            pinned = ?pins.as_ref().map(|p| p.root().display().to_string()),
+            still_enrolled = leftover.len(),
+            "eBPF programs attached"
+        );
         Ok(MeshPrograms {
             _logger: log,
             ebpf,
@@ -255,8 +330,39 @@ impl MeshPrograms {
             listeners,
             config,
             own_cgroup,
+            pins,
+            leftover,
             id,
         })
+    }
+
+    /// Pods a previous run left enrolled that this one has not adopted.
+    pub fn leftovers(&self) -> usize {
+        self.leftover.len()
+    }
+
+    /// Stops capturing the pods a previous run left enrolled and this run
+    /// did not adopt (they left the node or the mesh while no mesh-node
+    /// ran). Call after the first reconcile.
+    pub fn release_leftovers(&mut self) -> Result<usize, EbpfError> {
+        let gone = std::mem::take(&mut self.leftover);
+        let mut first = None;
+        for cookie in &gone {
+            if let Err(e) = ignore_missing(self.enrolled.remove(cookie), map_names::ENROLLED) {
+                first.get_or_insert(e);
+            }
+            if let Some(pins) = &self.pins {
+                let path = pins.pod(*cookie);
+                if let Err(e) = pins::unpin(&path) {
+                    first.get_or_insert(EbpfError::Pin { path, source: e });
+                }
+            }
+            tracing::info!(
+                netns = format_args!("{cookie:#x}"),
+                "released a pod the previous run left enrolled"
+            );
+        }
+        first.map_or(Ok(gone.len()), Err)
     }
 
     /// Exempts the processes of the cgroup2 directory `cgroup` (mesh-node's
@@ -284,7 +390,10 @@ impl MeshPrograms {
     pub fn enrol(&mut self, pod: PodEnrolment<'_>) -> Result<EnrolledPod, EbpfError> {
         let netns_cookie = pod.netns.cookie();
         let pod_ip = pod.pod_ip.to_canonical();
-        if self.enrolled.get(&netns_cookie, 0).is_ok() {
+        // A pod the previous run left enrolled is adopted: it stays captured
+        // throughout, and its entries and link are replaced in place.
+        let adopting = self.leftover.remove(&netns_cookie);
+        if !adopting && self.enrolled.get(&netns_cookie, 0).is_ok() {
             return Err(EbpfError::AlreadyEnrolled {
                 netns: netns_cookie,
             });
@@ -294,6 +403,7 @@ impl MeshPrograms {
             netns_cookie,
             pod_ip,
             link: None,
+            pinned_link: None,
             listeners: Vec::with_capacity(2),
             in_enrolled: false,
         };
@@ -315,14 +425,24 @@ impl MeshPrograms {
             }
             let name = program_names::SK_LOOKUP;
             let prog: &mut SkLookup = program(&mut self.ebpf, name)?;
-            handle.link = Some(
-                prog.attach(pod.netns.file())
-                    .map_err(EbpfError::program(name))?,
-            );
+            let link = prog
+                .attach(pod.netns.file())
+                .map_err(EbpfError::program(name))?;
+            match &self.pins {
+                Some(pins) => {
+                    let link = prog.take_link(link).map_err(EbpfError::program(name))?;
+                    let dest = pins.pod(netns_cookie);
+                    pins::pin_replacing(FdLink::from(link), &dest)
+                        .map_err(EbpfError::pin(&dest))?;
+                    handle.pinned_link = Some(dest);
+                }
+                None => handle.link = Some(link),
+            }
             // Last: capture starts only once inbound steering is in place.
+            let flags = if adopting { BPF_ANY } else { BPF_NOEXIST };
             match self
                 .enrolled
-                .insert(netns_cookie, PodInfo::new(pod_ip), BPF_NOEXIST)
+                .insert(netns_cookie, PodInfo::new(pod_ip), flags)
             {
                 Ok(()) => {
                     handle.in_enrolled = true;
@@ -384,6 +504,9 @@ impl MeshPrograms {
                 map_names::ENROLLED,
             ));
         }
+        if let Some(path) = pod.pinned_link.take() {
+            note(pins::unpin(&path).map_err(|source| EbpfError::Pin { path, source }));
+        }
         if let Some(link) = pod.link.take() {
             let name = program_names::SK_LOOKUP;
             note(
@@ -408,6 +531,8 @@ fn listener_keys(pod_ip: IpAddr) -> [ListenerKey; 2] {
     ]
 }
 
+/// `BPF_ANY` map update flag.
+const BPF_ANY: u64 = 0;
 /// `BPF_NOEXIST` map update flag.
 const BPF_NOEXIST: u64 = 1;
 
@@ -423,6 +548,19 @@ fn ignore_missing(r: Result<(), MapError>, name: &'static str) -> Result<(), Ebp
         Err(e) if is_errno(&e, libc::ENOENT) => Ok(()),
         Err(e) => Err(EbpfError::map(name)(e)),
     }
+}
+
+/// Pins a cgroup link under its program's name, replacing the previous run's.
+fn pin_link<L>(pins: &PinDir, name: &'static str, link: L) -> Result<(), EbpfError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    let link = FdLink::try_from(link).map_err(|source| EbpfError::Link {
+        name,
+        source: Box::new(source),
+    })?;
+    let dest = pins.link(name);
+    pins::pin_replacing(link, &dest).map_err(EbpfError::pin(&dest))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
