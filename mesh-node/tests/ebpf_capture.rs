@@ -1303,3 +1303,58 @@ fn original_dst_is_the_asking_connections_own_under_port_reuse() {
         .unenrol(enrolled)
         .unwrap_or_else(|e| panic!("unenrol: {}", error_chain(&e)));
 }
+
+/// Item 4: a pod whose enrolment failed is held, captured with no listener
+/// to take its connections: they are refused, never unmeshed. A later enrol
+/// adopts it; release lets it go.
+#[test]
+fn a_held_pod_is_refused_until_it_enrols() {
+    let mut env = TestEnv::new();
+    let pod = env.netns("pod");
+    let ns = env.open_netns(&pod);
+    let service = service_listener(&env, &pod);
+    let pod_ip = IpAddr::V4(Ipv4Addr::new(10, 244, 0, 7));
+    let mut progs = env.load();
+    progs
+        .hold(&ns, pod_ip)
+        .unwrap_or_else(|e| panic!("hold: {}", error_chain(&e)));
+    assert!(progs.is_held(ns.cookie()));
+    let refused = |what: &str| {
+        let h = Helper::spawn(
+            &pod,
+            Some(&env.cgroup),
+            CLIENT,
+            &[SERVICE_IP.to_string(), SERVICE_PORT.to_string(), "0".into()],
+        );
+        let line = h.line();
+        assert!(
+            line.starts_with("error"),
+            "{what}: a held pod's connection went out: {line}"
+        );
+        assert_nothing_pending(&service, "service");
+    };
+    refused("held");
+
+    // Enrolment now works: the held pod is adopted.
+    let (_holder, outbound) = proxy_outbound_listener(&env, &pod);
+    let (plain, hbone) = pod_listeners(&ns);
+    let enrolled = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip,
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrolling a held pod: {}", error_chain(&e)));
+    assert!(!progs.is_held(ns.cookie()));
+    expect_captured(&env, &pod, &outbound, &service);
+    progs.unenrol(enrolled).expect("unenrol");
+    expect_not_captured(&env, &pod, 0, &outbound, &service);
+
+    // Held again, then released: no longer captured.
+    progs.hold(&ns, pod_ip).expect("hold again");
+    expect_captured(&env, &pod, &outbound, &service);
+    progs.release(ns.cookie()).expect("release");
+    assert!(!progs.is_held(ns.cookie()));
+    expect_not_captured(&env, &pod, 0, &outbound, &service);
+}

@@ -36,8 +36,6 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeSet;
-
 use aya::maps::{Array, HashMap, MapData, MapError, SockHash};
 use aya::programs::links::FdLink;
 use aya::programs::{
@@ -186,6 +184,15 @@ impl Drop for EnrolledPod {
     }
 }
 
+/// A pod captured without listeners (see `MeshPrograms::held`).
+#[derive(Debug)]
+struct HeldPod {
+    /// Left by the previous run, not yet adopted (else held by this run).
+    previous_run: bool,
+    /// Its sk_lookup link when unpinned (pinned: `pods/<cookie>`).
+    link: Option<aya::programs::sk_lookup::SkLookupLinkId>,
+}
+
 /// The loaded and attached kernel programs. Unpinned ([`MeshPrograms::load`]),
 /// dropping it detaches every program (cgroup links, sk_msg, every pod's
 /// sk_lookup link) and frees the maps. Pinned ([`MeshPrograms::load_pinned`]),
@@ -200,8 +207,10 @@ pub struct MeshPrograms {
     config: Array<MapData, u32>,
     own_cgroup: Array<MapData, u64>,
     pins: Option<PinDir>,
-    /// Pods a previous run left enrolled (pinned mode), not yet adopted.
-    leftover: BTreeSet<u64>,
+    /// Pods captured with no listener to take their connections (so they
+    /// are refused): left enrolled by the previous run (pinned mode), or held
+    /// after a failed enrolment. `enrol` adopts them.
+    held: std::collections::BTreeMap<u64, HeldPod>,
     id: u64,
 }
 
@@ -312,15 +321,25 @@ impl MeshPrograms {
 
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let leftover: BTreeSet<u64> = if pins.is_some() {
-            enrolled.keys().filter_map(Result::ok).collect()
+        let held: std::collections::BTreeMap<u64, HeldPod> = if pins.is_some() {
+            enrolled
+                .keys()
+                .filter_map(Result::ok)
+                .map(|cookie| {
+                    let pod = HeldPod {
+                        previous_run: true,
+                        link: None,
+                    };
+                    (cookie, pod)
+                })
+                .collect()
         } else {
-            BTreeSet::new()
+            Default::default()
         };
         tracing::info!(
             cgroup = %cgroup.display(),
             pinned = ?pins.as_ref().map(|p| p.root().display().to_string()),
-            still_enrolled = leftover.len(),
+            still_enrolled = held.len(),
             "eBPF programs attached"
         );
         Ok(MeshPrograms {
@@ -331,31 +350,30 @@ impl MeshPrograms {
             config,
             own_cgroup,
             pins,
-            leftover,
+            held,
             id,
         })
     }
 
     /// Pods a previous run left enrolled that this one has not adopted.
     pub fn leftovers(&self) -> usize {
-        self.leftover.len()
+        self.held.values().filter(|h| h.previous_run).count()
     }
 
     /// Stops capturing the pods a previous run left enrolled and this run
     /// did not adopt (they left the node or the mesh while no mesh-node
     /// ran). Call after the first reconcile.
     pub fn release_leftovers(&mut self) -> Result<usize, EbpfError> {
-        let gone = std::mem::take(&mut self.leftover);
+        let gone: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.previous_run)
+            .map(|(c, _)| *c)
+            .collect();
         let mut first = None;
         for cookie in &gone {
-            if let Err(e) = ignore_missing(self.enrolled.remove(cookie), map_names::ENROLLED) {
+            if let Err(e) = self.release(*cookie) {
                 first.get_or_insert(e);
-            }
-            if let Some(pins) = &self.pins {
-                let path = pins.pod(*cookie);
-                if let Err(e) = pins::unpin(&path) {
-                    first.get_or_insert(EbpfError::Pin { path, source: e });
-                }
             }
             tracing::info!(
                 netns = format_args!("{cookie:#x}"),
@@ -363,6 +381,103 @@ impl MeshPrograms {
             );
         }
         first.map_or(Ok(gone.len()), Err)
+    }
+
+    /// Fails a pod closed after its enrolment failed (a port in use, a map
+    /// full): its connections are captured and steered with no listener to
+    /// take them, so they are refused, never unmeshed. A later
+    /// [`enrol`](Self::enrol) adopts it; [`release`](Self::release) lets it go.
+    pub fn hold(
+        &mut self,
+        netns: &crate::inpod::PodNetns,
+        pod_ip: IpAddr,
+    ) -> Result<(), EbpfError> {
+        let cookie = netns.cookie();
+        let previous_run = match self.held.get(&cookie) {
+            // Held by this run already.
+            Some(h) if !h.previous_run => return Ok(()),
+            Some(_) => true,
+            None if self.enrolled.get(&cookie, 0).is_ok() => {
+                return Err(EbpfError::AlreadyEnrolled { netns: cookie });
+            }
+            None => false,
+        };
+        self.attach_held(netns, pod_ip.to_canonical(), previous_run)?;
+        // A leftover that failed to enrol is this run's to hold now.
+        if let Some(h) = self.held.get_mut(&cookie) {
+            h.previous_run = false;
+        }
+        tracing::warn!(netns = format_args!("{cookie:#x}"), %pod_ip, "pod held: its connections are refused until it enrols");
+        Ok(())
+    }
+
+    /// Captures and steers a pod with no listeners (a new sk_lookup link,
+    /// replacing any it had, and its `ENROLLED` entry) and records it held.
+    fn attach_held(
+        &mut self,
+        netns: &crate::inpod::PodNetns,
+        pod_ip: IpAddr,
+        previous_run: bool,
+    ) -> Result<(), EbpfError> {
+        let cookie = netns.cookie();
+        let name = program_names::SK_LOOKUP;
+        let prog: &mut SkLookup = program(&mut self.ebpf, name)?;
+        let link = prog
+            .attach(netns.file())
+            .map_err(EbpfError::program(name))?;
+        let link = match &self.pins {
+            Some(pins) => {
+                let link = prog.take_link(link).map_err(EbpfError::program(name))?;
+                let dest = pins.pod(cookie);
+                pins::pin_replacing(FdLink::from(link), &dest).map_err(EbpfError::pin(&dest))?;
+                None
+            }
+            None => Some(link),
+        };
+        if let Some(old) = self
+            .held
+            .insert(cookie, HeldPod { previous_run, link })
+            .and_then(|h| h.link)
+        {
+            if let Ok(prog) = program::<SkLookup>(&mut self.ebpf, name) {
+                let _ = prog.detach(old);
+            }
+        }
+        self.enrolled
+            .insert(cookie, PodInfo::new(pod_ip), BPF_ANY)
+            .map_err(EbpfError::map(map_names::ENROLLED))
+    }
+
+    /// Whether the pod with this netns cookie is held (captured, refused).
+    pub fn is_held(&self, netns_cookie: u64) -> bool {
+        self.held.contains_key(&netns_cookie)
+    }
+
+    /// Lets a held pod go (it left the node or the mesh): its traffic is no
+    /// longer captured. Not for enrolled pods (use `unenrol`).
+    pub fn release(&mut self, netns_cookie: u64) -> Result<(), EbpfError> {
+        let Some(held) = self.held.remove(&netns_cookie) else {
+            return Ok(());
+        };
+        let mut first = None;
+        if let Err(e) = ignore_missing(self.enrolled.remove(&netns_cookie), map_names::ENROLLED) {
+            first.get_or_insert(e);
+        }
+        if let Some(pins) = &self.pins {
+            let path = pins.pod(netns_cookie);
+            if let Err(e) = pins::unpin(&path) {
+                first.get_or_insert(EbpfError::Pin { path, source: e });
+            }
+        }
+        if let Some(link) = held.link {
+            let name = program_names::SK_LOOKUP;
+            if let Err(e) = program::<SkLookup>(&mut self.ebpf, name)
+                .and_then(|prog| prog.detach(link).map_err(EbpfError::program(name)))
+            {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Exempts the processes of the cgroup2 directory `cgroup` (mesh-node's
@@ -390,9 +505,11 @@ impl MeshPrograms {
     pub fn enrol(&mut self, pod: PodEnrolment<'_>) -> Result<EnrolledPod, EbpfError> {
         let netns_cookie = pod.netns.cookie();
         let pod_ip = pod.pod_ip.to_canonical();
-        // A pod the previous run left enrolled is adopted: it stays captured
-        // throughout, and its entries and link are replaced in place.
-        let adopting = self.leftover.remove(&netns_cookie);
+        // A held pod (left by the previous run, or after a failed enrolment)
+        // is adopted: it stays captured throughout, and its entries and link
+        // are replaced in place.
+        let adopted = self.held.remove(&netns_cookie);
+        let adopting = adopted.is_some();
         if !adopting && self.enrolled.get(&netns_cookie, 0).is_ok() {
             return Err(EbpfError::AlreadyEnrolled {
                 netns: netns_cookie,
@@ -456,7 +573,28 @@ impl MeshPrograms {
         })();
         if let Err(e) = res {
             let _ = self.teardown(&mut handle);
+            if let Some(held) = adopted {
+                // Still failing: it stays held (captured, refused). The
+                // teardown may have removed the link it had: attach anew.
+                let previous_run = held.previous_run;
+                self.held.insert(netns_cookie, held);
+                if let Err(e) = self.attach_held(pod.netns, pod_ip, previous_run) {
+                    tracing::error!(error = %e, "re-holding a pod whose enrolment failed");
+                }
+            }
             return Err(e);
+        }
+        if let Some(HeldPod {
+            link: Some(old), ..
+        }) = adopted
+        {
+            // The new link is in place; the held one goes.
+            let name = program_names::SK_LOOKUP;
+            if let Err(e) = program::<SkLookup>(&mut self.ebpf, name)
+                .and_then(|prog| prog.detach(old).map_err(EbpfError::program(name)))
+            {
+                tracing::warn!(error = %e, "detaching a held pod's sk_lookup link");
+            }
         }
         tracing::info!(
             netns = format_args!("{netns_cookie:#x}"),
