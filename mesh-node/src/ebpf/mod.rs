@@ -515,6 +515,11 @@ impl MeshPrograms {
                 netns: netns_cookie,
             });
         }
+        let adopting_same_ip = adopting
+            && self
+                .enrolled
+                .get(&netns_cookie, 0)
+                .is_ok_and(|info| info == PodInfo::new(pod_ip));
         let mut handle = EnrolledPod {
             owner: self.id,
             netns_cookie,
@@ -531,8 +536,15 @@ impl MeshPrograms {
                 (plain_key, pod.inbound_plaintext.as_raw_fd()),
                 (hbone_key, pod.hbone.as_raw_fd()),
             ] {
-                // NOEXIST: never take over another pod's listeners.
-                match self.listeners.insert(key, sock, BPF_NOEXIST) {
+                // NOEXIST: never take over another pod's listeners; but an
+                // adopted pod's are its own (a mesh-node still draining holds
+                // them during a hand-over), and new connections go to ours.
+                let flags = if adopting_same_ip {
+                    BPF_ANY
+                } else {
+                    BPF_NOEXIST
+                };
+                match self.listeners.insert(key, sock, flags) {
                     Ok(()) => handle.listeners.push(key),
                     Err(e) if is_errno(&e, libc::EEXIST) => {
                         return Err(EbpfError::PodIpInUse { ip: pod_ip });

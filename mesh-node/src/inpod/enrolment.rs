@@ -149,6 +149,7 @@ impl PodEnrolments {
             source,
         };
         let netns = Arc::new(PodNetns::open(&key.netns).map_err(io)?);
+        netns.enable_listener_migration().map_err(io)?;
         let (lo, any): (IpAddr, IpAddr) = match key.ip {
             IpAddr::V4(_) => (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::UNSPECIFIED.into()),
             IpAddr::V6(_) => (Ipv6Addr::LOCALHOST.into(), Ipv6Addr::UNSPECIFIED.into()),
