@@ -13,8 +13,9 @@ use aya_ebpf::{
     bindings::{
         bpf_sock, bpf_sock_addr,
         sk_action::{SK_DROP, SK_PASS},
-        BPF_ANY, BPF_F_INGRESS, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_ANY, BPF_F_INGRESS, BPF_SK_LOOKUP_F_NO_REUSEPORT, BPF_SK_STORAGE_GET_F_CREATE,
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
     },
     btf_maps::SkStorage,
     helpers::generated::{
@@ -619,7 +620,10 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
     // gone; or an address of the pod mesh-node does not serve) means the
     // connection is dropped, never handed to the app unauthenticated:
     // STRICT and authorization must not lapse while the proxy is away.
-    match LISTENERS.redirect_sk_lookup(&ctx, key, 0) {
+    // NO_REUSEPORT: exactly the socket mesh-node registered, never another
+    // member of its SO_REUSEPORT group (a pod process running as the same
+    // uid could join the group to take connections meant for mesh-node).
+    match LISTENERS.redirect_sk_lookup(&ctx, key, BPF_SK_LOOKUP_F_NO_REUSEPORT.into()) {
         Ok(()) => SK_PASS,
         Err(_) => SK_DROP,
     }
