@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::admin;
 use crate::ebpf::MeshPrograms;
 use crate::inpod::PodEnrolments;
-use crate::proxy::Metrics;
+use crate::proxy::{ConnectionManager, Metrics};
 use mesh_identity::CertStore;
 use mesh_model::config::ConfigWatcher;
 use mesh_model::state::ProxyState;
@@ -191,12 +191,16 @@ async fn serve(
         certs.clone(),
     );
 
+    // Open inbound connections are authorized again on every config change.
+    let connections = ConnectionManager::new(state_rx.clone(), metrics.clone());
+    tokio::spawn(connections.clone().watch_config(state_rx.clone()));
     let mut pods = PodEnrolments::new(
         &opts.node,
         programs,
         certs.clone(),
         state_rx.clone(),
         metrics.clone(),
+        connections,
     );
     let initial = state_rx.borrow().clone();
     pods.reconcile(&initial);

@@ -17,7 +17,7 @@ use tracing::{error, info};
 
 use super::PodNetns;
 use crate::ebpf::{EnrolledPod, MeshPrograms, PodEnrolment};
-use crate::proxy::{self, MeshPorts, Metrics, PodContext};
+use crate::proxy::{self, ConnectionManager, MeshPorts, Metrics, PodContext};
 use mesh_hbone::{HboneClient, SocketFactory};
 use mesh_identity::{CertStore, Identity};
 use mesh_model::state::ProxyState;
@@ -72,6 +72,7 @@ pub struct PodEnrolments {
     certs: Arc<CertStore>,
     state: watch::Receiver<Arc<ProxyState>>,
     metrics: Arc<Metrics>,
+    connections: Arc<ConnectionManager>,
     pods: BTreeMap<PodKey, RunningPod>,
 }
 
@@ -82,6 +83,7 @@ impl PodEnrolments {
         certs: Arc<CertStore>,
         state: watch::Receiver<Arc<ProxyState>>,
         metrics: Arc<Metrics>,
+        connections: Arc<ConnectionManager>,
     ) -> Self {
         PodEnrolments {
             node: node.to_string(),
@@ -89,6 +91,7 @@ impl PodEnrolments {
             certs,
             state,
             metrics,
+            connections,
             pods: BTreeMap::new(),
         }
     }
@@ -197,6 +200,7 @@ impl PodEnrolments {
             certs: self.certs.clone(),
             state: self.state.clone(),
             metrics: self.metrics.clone(),
+            connections: self.connections.clone(),
             drain: stop_rx,
         });
         let to_tokio = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l).map_err(io);

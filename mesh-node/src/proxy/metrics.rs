@@ -20,6 +20,7 @@ pub struct Metrics {
     tcp_sent_bytes: Counter,
     tcp_received_bytes: Counter,
     denied: Counter,
+    closed_by_policy: Counter,
     active: Gauge,
     idle: Notify,
 }
@@ -32,6 +33,7 @@ impl Default for Metrics {
         let tcp_sent_bytes = Counter::default();
         let tcp_received_bytes = Counter::default();
         let denied = Counter::default();
+        let closed_by_policy = Counter::default();
         let active = Gauge::default();
         // The node proxy reports as the destination side, as ztunnel's
         // inbound does.
@@ -62,6 +64,11 @@ impl Default for Metrics {
             denied.clone(),
         );
         registry.register(
+            "ambit_connections_closed_by_policy",
+            "Open connections closed because a config change denies them",
+            closed_by_policy.clone(),
+        );
+        registry.register(
             "ambit_connections_active",
             "Connections in flight",
             active.clone(),
@@ -73,6 +80,7 @@ impl Default for Metrics {
             tcp_sent_bytes,
             tcp_received_bytes,
             denied,
+            closed_by_policy,
             active,
             idle: Notify::new(),
         }
@@ -87,6 +95,11 @@ impl Metrics {
     /// Counts a connection refused by policy.
     pub fn deny(&self) {
         self.denied.inc();
+    }
+
+    /// Counts an open connection closed because a config change denies it.
+    pub fn closed_by_policy(&self) {
+        self.closed_by_policy.inc();
     }
 
     /// Waits until no connection is in flight.
