@@ -87,7 +87,7 @@ pub fn render_human(nodes: &[NodeEnrolment]) -> String {
         })
         .collect();
     if !failures.is_empty() {
-        out.push_str("\nEnrolment failures (the pods' traffic is not meshed):\n");
+        out.push_str("\nEnrolment failures:\n");
         for f in failures {
             out.push_str("  ");
             out.push_str(&f);
