@@ -14,12 +14,15 @@ use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::ebpf::{MeshPrograms, PinDir};
-use crate::inpod::PodEnrolments;
-use crate::proxy::Metrics;
+use crate::inpod::{EnrolmentStatus, PodEnrolments};
+use crate::proxy::{ConnectionManager, Metrics};
 use mesh_identity::CertStore;
 use mesh_model::config::ConfigWatcher;
 use mesh_model::state::ProxyState;
 use mesh_xds::{spawn_ca, spawn_xds, CaOptions, XdsOptions};
+
+/// How often a failed pod enrolment is tried again.
+const ENROLMENT_RETRY: Duration = Duration::from_secs(1);
 
 /// Where the node's config comes from.
 #[derive(Debug, Clone)]
@@ -196,22 +199,31 @@ async fn serve(
     };
 
     let (ready_tx, ready_rx) = watch::channel(false);
+    let (enrolment_tx, enrolment_rx) = watch::channel(EnrolmentStatus::default());
     admin::spawn(
         opts.admin,
-        metrics.clone(),
-        ready_rx,
-        errors_rx,
-        opts.node.clone(),
-        state_rx.clone(),
-        certs.clone(),
+        admin::AdminSources {
+            metrics: metrics.clone(),
+            ready: ready_rx,
+            config_error: errors_rx,
+            node: opts.node.clone(),
+            state: state_rx.clone(),
+            certs: certs.clone(),
+            enrolment: enrolment_rx,
+        },
     );
 
+    // Open inbound connections are authorized again on every config change.
+    let connections = ConnectionManager::new(state_rx.clone(), metrics.clone());
+    tokio::spawn(connections.clone().watch_config(state_rx.clone()));
     let mut pods = PodEnrolments::new(
         &opts.node,
         programs.clone(),
         certs.clone(),
         state_rx.clone(),
         metrics.clone(),
+        connections,
+        enrolment_tx,
     );
     let initial = state_rx.borrow().clone();
     pods.reconcile(&initial);
@@ -230,10 +242,21 @@ async fn serve(
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(NodeError::Runtime)?;
     let mut changes = state_rx.clone();
+    // A pod whose enrolment failed is tried again without waiting for a
+    // config change: what blocked it (a port taken in its netns) may go away.
+    let mut retry = tokio::time::interval(ENROLMENT_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            _ = retry.tick(), if pods.failing() > 0 => {
+                let state = changes.borrow().clone();
+                pods.reconcile(&state);
+                if pods.failing() == 0 {
+                    info!(pods = pods.enrolled(), "every pod enrolled");
+                }
+            }
             changed = changes.changed() => {
                 if changed.is_err() {
                     warn!("config watcher stopped; keeping the last good config");

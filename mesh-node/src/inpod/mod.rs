@@ -3,5 +3,5 @@
 mod enrolment;
 mod netns;
 
-pub use enrolment::{EnrolmentError, PodEnrolments};
+pub use enrolment::{EnrolmentError, EnrolmentFailure, EnrolmentStatus, PodEnrolments};
 pub use netns::{netns_cookie_of, set_mesh_mark, PodNetns};
