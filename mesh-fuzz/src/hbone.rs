@@ -12,6 +12,7 @@ use crate::Reached;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// A request head as text: the method on the first line, the URI on the
 /// second (`10.0.0.2:8080` for a CONNECT), then one `name: value` header a
@@ -73,8 +74,8 @@ thread_local! {
 /// `data` as everything an authenticated client sends on one HBONE
 /// connection (preface, SETTINGS, HEADERS, DATA, ...), then its EOF, to
 /// [`serve_authenticated`] over an in-memory pipe. Tunnels to an even port
-/// are accepted, the others rejected; what the server answers is read and
-/// dropped.
+/// are accepted and read to their end (mesh-hbone's stream), the others
+/// rejected; what the server answers is read and dropped.
 pub fn hbone_h2(data: &[u8]) -> Reached {
     RUNTIME.with(|rt| match rt {
         Some(rt) => rt.block_on(serve_bytes(data)),
@@ -90,9 +91,12 @@ async fn serve_bytes(data: &[u8]) -> Reached {
     let remote: SocketAddr = ([127, 0, 0, 1], 40000).into();
     let deadline = tokio::time::Instant::now() + SERVE_LIMIT;
     let mut tunnels = 0usize;
+    let mut readers = Vec::new();
     let on_tunnel = |tunnel: InboundTunnel| {
         tunnels += 1;
-        answer(tunnel);
+        if let Some(reader) = answer(tunnel) {
+            readers.push(reader);
+        }
     };
     let serve = serve_authenticated(server, peer, remote, deadline, drain, on_tunnel);
     let send = async {
@@ -119,6 +123,12 @@ async fn serve_bytes(data: &[u8]) -> Reached {
     let Ok((served, (), ())) = tokio::time::timeout(SERVE_LIMIT, all).await else {
         panic!("the HBONE server still runs {SERVE_LIMIT:?} after the client's EOF");
     };
+    // The connection is gone: every tunnel ends too.
+    for reader in readers {
+        if tokio::time::timeout(SERVE_LIMIT, reader).await.is_err() {
+            panic!("a tunnel still runs {SERVE_LIMIT:?} after its connection ended");
+        }
+    }
     match (served, tunnels) {
         (_, 1..) => Reached::Accepted,
         (Ok(()), 0) => Reached::Refused,
@@ -126,11 +136,22 @@ async fn serve_bytes(data: &[u8]) -> Reached {
     }
 }
 
-fn answer(tunnel: InboundTunnel) {
-    if tunnel.target.port() & 1 == 0 {
-        // Dropped at once: the stream is reset.
-        let _ = tunnel.accept();
-    } else {
+/// Accepts a tunnel to an even port (the task reading it), rejects the others.
+fn answer(tunnel: InboundTunnel) -> Option<JoinHandle<()>> {
+    if tunnel.target.port() & 1 == 1 {
         tunnel.reject(StatusCode::UNAUTHORIZED);
+        return None;
     }
+    let mut stream = tunnel.accept().ok()?;
+    Some(tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                // The client's END_STREAM: answer, then half-close.
+                let _ = stream.write_all(b"pong\n").await;
+                let _ = stream.shutdown().await;
+                break;
+            }
+        }
+    }))
 }
