@@ -4,7 +4,8 @@
 //! - [`HboneClient`]: one per source identity; pools and multiplexes
 //!   connections per (destination identity, HBONE address).
 //! - [`serve_connection`]: the server side of one accepted TCP connection;
-//!   each `CONNECT` becomes an [`InboundTunnel`] to accept or reject.
+//!   each `CONNECT` becomes an [`InboundTunnel`] to accept or reject
+//!   (vetted by [`vet_connect`], a pure function).
 //! - [`HboneStream`]: a tunnel, as `AsyncRead + AsyncWrite`.
 
 mod alert;
@@ -18,7 +19,10 @@ use std::net::SocketAddr;
 pub use client::{
     ConnectRequest, HboneClient, HboneClientOptions, PlainSocketFactory, SocketFactory,
 };
-pub use server::{serve_connection, InboundTunnel};
+pub use server::{
+    serve_authenticated, serve_connection, vet_connect, ConnectRefusal, InboundTunnel,
+    VettedConnect,
+};
 pub use stream::{HboneStream, TunnelHeaders};
 
 use mesh_identity::IdentityError;

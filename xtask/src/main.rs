@@ -6,7 +6,10 @@
 //! - `bench`: measure the mesh against direct connections, write BENCHMARKS.md
 //! - `kube-apiserver`: build/cache a real kube-apiserver (and etcd) for the kube tests
 //! - `modules`: report module cycles inside each crate (fails when there is one)
+//! - `fuzz`:  run the cargo-fuzz targets (fuzz/) for a while each; `test`
+//!   replays their corpora on stable (mesh-fuzz's replay test)
 
+mod fuzz;
 mod kube;
 mod modules;
 mod setup;
@@ -53,6 +56,16 @@ enum Task {
     /// Report module cycles inside each crate (every target of every
     /// workspace crate, and mesh-ebpf); fails when there is one.
     Modules,
+    /// Run the fuzz targets (fuzz/, cargo-fuzz on the pinned nightly) one
+    /// after the other; fails on a crash. See docs/FUZZING.md.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Only this target (default: all of them).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {
@@ -172,6 +185,8 @@ fn main() -> Result<()> {
             // The binaries they start (mesh-node, ambit-probe) are built first,
             // so a test never runs an old one.
             cargo(&["build", "--release", "--workspace", "--bins"])?;
+            // The workspace's tests include mesh-fuzz's replay of every fuzz
+            // corpus and artifact (fuzz/), on stable.
             let mut test_args = vec!["test", "--workspace", "--release", "--no-fail-fast"];
             test_args.extend(args.iter().map(String::as_str));
             cargo(&test_args)
@@ -235,6 +250,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Modules => check_modules(),
+        Task::Fuzz { secs, target } => fuzz::run(secs, target.as_deref()),
     }
 }
 
