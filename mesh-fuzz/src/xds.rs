@@ -1,7 +1,7 @@
 //! The controller's resources: protobuf bytes decoded as the mesh-proto
 //! messages the node subscribes to, then built into the node's state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use mesh_model::build::{build, PolicyMessage, Resources};
@@ -64,18 +64,10 @@ impl XdsInput {
     pub fn resources(self) -> Resources {
         let mut input = Resources::default();
         if let Some(mesh) = self.mesh_config.into_iter().next() {
-            if !mesh.trust_domain.is_empty() {
-                input.trust_domain = mesh.trust_domain;
-            }
-            if !mesh.root_namespace.is_empty() {
-                input.root_namespace = mesh.root_namespace;
-            }
-            if !mesh.cluster_domain.is_empty() {
-                input.cluster_domain = mesh.cluster_domain;
-            }
+            input.apply_mesh_config(mesh);
         }
         // mesh-xds holds resources by name: the last one of a name wins.
-        let mut namespaces: BTreeMap<String, pb::Namespace> = self
+        let namespaces: BTreeMap<String, pb::Namespace> = self
             .namespaces
             .into_iter()
             .map(|n| (n.name.clone(), n))
@@ -92,20 +84,7 @@ impl XdsInput {
                 .into_iter()
                 .map(PolicyMessage::Authorization),
         );
-        let referenced: BTreeSet<String> = input
-            .workloads
-            .iter()
-            .map(|w| w.namespace.clone())
-            .chain(input.services.iter().map(|s| s.namespace.clone()))
-            .chain(input.policies.iter().map(|p| p.metadata().1.to_string()))
-            .collect();
-        for ns in referenced {
-            namespaces.entry(ns.clone()).or_insert(pb::Namespace {
-                name: ns,
-                labels: BTreeMap::new(),
-            });
-        }
-        input.namespaces = namespaces.into_values().collect();
+        input.set_namespaces(namespaces);
         input
     }
 }

@@ -152,17 +152,9 @@ impl Held {
             .into_iter()
             .next()
         {
-            if !mesh.trust_domain.is_empty() {
-                input.trust_domain = mesh.trust_domain;
-            }
-            if !mesh.root_namespace.is_empty() {
-                input.root_namespace = mesh.root_namespace;
-            }
-            if !mesh.cluster_domain.is_empty() {
-                input.cluster_domain = mesh.cluster_domain;
-            }
+            input.apply_mesh_config(mesh);
         }
-        let mut namespaces: BTreeMap<String, pb::Namespace> = self
+        let namespaces: BTreeMap<String, pb::Namespace> = self
             .decode::<pb::Namespace>(type_urls::NAMESPACE)?
             .into_iter()
             .map(|n| (n.name.clone(), n))
@@ -175,23 +167,7 @@ impl Held {
         for p in self.decode(type_urls::AUTHORIZATION)? {
             input.policies.push(PolicyMessage::Authorization(p));
         }
-        // Types arrive one response at a time: a namespace may be gone a
-        // moment before the workloads in it. A namespace we were not told
-        // about has no labels, i.e. is not in the mesh.
-        let referenced: BTreeSet<String> = input
-            .workloads
-            .iter()
-            .map(|w| w.namespace.clone())
-            .chain(input.services.iter().map(|s| s.namespace.clone()))
-            .chain(input.policies.iter().map(|p| p.metadata().1.to_string()))
-            .collect();
-        for ns in referenced {
-            namespaces.entry(ns.clone()).or_insert(pb::Namespace {
-                name: ns,
-                labels: BTreeMap::new(),
-            });
-        }
-        input.namespaces = namespaces.into_values().collect();
+        input.set_namespaces(namespaces);
         Ok(input)
     }
 

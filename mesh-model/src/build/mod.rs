@@ -87,6 +87,42 @@ impl Default for Resources {
     }
 }
 
+impl Resources {
+    /// A MeshConfig's non-empty fields over what is there (the defaults).
+    pub fn apply_mesh_config(&mut self, mesh: pb::MeshConfig) {
+        if !mesh.trust_domain.is_empty() {
+            self.trust_domain = mesh.trust_domain;
+        }
+        if !mesh.root_namespace.is_empty() {
+            self.root_namespace = mesh.root_namespace;
+        }
+        if !mesh.cluster_domain.is_empty() {
+            self.cluster_domain = mesh.cluster_domain;
+        }
+    }
+
+    /// Sets the namespaces: those `received`, and an unlabelled one (not in
+    /// the mesh) for each that a workload, service or policy names but that
+    /// was not received. Over xDS the types arrive one response at a time: a
+    /// namespace may be gone a moment before the workloads in it.
+    pub fn set_namespaces(&mut self, mut received: BTreeMap<String, pb::Namespace>) {
+        let referenced: std::collections::BTreeSet<String> = self
+            .workloads
+            .iter()
+            .map(|w| w.namespace.clone())
+            .chain(self.services.iter().map(|s| s.namespace.clone()))
+            .chain(self.policies.iter().map(|p| p.metadata().1.to_string()))
+            .collect();
+        for ns in referenced {
+            received.entry(ns.clone()).or_insert(pb::Namespace {
+                name: ns,
+                labels: BTreeMap::new(),
+            });
+        }
+        self.namespaces = received.into_values().collect();
+    }
+}
+
 /// Checks `input` and builds the state, or returns every problem found.
 pub fn build(input: &Resources) -> Result<ProxyState, Invalid> {
     let mut p = Problems::default();
