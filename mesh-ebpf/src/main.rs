@@ -24,7 +24,7 @@ use aya_log_ebpf::{debug, warn};
 use mesh_common::{
     ListenerKey, NetnsPortKey, OrigDst, PodInfo, SockPairKey, CONFIG_FAST_PATH, CONFIG_LEN,
     FAMILY_V4, FAMILY_V6, HBONE_PORT, INBOUND_PLAINTEXT_PORT, MAX_CONNS, MAX_LISTENERS, MAX_PODS,
-    MESH_MARK, OUTBOUND_PORT, SO_ORIGINAL_DST,
+    DELIVERY_MARK, MESH_MARK, OUTBOUND_PORT, SO_ORIGINAL_DST,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -34,6 +34,8 @@ const SOL_IPV6: i32 = 41;
 const AF_INET: u32 = FAMILY_V4 as u32;
 const AF_INET6: u32 = FAMILY_V6 as u32;
 
+/// The loopback device's ifindex, the same in every netns.
+const LOOPBACK_IFINDEX: u32 = 1;
 /// 127.0.0.1 as the kernel stores it (network order in memory).
 const LOOPBACK4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
 /// Word 2 of a v4-mapped IPv6 address (`::ffff:a.b.c.d`).
@@ -87,7 +89,8 @@ fn should_capture(ctx: &SockAddrContext) -> bool {
     }
     // SAFETY: `sk` is a kernel socket pointer; `mark` is a readable 4-byte field.
     let mark = unsafe { read_volatile(addr_of!((*sk).mark)) };
-    if mark == MESH_MARK {
+    // DELIVERY_MARK: mesh-node's delivery to the app in the pod.
+    if mark == MESH_MARK || mark == DELIVERY_MARK {
         return false;
     }
     // SAFETY: the helper takes the program's context pointer.
@@ -406,7 +409,13 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
             read_volatile(addr_of!((*lk).local_port)),
         )
     };
-    if protocol != IPPROTO_TCP {
+    // SAFETY: a readable 4-byte context field (Linux 5.17+).
+    let ingress = unsafe { read_volatile(addr_of!((*lk).ingress_ifindex)) };
+    // A SYN on the pod's loopback device was sent inside the pod: mesh-node's
+    // own delivery to `<pod-ip>:<port>` (from the caller's address), which
+    // must reach the app, not come back to mesh-node's listeners. Traffic
+    // from other pods and nodes arrives on the pod's eth0 and is steered.
+    if protocol != IPPROTO_TCP || ingress == LOOPBACK_IFINDEX {
         return SK_PASS;
     }
     let target = if port == u32::from(HBONE_PORT) {
