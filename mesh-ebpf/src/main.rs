@@ -411,10 +411,11 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
     };
     // SAFETY: a readable 4-byte context field (Linux 5.17+).
     let ingress = unsafe { read_volatile(addr_of!((*lk).ingress_ifindex)) };
-    // A SYN on the pod's loopback device was sent inside the pod: mesh-node's
-    // own delivery to `<pod-ip>:<port>` (from the caller's address), which
-    // must reach the app, not come back to mesh-node's listeners. Traffic
-    // from other pods and nodes arrives on the pod's eth0 and is steered.
+    // Ingress on the loopback device: mesh-node's own delivery to
+    // `<pod-ip>:<port>` (from the caller's address; its socket is bound to lo,
+    // since a SYN to the pod's own address otherwise carries the ifindex of
+    // the device that address is on), which must reach the app, not come back
+    // to mesh-node's listeners. Other pods' and nodes' traffic is steered.
     if protocol != IPPROTO_TCP || ingress == LOOPBACK_IFINDEX {
         return SK_PASS;
     }

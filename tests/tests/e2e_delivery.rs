@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use mesh_tests::mesh::LocalMesh;
 use mesh_tests::testbed::PodSpec;
@@ -40,6 +41,20 @@ fn mesh() -> LocalMesh {
     mesh
 }
 
+/// Both nodes' logs, for a failure's message.
+fn node_logs(mesh: &LocalMesh) -> String {
+    ["node-a", "node-b"]
+        .iter()
+        .map(|n| {
+            format!(
+                "--- {n}\n{}",
+                mesh.node_log(n).unwrap_or_default().join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 const CASES: [(&str, &str, &str); 4] = [
     ("client", "srv-b", "HBONE cross-node"),
     ("client", "srv-a", "HBONE same-node"),
@@ -55,7 +70,7 @@ fn an_app_bound_to_the_pod_ip_sees_the_callers_ip() {
         let ip = mesh.tb.pod(server).unwrap().ip;
         let r = mesh
             .send(client, SocketAddr::from((ip, POD_IP_PORT)), 10_000, "d")
-            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", node_logs(&mesh)));
         assert!(r.intact, "{what}: {r:?}");
         assert_eq!(r.hello.server, server, "{what}");
         // Delivered by the server's node proxy (the mark its delivery socket
@@ -78,10 +93,17 @@ fn an_app_bound_to_loopback_is_not_reachable_through_the_mesh() {
     let mesh = mesh();
     for (client, server, what) in CASES {
         let ip = mesh.tb.pod(server).unwrap().ip;
+        let started = Instant::now();
         let r = mesh.send(client, SocketAddr::from((ip, LOOPBACK_PORT)), 100, "l");
         assert!(
             !matches!(&r, Ok(r) if r.intact),
             "{what}: an app bound to 127.0.0.1 answered a caller from outside its pod: {r:?}"
+        );
+        // Refused at once (the pod's RST reaches mesh-node), not timed out.
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "{what}: refusal took {took:?}"
         );
     }
     // The app is up: inside its own pod, loopback reaches it (not captured).

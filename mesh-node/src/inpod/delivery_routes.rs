@@ -10,6 +10,11 @@
 //!   socket the app accepts takes the mark of the SYN, so every packet of the
 //!   app's side of a delivered connection carries
 //!   [`mesh_common::DELIVERY_MARK`], which mesh-node's delivery socket set;
+//! * `net.ipv4.fwmark_reflect = 1` and `net.ipv6.fwmark_reflect = 1`: a
+//!   packet the kernel answers on no socket's behalf (the RST to a delivery
+//!   for a port no app listens on) carries the mark of what it answers, so
+//!   the refusal reaches mesh-node at once instead of leaving by eth0 and
+//!   leaving the delivery to time out;
 //! * `fwmark DELIVERY_MARK lookup DELIVERY_TABLE` (IPv4 and IPv6), and in
 //!   that table `local default dev lo`: those packets go to the local stack,
 //!   where mesh-node's transparent socket takes them.
@@ -34,8 +39,12 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use super::PodNetns;
 use mesh_common::{DELIVERY_MARK, DELIVERY_RULE_PRIORITY, DELIVERY_TABLE};
 
-/// The per-netns sysctl that gives an accepted socket the mark of its SYN.
-const FWMARK_ACCEPT: &str = "/proc/sys/net/ipv4/tcp_fwmark_accept";
+/// The per-netns sysctls turned on (see the module's doc).
+const SYSCTLS: [&str; 3] = [
+    "/proc/sys/net/ipv4/tcp_fwmark_accept",
+    "/proc/sys/net/ipv4/fwmark_reflect",
+    "/proc/sys/net/ipv6/fwmark_reflect",
+];
 /// The loopback device is ifindex 1 in every netns.
 const LOOPBACK_IFINDEX: u32 = 1;
 
@@ -43,8 +52,12 @@ const LOOPBACK_IFINDEX: u32 = 1;
 pub enum DeliveryRoutesError {
     #[error("entering the pod's netns: {0}")]
     Netns(#[source] io::Error),
-    #[error("{FWMARK_ACCEPT} in the pod's netns: {0}")]
-    Sysctl(#[source] io::Error),
+    #[error("{path} in the pod's netns: {source}")]
+    Sysctl {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("netlink socket in the pod's netns: {0}")]
     Socket(#[source] io::Error),
     #[error("{what} (IPv{family}) in the pod's netns: {source}")]
@@ -59,7 +72,8 @@ pub enum DeliveryRoutesError {
 /// What [`install`] changed, so [`remove`] puts back only that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstalledRoutes {
-    fwmark_accept_was_on: bool,
+    /// Per entry of [`SYSCTLS`]: it was on before.
+    sysctls_were_on: [bool; SYSCTLS.len()],
 }
 
 /// Installs the reply routing in the pod's netns. Idempotent: what is already
@@ -67,9 +81,12 @@ pub struct InstalledRoutes {
 pub fn install(netns: &PodNetns) -> Result<InstalledRoutes, DeliveryRoutesError> {
     netns
         .run_in(|| {
-            let was_on = read_fwmark_accept()?;
-            if !was_on {
-                write_fwmark_accept(true)?;
+            let mut were_on = [false; SYSCTLS.len()];
+            for (path, was_on) in SYSCTLS.iter().zip(were_on.iter_mut()) {
+                *was_on = read_sysctl(path)?;
+                if !*was_on {
+                    write_sysctl(path, true)?;
+                }
             }
             let nl = Rtnl::open()?;
             for family in [Family::V4, Family::V6] {
@@ -77,7 +94,7 @@ pub fn install(netns: &PodNetns) -> Result<InstalledRoutes, DeliveryRoutesError>
                 nl.request(family, Op::Add, Object::MarkRule)?;
             }
             Ok(InstalledRoutes {
-                fwmark_accept_was_on: was_on,
+                sysctls_were_on: were_on,
             })
         })
         .map_err(DeliveryRoutesError::Netns)?
@@ -93,28 +110,30 @@ pub fn remove(netns: &PodNetns, installed: InstalledRoutes) -> Result<(), Delive
                 nl.request(family, Op::Delete, Object::MarkRule)?;
                 nl.request(family, Op::Delete, Object::LocalRoute)?;
             }
-            if !installed.fwmark_accept_was_on {
-                write_fwmark_accept(false)?;
+            for (path, was_on) in SYSCTLS.iter().zip(installed.sysctls_were_on) {
+                if !was_on {
+                    write_sysctl(path, false)?;
+                }
             }
             Ok(())
         })
         .map_err(DeliveryRoutesError::Netns)?
 }
 
-fn read_fwmark_accept() -> Result<bool, DeliveryRoutesError> {
+fn read_sysctl(path: &'static str) -> Result<bool, DeliveryRoutesError> {
     let mut s = String::new();
-    std::fs::File::open(FWMARK_ACCEPT)
+    std::fs::File::open(path)
         .and_then(|mut f| f.read_to_string(&mut s))
-        .map_err(DeliveryRoutesError::Sysctl)?;
+        .map_err(|source| DeliveryRoutesError::Sysctl { path, source })?;
     Ok(s.trim() != "0")
 }
 
-fn write_fwmark_accept(on: bool) -> Result<(), DeliveryRoutesError> {
+fn write_sysctl(path: &'static str, on: bool) -> Result<(), DeliveryRoutesError> {
     std::fs::OpenOptions::new()
         .write(true)
-        .open(FWMARK_ACCEPT)
+        .open(path)
         .and_then(|mut f| f.write_all(if on { b"1\n" } else { b"0\n" }))
-        .map_err(DeliveryRoutesError::Sysctl)
+        .map_err(|source| DeliveryRoutesError::Sysctl { path, source })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -166,13 +185,15 @@ impl Object {
     fn message(self, family: Family, op: Op) -> RouteNetlinkMessage {
         match self {
             Object::LocalRoute => {
-                let mut header = RouteHeader::default();
-                header.address_family = family.address_family();
-                // Tables above 255 go in RTA_TABLE; the header's byte says "see it".
-                header.table = RouteHeader::RT_TABLE_UNSPEC;
-                header.protocol = RouteProtocol::Static;
-                header.scope = RouteScope::Host;
-                header.kind = RouteType::Local;
+                let header = RouteHeader {
+                    address_family: family.address_family(),
+                    // Tables above 255 go in RTA_TABLE; the header's byte says "see it".
+                    table: RouteHeader::RT_TABLE_UNSPEC,
+                    protocol: RouteProtocol::Static,
+                    scope: RouteScope::Host,
+                    kind: RouteType::Local,
+                    ..Default::default()
+                };
                 let mut msg = RouteMessage::default();
                 msg.header = header;
                 msg.attributes = vec![
@@ -185,9 +206,11 @@ impl Object {
                 }
             }
             Object::MarkRule => {
-                let mut header = RuleHeader::default();
-                header.family = family.address_family();
-                header.action = RuleAction::ToTable;
+                let header = RuleHeader {
+                    family: family.address_family(),
+                    action: RuleAction::ToTable,
+                    ..Default::default()
+                };
                 let mut msg = RuleMessage::default();
                 msg.header = header;
                 msg.attributes = vec![

@@ -138,7 +138,7 @@ impl PodNetns {
     /// caller, as ztunnel's in-pod inbound does. It carries
     /// [`mesh_common::DELIVERY_MARK`]: the app's side inherits it
     /// (`tcp_fwmark_accept`), which routes the app's replies back here (see
-    /// `delivery_routes`). Port 0 with IP_BIND_ADDRESS_NO_PORT: the port is
+    /// `delivery_routes`), and is bound to the loopback device. Port 0 with IP_BIND_ADDRESS_NO_PORT: the port is
     /// chosen at connect(), unique per 4-tuple rather than per caller address.
     pub fn delivery_socket(
         &self,
@@ -159,6 +159,12 @@ impl PodNetns {
         } else {
             sref.set_ip_transparent_v6(true)?;
         }
+        // Bound to the loopback device: the kernel then takes the route of
+        // the delivery table (`local default dev lo`), and the SYN's ingress
+        // ifindex is lo's, which is how the sk_lookup program tells this
+        // delivery from traffic that came from outside (unbound, a SYN to the
+        // pod's own address has the ifindex of the device that address is on).
+        sref.bind_device(Some(b"lo"))?;
         set_bind_address_no_port(&sock)?;
         sock.set_nodelay(true)?;
         sock.bind(SocketAddr::new(source, 0))?;
