@@ -23,8 +23,9 @@ pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
 /// Port of the per-pod HBONE (mTLS, HTTP/2 CONNECT) listener.
 pub const HBONE_PORT: u16 = 15008;
 
-/// SO_MARK carried by every socket mesh-node opens, so the kernel programs
-/// never capture the proxy's own traffic.
+/// SO_MARK carried by every socket mesh-node opens in a pod. It does not
+/// exempt a socket from capture (a pod can set any mark in its own netns;
+/// mesh-node is recognised by its cgroup, see `map_names::OWN_CGROUP`).
 pub const MESH_MARK: u32 = 0x0A3B_1700;
 
 /// SO_MARK of the socket mesh-node delivers inbound traffic to the app on
@@ -32,7 +33,8 @@ pub const MESH_MARK: u32 = 0x0A3B_1700;
 /// [`MESH_MARK`] so that only the app's side of a delivered connection (which
 /// inherits it with `tcp_fwmark_accept`) is routed back to mesh-node by the
 /// pod's [`DELIVERY_TABLE`]; mesh-node's outbound sockets in the same pod
-/// keep leaving on the pod's routes. The kernel programs never capture it.
+/// keep leaving on the pod's routes. (Capture exempts mesh-node by its
+/// cgroup, so this mark grants a pod nothing.)
 pub const DELIVERY_MARK: u32 = MESH_MARK | 1;
 /// The routing table, in each enrolled pod's netns, that sends every packet
 /// carrying [`DELIVERY_MARK`] to the local stack (`local default dev lo`): the
@@ -55,17 +57,30 @@ pub const SO_ORIGINAL_DST: i32 = 80;
 pub mod map_names {
     /// `HashMap<u64 netns cookie, PodInfo>`: enrolled pod network namespaces.
     pub const ENROLLED: &str = "ENROLLED";
-    /// `LruHashMap<u64 socket cookie, OrigDst>`: written by connect4/6.
-    pub const ORIG_DST_BY_COOKIE: &str = "ORIG_DST_COOKIE";
-    /// `LruHashMap<NetnsPortKey, OrigDst>`: written by sockops when the
-    /// captured socket is established; read by getsockopt (and user space).
-    pub const ORIG_DST_BY_PORT: &str = "ORIG_DST_PORT";
+    /// `SkStorage<OrigDst>`: a captured connection's original destination,
+    /// on the app's socket (connect4/6) and then on the accepted one (sockops).
+    pub const ORIG_DST: &str = "ORIG_DST";
+    /// `LruHashMap<SockPairKey, OrigDst>`: the hand-over between the two,
+    /// keyed by the 4-tuple seen from 15001.
+    pub const ORIG_HANDOFF: &str = "ORIG_HANDOFF";
+    /// `Array<u64>` of one: mesh-node's own cgroup id, never captured.
+    pub const OWN_CGROUP: &str = "OWN_CGROUP";
     /// `SockHash<SockPairKey>`: established loopback sockets (fast path).
     pub const FAST_SOCKS: &str = "FAST_SOCKS";
     /// `SockHash<ListenerKey>`: per-pod 15006/15008 listeners for sk_lookup.
     pub const LISTENERS: &str = "LISTENERS";
     /// `Array<u32>`: run-time switches, indexed by the `CONFIG_*` consts.
     pub const CONFIG: &str = "MESH_CONFIG";
+    /// Every map above (the ones user space pins).
+    pub const ALL: [&str; 7] = [
+        ENROLLED,
+        ORIG_DST,
+        ORIG_HANDOFF,
+        OWN_CGROUP,
+        FAST_SOCKS,
+        LISTENERS,
+        CONFIG,
+    ];
 }
 
 /// Program names (the Rust function names in `mesh-ebpf`, which differ from
@@ -117,28 +132,6 @@ impl OrigDst {
 
     pub fn ip(&self) -> IpAddr {
         ip_from_addr(self.family, self.addr)
-    }
-}
-
-/// `(netns cookie, host-order port)`: the original destination of a captured
-/// connection, keyed by the app's ephemeral (local) port in its netns, which
-/// is the peer port of the connection the 15001 listener accepts.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct NetnsPortKey {
-    pub netns_cookie: u64,
-    /// Host-order port.
-    pub port: u16,
-    pub _pad: [u8; 6],
-}
-
-impl NetnsPortKey {
-    pub const fn new(netns_cookie: u64, port: u16) -> Self {
-        NetnsPortKey {
-            netns_cookie,
-            port,
-            _pad: [0; 6],
-        }
     }
 }
 
@@ -268,8 +261,6 @@ mod pod {
     // SAFETY: `#[repr(C)]`, only integer fields, explicit padding fields so
     // there are no uninitialised bytes; every bit pattern is valid.
     unsafe impl aya::Pod for OrigDst {}
-    // SAFETY: as above (u64, u16, [u8; 6]: 16 bytes, no implicit padding).
-    unsafe impl aya::Pod for NetnsPortKey {}
     // SAFETY: as above ([u32; 4], u16, u16, u32: 24 bytes, no implicit padding).
     unsafe impl aya::Pod for PodInfo {}
     // SAFETY: as above (u64, u32, u32, u16, u16, u32: 24 bytes, no implicit padding).
@@ -280,7 +271,6 @@ mod pod {
 
 // The layouts are ABI with the kernel programs: pin their sizes.
 const _: () = assert!(core::mem::size_of::<OrigDst>() == 24);
-const _: () = assert!(core::mem::size_of::<NetnsPortKey>() == 16);
 const _: () = assert!(core::mem::size_of::<PodInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<SockPairKey>() == 24);
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 20);

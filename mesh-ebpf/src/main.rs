@@ -11,31 +11,39 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::{
-        bpf_sock, bpf_sock_addr, sk_action::SK_PASS, BPF_ANY, BPF_F_INGRESS,
+        bpf_sock, bpf_sock_addr,
+        sk_action::{SK_DROP, SK_PASS},
+        BPF_ANY, BPF_F_INGRESS, BPF_SK_LOOKUP_F_NO_REUSEPORT, BPF_SK_STORAGE_GET_F_CREATE,
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
     },
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-    macros::{cgroup_sock_addr, cgroup_sockopt, map, sk_lookup, sk_msg, sock_ops},
+    btf_maps::SkStorage,
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_sk_storage_delete, bpf_sk_storage_get,
+    },
+    macros::{btf_map, cgroup_sock_addr, cgroup_sockopt, map, sk_lookup, sk_msg, sock_ops},
     maps::{Array, HashMap, LruHashMap, SockHash},
     programs::{SkLookupContext, SkMsgContext, SockAddrContext, SockOpsContext, SockoptContext},
     EbpfContext,
 };
 use aya_log_ebpf::{debug, warn};
 use mesh_common::{
-    ListenerKey, NetnsPortKey, OrigDst, PodInfo, SockPairKey, CONFIG_FAST_PATH, CONFIG_LEN,
-    FAMILY_V4, FAMILY_V6, HBONE_PORT, INBOUND_PLAINTEXT_PORT, MAX_CONNS, MAX_LISTENERS, MAX_PODS,
-    DELIVERY_MARK, MESH_MARK, OUTBOUND_PORT, SO_ORIGINAL_DST,
+    ListenerKey, OrigDst, PodInfo, SockPairKey, CONFIG_FAST_PATH, CONFIG_LEN, FAMILY_V4, FAMILY_V6,
+    HBONE_PORT, INBOUND_PLAINTEXT_PORT, MAX_CONNS, MAX_LISTENERS, MAX_PODS, OUTBOUND_PORT,
+    SO_ORIGINAL_DST,
 };
 
 const SOCK_STREAM: u32 = 1;
+/// The loopback device's ifindex, the same in every netns.
+const LOOPBACK_IFINDEX: u32 = 1;
+/// `TCP_CLOSE` in the kernel's TCP state numbering.
+const TCP_CLOSE: u32 = 7;
 const IPPROTO_TCP: u32 = 6;
 const SOL_IP: i32 = 0;
 const SOL_IPV6: i32 = 41;
 const AF_INET: u32 = FAMILY_V4 as u32;
 const AF_INET6: u32 = FAMILY_V6 as u32;
 
-/// The loopback device's ifindex, the same in every netns.
-const LOOPBACK_IFINDEX: u32 = 1;
 /// 127.0.0.1 as the kernel stores it (network order in memory).
 const LOOPBACK4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
 /// Word 2 of a v4-mapped IPv6 address (`::ffff:a.b.c.d`).
@@ -44,12 +52,29 @@ const V4_MAPPED_WORD2: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 #[map]
 static ENROLLED: HashMap<u64, PodInfo> = HashMap::with_max_entries(MAX_PODS, 0);
 
-#[map]
-static ORIG_DST_COOKIE: LruHashMap<u64, OrigDst> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+/// A captured connection's original destination, kept on the socket itself:
+/// on the app's socket from connect() until it is established, then on the
+/// socket 15001 accepted, for getsockopt. The kernel frees it with the
+/// socket, so no entry outlives its connection and a lookup can only ever
+/// return the asking socket's own.
+#[btf_map]
+static ORIG_DST: SkStorage<OrigDst> = SkStorage::new();
 
+/// The hand-over from the app's socket to the accepted one, keyed by the
+/// connection's 4-tuple in its netns, seen from the 15001 side. Written at
+/// the app side's ACTIVE_ESTABLISHED, consumed at the accepted side's
+/// PASSIVE_ESTABLISHED (which follows it: the handshake's last ACK is sent
+/// after the active callback), and removed when the app's socket closes
+/// should the accepted side never have taken it.
 #[map]
-static ORIG_DST_PORT: LruHashMap<NetnsPortKey, OrigDst> =
-    LruHashMap::with_max_entries(MAX_CONNS, 0);
+static ORIG_HANDOFF: LruHashMap<SockPairKey, OrigDst> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+/// The cgroup id of mesh-node's own cgroup (index 0; 0 = none yet). Its
+/// connections are never captured. A pod cannot forge this, unlike a socket
+/// mark (any pod with CAP_NET_ADMIN in its netns may set any SO_MARK): a
+/// pod's processes cannot enter mesh-node's cgroup.
+#[map]
+static OWN_CGROUP: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map]
 static FAST_SOCKS: SockHash<SockPairKey> = SockHash::with_max_entries(MAX_CONNS, 0);
@@ -71,7 +96,7 @@ fn is_loopback4(ip: u32) -> bool {
 // ---------------------------------------------------------------------------
 
 /// Whether this connect() is to be captured: the socket's netns is enrolled,
-/// it is TCP, and it is not one of mesh-node's own (marked) sockets.
+/// it is TCP, and the caller is not mesh-node (by cgroup, not by mark).
 #[inline(always)]
 fn should_capture(ctx: &SockAddrContext) -> bool {
     let sa = ctx.sock_addr;
@@ -87,27 +112,51 @@ fn should_capture(ctx: &SockAddrContext) -> bool {
     if sk.is_null() {
         return false;
     }
-    // SAFETY: `sk` is a kernel socket pointer; `mark` is a readable 4-byte field.
-    let mark = unsafe { read_volatile(addr_of!((*sk).mark)) };
-    // DELIVERY_MARK: mesh-node's delivery to the app in the pod.
-    if mark == MESH_MARK || mark == DELIVERY_MARK {
-        return false;
+    if let Some(own) = OWN_CGROUP.get(0) {
+        // SAFETY: the helper has no arguments.
+        if *own != 0 && unsafe { bpf_get_current_cgroup_id() } == *own {
+            return false;
+        }
     }
     // SAFETY: the helper takes the program's context pointer.
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     ENROLLED.get_ptr(netns).is_some()
 }
 
-/// Remembers `orig` under the socket's cookie for sockops to pick up.
+/// Remembers `orig` on the app's socket for sockops to hand over.
 #[inline(always)]
 fn remember(ctx: &SockAddrContext, orig: &OrigDst) -> bool {
-    // SAFETY: the helper takes the program's context pointer.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    if let Err(e) = ORIG_DST_COOKIE.insert(cookie, orig, BPF_ANY.into()) {
-        warn!(ctx, "connect: ORIG_DST_COOKIE insert failed: {}", e);
+    let mut value = *orig;
+    // SAFETY: the context's socket is a full socket (checked non-NULL by
+    // `should_capture`); the helper takes it and a value to copy in.
+    let slot = unsafe { ORIG_DST.get_or_insert_ptr_mut(ctx, Some(&mut value)) };
+    if slot.is_null() {
+        warn!(ctx, "connect: no ORIG_DST storage on the socket");
         return false;
     }
+    // A second connect() on the same socket overwrites the first's.
+    // SAFETY: a non-NULL storage pointer, valid for this program run.
+    unsafe { write_volatile(slot, *orig) };
     true
+}
+
+/// `ORIG_DST` as the raw map pointer the storage helpers take.
+#[inline(always)]
+fn orig_dst_map() -> *mut core::ffi::c_void {
+    core::ptr::from_ref(&ORIG_DST).cast_mut().cast()
+}
+
+/// The original destination stored on `sk`, if any.
+#[inline(always)]
+fn stored_orig_dst(sk: *mut bpf_sock) -> Option<OrigDst> {
+    // SAFETY: `sk` is a non-NULL socket pointer from the context; without
+    // the CREATE flag the helper only looks up.
+    let p = unsafe { bpf_sk_storage_get(orig_dst_map(), sk.cast(), core::ptr::null_mut(), 0) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-NULL storage pointer of this map's value type.
+    Some(unsafe { read_volatile(p as *const OrigDst) })
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -133,8 +182,10 @@ pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
         family: FAMILY_V4,
         _pad: 0,
     };
+    // Fail closed: a connection whose destination cannot be kept is refused
+    // (EPERM), never let out uncaptured.
     if !remember(&ctx, &orig) {
-        return 1;
+        return 0;
     }
     // Separate volatile 4-byte stores: the verifier refuses merged stores.
     // SAFETY: writable 4-byte context fields of a connect4 program.
@@ -189,8 +240,10 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
             _pad: 0,
         }
     };
+    // Fail closed: a connection whose destination cannot be kept is refused
+    // (EPERM), never let out uncaptured.
     if !remember(&ctx, &orig) {
-        return 1;
+        return 0;
     }
     // Rewrite to ::ffff:127.0.0.1:15001, so the pod's single IPv4 outbound
     // listener takes IPv6 sockets too (fails for IPV6_V6ONLY sockets).
@@ -210,13 +263,115 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
 }
 
 // ---------------------------------------------------------------------------
-// sockops: publish original destinations, fill the fast-path sockhash
+// sockops: hand original destinations over, fill the fast-path sockhash
 // ---------------------------------------------------------------------------
+
+/// The IPv4 addresses (network order) of an established socket; a v6
+/// socket's v4-mapped pair (a captured IPv6 socket is connected to
+/// `::ffff:127.0.0.1`) counts as v4. `None` for real IPv6 pairs.
+#[inline(always)]
+fn ipv4_pair(ctx: &SockOpsContext, family: u32) -> Option<(u32, u32)> {
+    let ops = ctx.ops;
+    if family == AF_INET {
+        // SAFETY: readable 4-byte context fields.
+        return Some(unsafe {
+            (
+                read_volatile(addr_of!((*ops).local_ip4)),
+                read_volatile(addr_of!((*ops).remote_ip4)),
+            )
+        });
+    }
+    if family != AF_INET6 {
+        return None;
+    }
+    // SAFETY: readable 4-byte context fields (one load per word).
+    let (l0, l1, l2, l3, r0, r1, r2, r3) = unsafe {
+        (
+            read_volatile(addr_of!((*ops).local_ip6[0])),
+            read_volatile(addr_of!((*ops).local_ip6[1])),
+            read_volatile(addr_of!((*ops).local_ip6[2])),
+            read_volatile(addr_of!((*ops).local_ip6[3])),
+            read_volatile(addr_of!((*ops).remote_ip6[0])),
+            read_volatile(addr_of!((*ops).remote_ip6[1])),
+            read_volatile(addr_of!((*ops).remote_ip6[2])),
+            read_volatile(addr_of!((*ops).remote_ip6[3])),
+        )
+    };
+    let mapped = |w0: u32, w1: u32, w2: u32| w0 == 0 && w1 == 0 && w2 == V4_MAPPED_WORD2;
+    if mapped(l0, l1, l2) && mapped(r0, r1, r2) {
+        Some((l3, r3))
+    } else {
+        None
+    }
+}
+
+/// The socket of a sockops context (NULL-checked).
+#[inline(always)]
+fn sockops_sk(ctx: &SockOpsContext) -> Option<*mut bpf_sock> {
+    // SAFETY: `sk` is a readable 8-byte context field (PTR_TO_SOCKET_OR_NULL).
+    let sk = unsafe { read_volatile(addr_of!((*ctx.ops).__bindgen_anon_2.sk)) };
+    if sk.is_null() {
+        None
+    } else {
+        Some(sk)
+    }
+}
+
+/// The app's captured socket is established: publish its original
+/// destination under the 4-tuple the accepted socket will see.
+#[inline(always)]
+fn hand_over_orig_dst(ctx: &SockOpsContext, tuple: &SockPairKey) {
+    let Some(sk) = sockops_sk(ctx) else {
+        return;
+    };
+    let Some(orig) = stored_orig_dst(sk) else {
+        return;
+    };
+    if let Err(e) = ORIG_HANDOFF.insert(tuple.peer(), orig, BPF_ANY.into()) {
+        warn!(ctx, "sockops: ORIG_HANDOFF insert failed: {}", e);
+    }
+    // To remove the hand-over when this socket closes, if nobody took it.
+    if let Err(e) = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32) {
+        warn!(ctx, "sockops: state callbacks refused: {}", e);
+    }
+    // Its job on the app's socket is done.
+    // SAFETY: a non-NULL socket pointer from the context.
+    let _ = unsafe { bpf_sk_storage_delete(orig_dst_map(), sk.cast()) };
+}
+
+/// 15001 accepted a connection: move the hand-over onto the accepted socket.
+#[inline(always)]
+fn take_over_orig_dst(ctx: &SockOpsContext, tuple: &SockPairKey) {
+    let Some(orig) = ORIG_HANDOFF.get_ptr(tuple) else {
+        return;
+    };
+    // SAFETY: a map value pointer returned by the kernel, valid for this run.
+    let mut orig = unsafe { *orig };
+    let _ = ORIG_HANDOFF.remove(tuple);
+    let Some(sk) = sockops_sk(ctx) else {
+        return;
+    };
+    // SAFETY: a non-NULL socket pointer from the context; CREATE copies `orig` in.
+    let p = unsafe {
+        bpf_sk_storage_get(
+            orig_dst_map(),
+            sk.cast(),
+            core::ptr::from_mut(&mut orig).cast(),
+            BPF_SK_STORAGE_GET_F_CREATE.into(),
+        )
+    };
+    if p.is_null() {
+        warn!(ctx, "sockops: no ORIG_DST storage on the accepted socket");
+    }
+}
 
 #[sock_ops]
 pub fn mesh_sockops(ctx: SockOpsContext) -> u32 {
     let op = ctx.op();
-    if op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
+    if op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB
+        && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB
+        && op != BPF_SOCK_OPS_STATE_CB
+    {
         return 1;
     }
     let ops = ctx.ops;
@@ -234,18 +389,22 @@ pub fn mesh_sockops(ctx: SockOpsContext) -> u32 {
     let local_port = local_port as u16;
     let remote_port = u16::from_be((remote_port_raw >> 16) as u16);
 
-    if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-        // SAFETY: the helper takes the program's context pointer.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-        if let Some(orig) = ORIG_DST_COOKIE.get_ptr(cookie) {
-            // SAFETY: a map value pointer returned by the kernel, valid for this program run.
-            let orig = unsafe { *orig };
-            let key = NetnsPortKey::new(netns, local_port);
-            if let Err(e) = ORIG_DST_PORT.insert(key, orig, BPF_ANY.into()) {
-                warn!(&ctx, "sockops: ORIG_DST_PORT insert failed: {}", e);
+    if let Some((local_ip, remote_ip)) = ipv4_pair(&ctx, family) {
+        let tuple = SockPairKey::new(netns, local_ip, local_port, remote_ip, remote_port);
+        if op == BPF_SOCK_OPS_STATE_CB {
+            // Only app sockets that handed over ask for state callbacks.
+            if ctx.arg(1) == TCP_CLOSE {
+                let _ = ORIG_HANDOFF.remove(&tuple.peer());
             }
-            let _ = ORIG_DST_COOKIE.remove(cookie);
+            return 1;
         }
+        if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+            hand_over_orig_dst(&ctx, &tuple);
+        } else if local_port == OUTBOUND_PORT {
+            take_over_orig_dst(&ctx, &tuple);
+        }
+    } else if op == BPF_SOCK_OPS_STATE_CB {
+        return 1;
     }
 
     if family != AF_INET {
@@ -327,15 +486,10 @@ pub fn mesh_getsockopt(ctx: SockoptContext) -> i32 {
     if sk.is_null() {
         return 1;
     }
-    // SAFETY: `dst_port` is a readable 2-byte, network-order field of bpf_sock.
-    let peer_port = u16::from_be(unsafe { read_volatile(addr_of!((*sk).dst_port)) });
-    // SAFETY: the helper takes the program's context pointer.
-    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    let Some(orig) = ORIG_DST_PORT.get_ptr(NetnsPortKey::new(netns, peer_port)) else {
+    // Only the asking socket's own entry (no lookup by address or port).
+    let Some(orig) = stored_orig_dst(sk) else {
         return 1;
     };
-    // SAFETY: a map value pointer returned by the kernel, valid for this run.
-    let orig = unsafe { *orig };
     // SAFETY: readable 8-byte context fields (the bounds of the option buffer).
     let (start, end) = unsafe {
         (
@@ -409,14 +563,15 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
             read_volatile(addr_of!((*lk).local_port)),
         )
     };
-    // SAFETY: a readable 4-byte context field (Linux 5.17+).
-    let ingress = unsafe { read_volatile(addr_of!((*lk).ingress_ifindex)) };
-    // Ingress on the loopback device: mesh-node's own delivery to
-    // `<pod-ip>:<port>` (from the caller's address; its socket is bound to lo,
-    // since a SYN to the pod's own address otherwise carries the ifindex of
-    // the device that address is on), which must reach the app, not come back
-    // to mesh-node's listeners. Other pods' and nodes' traffic is steered.
-    if protocol != IPPROTO_TCP || ingress == LOOPBACK_IFINDEX {
+    if protocol != IPPROTO_TCP {
+        return SK_PASS;
+    }
+    // SAFETY: readable 4-byte context field.
+    let ifindex = unsafe { read_volatile(addr_of!((*lk).ingress_ifindex)) };
+    // Made inside the pod's own netns (it arrived on the loopback device):
+    // mesh-node's delivery to the app, or a local connection of the pod's
+    // that capture let through. Only traffic from outside the pod is steered.
+    if ifindex == LOOPBACK_IFINDEX {
         return SK_PASS;
     }
     let target = if port == u32::from(HBONE_PORT) {
@@ -460,9 +615,18 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
     } else {
         return SK_PASS;
     };
-    // No listener for this address: let the normal lookup run.
-    let _ = LISTENERS.redirect_sk_lookup(&ctx, key, 0);
-    SK_PASS
+    // This program is attached only to enrolled pods' netns. No mesh
+    // listener for the address (mesh-node stopped or killed, its sockets
+    // gone; or an address of the pod mesh-node does not serve) means the
+    // connection is dropped, never handed to the app unauthenticated:
+    // STRICT and authorization must not lapse while the proxy is away.
+    // NO_REUSEPORT: exactly the socket mesh-node registered, never another
+    // member of its SO_REUSEPORT group (a pod process running as the same
+    // uid could join the group to take connections meant for mesh-node).
+    match LISTENERS.redirect_sk_lookup(&ctx, key, BPF_SK_LOOKUP_F_NO_REUSEPORT.into()) {
+        Ok(()) => SK_PASS,
+        Err(_) => SK_DROP,
+    }
 }
 
 #[cfg(not(test))]

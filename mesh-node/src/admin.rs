@@ -1,6 +1,8 @@
-//! The admin server (15000 by default, node-local): readiness, metrics in
-//! Prometheus text form under Istio's names, the last config error, and a
-//! dump of what the node holds (`/config_dump`, read by `meshctl
+//! The admin server (15000 by default, node-local): readiness (not ready
+//! while a pod fails to enrol), metrics in Prometheus text form under
+//! Istio's names, the last config error, the pods enrolled and failing
+//! (`/enrolment`, read by `meshctl proxy-status --node`), and a dump of
+//! what the node holds (`/config_dump`, read by `meshctl
 //! proxy-config`). It runs on its own thread and runtime, away from the data
 //! path.
 //!
@@ -21,62 +23,36 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, warn};
 
+use crate::inpod::EnrolmentStatus;
 use crate::proxy::{Metrics, METRICS_CONTENT_TYPE};
 use mesh_identity::CertStore;
 use mesh_model::state::{Protocol, ProxyState};
 
 /// What the admin server serves from.
-struct Sources {
-    metrics: Arc<Metrics>,
-    ready: watch::Receiver<bool>,
-    config_error: watch::Receiver<Option<String>>,
-    node: String,
-    state: watch::Receiver<Arc<ProxyState>>,
-    certs: Arc<CertStore>,
+pub struct AdminSources {
+    pub metrics: Arc<Metrics>,
+    /// True once the node has enrolled its pods at start, false again when
+    /// it drains.
+    pub ready: watch::Receiver<bool>,
+    pub config_error: watch::Receiver<Option<String>>,
+    /// This node's name (which workloads are local).
+    pub node: String,
+    /// What `/config_dump` shows, with `certs`.
+    pub state: watch::Receiver<Arc<ProxyState>>,
+    pub certs: Arc<CertStore>,
+    /// The pods enrolled and those that fail to enrol (`/enrolment`, and
+    /// readiness: a failing pod makes the node not ready).
+    pub enrolment: watch::Receiver<EnrolmentStatus>,
 }
 
-/// Starts the admin server on `addr` on its own thread. `node` is this
-/// node's name (which workloads are local); `state` and `certs` are what
-/// `/config_dump` shows.
-pub fn spawn(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    ready: watch::Receiver<bool>,
-    config_error: watch::Receiver<Option<String>>,
-    node: String,
-    state: watch::Receiver<Arc<ProxyState>>,
-    certs: Arc<CertStore>,
-) {
-    let sources = Sources {
-        metrics,
-        ready,
-        config_error,
-        node,
-        state,
-        certs,
-    };
+/// Starts the admin server on `addr` on its own thread.
+pub fn spawn(addr: SocketAddr, sources: AdminSources) {
     start(Bind::Addr(addr), sources);
 }
 
 /// [`spawn`] on a listener already bound (tests bind `127.0.0.1:0` and read
 /// the port first).
-pub fn spawn_on(
-    listener: std::net::TcpListener,
-    metrics: Arc<Metrics>,
-    ready: watch::Receiver<bool>,
-    config_error: watch::Receiver<Option<String>>,
-    node: String,
-    state: watch::Receiver<Arc<ProxyState>>,
-    certs: Arc<CertStore>,
-) {
-    let sources = Sources {
-        metrics,
-        ready,
-        config_error,
-        node,
-        state,
-        certs,
-    };
+pub fn spawn_on(listener: std::net::TcpListener, sources: AdminSources) {
     start(Bind::Listener(listener), sources);
 }
 
@@ -85,7 +61,7 @@ enum Bind {
     Listener(std::net::TcpListener),
 }
 
-fn start(bind: Bind, sources: Sources) {
+fn start(bind: Bind, sources: AdminSources) {
     let spawned = std::thread::Builder::new()
         .name("mesh-admin".into())
         .spawn(move || {
@@ -106,7 +82,7 @@ fn start(bind: Bind, sources: Sources) {
     }
 }
 
-async fn serve(bind: Bind, sources: Arc<Sources>) {
+async fn serve(bind: Bind, sources: Arc<AdminSources>) {
     let listener = match bind {
         Bind::Addr(addr) => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
@@ -146,11 +122,21 @@ async fn serve(bind: Bind, sources: Arc<Sources>) {
     }
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, s: &Sources) -> Response<Full<Bytes>> {
+fn respond(req: &Request<hyper::body::Incoming>, s: &AdminSources) -> Response<Full<Bytes>> {
     let mut content_type = "text/plain; charset=utf-8";
     let (status, body) = match req.uri().path() {
-        "/healthz/ready" if *s.ready.borrow() => (StatusCode::OK, "ready\n".to_string()),
-        "/healthz/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
+        "/healthz/ready" => readiness(*s.ready.borrow(), &s.enrolment.borrow()),
+        "/enrolment" => {
+            let status = s.enrolment.borrow().clone();
+            let dump = enrolment_dump(&s.node, *s.ready.borrow(), &status);
+            match serde_json::to_string_pretty(&dump) {
+                Ok(j) => {
+                    content_type = "application/json";
+                    (StatusCode::OK, j + "\n")
+                }
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
         "/metrics" => {
             content_type = METRICS_CONTENT_TYPE;
             (StatusCode::OK, s.metrics.render())
@@ -179,6 +165,66 @@ fn respond(req: &Request<hyper::body::Incoming>, s: &Sources) -> Response<Full<B
         http::HeaderValue::from_static(content_type),
     );
     resp
+}
+
+/// `GET /healthz/ready`: 200 once started, unless a pod fails to enrol —
+/// then 503 naming each such pod and its error, so that the operator sees
+/// it where a node's health is looked at first.
+fn readiness(started: bool, enrolment: &EnrolmentStatus) -> (StatusCode, String) {
+    if !started {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    if enrolment.failures.is_empty() {
+        return (StatusCode::OK, "ready\n".to_string());
+    }
+    let mut body = format!(
+        "not ready: {} pod(s) failed to enrol\n",
+        enrolment.failures.len()
+    );
+    for (pod, f) in &enrolment.failures {
+        body += &format!("{pod}: {} ({} attempts)\n", f.error, f.attempts);
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
+}
+
+/// `GET /enrolment` (read by `meshctl proxy-status --node`).
+#[derive(Debug, Serialize)]
+pub struct EnrolmentDump {
+    pub node: String,
+    /// What `/healthz/ready` answers (200).
+    pub ready: bool,
+    pub enrolled: Vec<String>,
+    pub failures: Vec<EnrolmentFailureDump>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnrolmentFailureDump {
+    /// `namespace/name`
+    pub pod: String,
+    pub error: String,
+    pub attempts: u64,
+    /// RFC 3339, UTC.
+    pub first_failed_at: String,
+    pub last_failed_at: String,
+}
+
+pub fn enrolment_dump(node: &str, started: bool, status: &EnrolmentStatus) -> EnrolmentDump {
+    EnrolmentDump {
+        node: node.to_string(),
+        ready: readiness(started, status).0 == StatusCode::OK,
+        enrolled: status.enrolled.clone(),
+        failures: status
+            .failures
+            .iter()
+            .map(|(pod, f)| EnrolmentFailureDump {
+                pod: pod.clone(),
+                error: f.error.clone(),
+                attempts: f.attempts,
+                first_failed_at: rfc3339(f.first_failed_at),
+                last_failed_at: rfc3339(f.last_failed_at),
+            })
+            .collect(),
+    }
 }
 
 /// `GET /config_dump`.
@@ -400,6 +446,35 @@ mod tests {
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
         let before = UNIX_EPOCH - Duration::from_secs(1);
         assert_eq!(rfc3339(before), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn a_pod_failing_to_enrol_makes_the_node_not_ready_and_is_named() {
+        let mut status = EnrolmentStatus {
+            enrolled: vec!["demo/srv".into()],
+            ..Default::default()
+        };
+        assert_eq!(readiness(true, &status).0, StatusCode::OK);
+        assert_eq!(readiness(false, &status).0, StatusCode::SERVICE_UNAVAILABLE);
+        status.failures.insert(
+            "demo/blocked".into(),
+            crate::inpod::EnrolmentFailure {
+                error: "pod demo/blocked: listening on 127.0.0.1:15001 in its netns: in use".into(),
+                attempts: 2,
+                first_failed_at: UNIX_EPOCH,
+                last_failed_at: UNIX_EPOCH,
+            },
+        );
+        let (code, body) = readiness(true, &status);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("demo/blocked: pod demo/blocked: listening on 127.0.0.1:15001"),
+            "{body}"
+        );
+        let dump = enrolment_dump("node-b", true, &status);
+        assert!(!dump.ready);
+        assert_eq!(dump.failures[0].pod, "demo/blocked");
+        assert_eq!(dump.failures[0].first_failed_at, "1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -13,13 +13,16 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admin;
-use crate::ebpf::MeshPrograms;
-use crate::inpod::PodEnrolments;
-use crate::proxy::Metrics;
+use crate::ebpf::{MeshPrograms, PinDir};
+use crate::inpod::{EnrolmentStatus, PodEnrolments};
+use crate::proxy::{ConnectionManager, Metrics};
 use mesh_identity::CertStore;
 use mesh_model::config::ConfigWatcher;
 use mesh_model::state::ProxyState;
 use mesh_xds::{spawn_ca, spawn_xds, CaOptions, XdsOptions};
+
+/// How often a failed pod enrolment is tried again.
+const ENROLMENT_RETRY: Duration = Duration::from_secs(1);
 
 /// Where the node's config comes from.
 #[derive(Debug, Clone)]
@@ -43,6 +46,8 @@ pub struct NodeOptions {
     pub node: String,
     /// The node's cgroup2 directory: the kernel programs attach here.
     pub cgroup: PathBuf,
+    /// Where the kernel state that outlives mesh-node is pinned (bpffs).
+    pub pin_dir: PathBuf,
     pub admin: std::net::SocketAddr,
     pub fast_path: bool,
     pub drain_timeout: Duration,
@@ -59,6 +64,12 @@ pub enum NodeError {
     },
     #[error("loading the kernel programs: {0}")]
     Ebpf(#[from] crate::ebpf::EbpfError),
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error("runtime: {0}")]
@@ -66,9 +77,10 @@ pub enum NodeError {
 }
 
 /// mesh-node's own sockets must see the cgroup hooks (getsockopt answers
-/// SO_ORIGINAL_DST for it) while the mark keeps them uncaptured: it lives in
-/// a child of the node cgroup, as it would under the root cgroup of a real node.
-fn join_own_cgroup(node_cgroup: &Path) -> Result<(), NodeError> {
+/// SO_ORIGINAL_DST for it) while its cgroup keeps them uncaptured: it lives
+/// in a child of the node cgroup, as it would under the root cgroup of a
+/// real node. Returns that child's directory.
+fn join_own_cgroup(node_cgroup: &Path) -> Result<PathBuf, NodeError> {
     let own = node_cgroup.join("mesh-node");
     let err = |source| NodeError::Cgroup {
         path: own.clone(),
@@ -79,7 +91,8 @@ fn join_own_cgroup(node_cgroup: &Path) -> Result<(), NodeError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(err(e)),
     }
-    std::fs::write(own.join("cgroup.procs"), std::process::id().to_string()).map_err(err)
+    std::fs::write(own.join("cgroup.procs"), std::process::id().to_string()).map_err(err)?;
+    Ok(own)
 }
 
 /// Loads roots and the certificates of this node's identities from the paths
@@ -119,8 +132,13 @@ async fn wait_for_certificates(certs: &CertStore, state: &ProxyState, node: &str
 }
 
 pub fn run(opts: NodeOptions) -> Result<(), NodeError> {
-    join_own_cgroup(&opts.cgroup)?;
-    let mut programs = MeshPrograms::load(&opts.cgroup)?;
+    let own = join_own_cgroup(&opts.cgroup)?;
+    let pins = PinDir::prepare(&opts.pin_dir).map_err(|source| NodeError::PinDir {
+        path: opts.pin_dir.clone(),
+        source,
+    })?;
+    let mut programs = MeshPrograms::load_pinned(&opts.cgroup, pins)?;
+    programs.exempt_cgroup(&own)?;
     programs.set_fast_path(opts.fast_path)?;
     let programs = Arc::new(Mutex::new(programs));
 
@@ -181,35 +199,64 @@ async fn serve(
     };
 
     let (ready_tx, ready_rx) = watch::channel(false);
+    let (enrolment_tx, enrolment_rx) = watch::channel(EnrolmentStatus::default());
     admin::spawn(
         opts.admin,
-        metrics.clone(),
-        ready_rx,
-        errors_rx,
-        opts.node.clone(),
-        state_rx.clone(),
-        certs.clone(),
+        admin::AdminSources {
+            metrics: metrics.clone(),
+            ready: ready_rx,
+            config_error: errors_rx,
+            node: opts.node.clone(),
+            state: state_rx.clone(),
+            certs: certs.clone(),
+            enrolment: enrolment_rx,
+        },
     );
 
+    // Open inbound connections are authorized again on every config change.
+    let connections = ConnectionManager::new(state_rx.clone(), metrics.clone());
+    tokio::spawn(connections.clone().watch_config(state_rx.clone()));
     let mut pods = PodEnrolments::new(
         &opts.node,
-        programs,
+        programs.clone(),
         certs.clone(),
         state_rx.clone(),
         metrics.clone(),
+        connections,
+        enrolment_tx,
     );
     let initial = state_rx.borrow().clone();
     pods.reconcile(&initial);
+    // Pods a previous run left captured and this config no longer has.
+    match programs.lock() {
+        Ok(mut p) => match p.release_leftovers() {
+            Ok(0) => {}
+            Ok(n) => info!(pods = n, "released pods the previous run left enrolled"),
+            Err(e) => error!(error = %e, "releasing pods the previous run left enrolled"),
+        },
+        Err(_) => error!("eBPF state poisoned"),
+    }
     let _ = ready_tx.send(true);
     info!(node = %opts.node, pods = pods.enrolled(), fast_path = opts.fast_path, "mesh-node ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(NodeError::Runtime)?;
     let mut changes = state_rx.clone();
+    // A pod whose enrolment failed is tried again without waiting for a
+    // config change: what blocked it (a port taken in its netns) may go away.
+    let mut retry = tokio::time::interval(ENROLMENT_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            _ = retry.tick(), if pods.failing() > 0 => {
+                let state = changes.borrow().clone();
+                pods.reconcile(&state);
+                if pods.failing() == 0 {
+                    info!(pods = pods.enrolled(), "every pod enrolled");
+                }
+            }
             changed = changes.changed() => {
                 if changed.is_err() {
                     warn!("config watcher stopped; keeping the last good config");

@@ -17,7 +17,7 @@ struct Args {
     /// watched. The debugging mode: use either this or --xds-address.
     #[arg(
         long,
-        required_unless_present = "xds_address",
+        required_unless_present_any = ["xds_address", "uninstall"],
         conflicts_with = "xds_address"
     )]
     config: Option<PathBuf>,
@@ -32,11 +32,20 @@ struct Args {
     #[arg(long, requires = "xds_address")]
     xds_roots: Option<PathBuf>,
     /// This node's name: pods whose `node` matches are enrolled here.
-    #[arg(long)]
+    #[arg(long, value_parser = node_name)]
     node: String,
     /// The node's cgroup2 directory; the kernel programs attach to it.
+    #[arg(long, required_unless_present = "uninstall")]
+    cgroup: Option<PathBuf>,
+    /// Where the kernel state that outlives mesh-node is pinned, on a bpffs
+    /// (default /sys/fs/bpf/ambit/<node>). While it is there, enrolled pods
+    /// stay captured: with no mesh-node running, their connections are refused.
     #[arg(long)]
-    cgroup: PathBuf,
+    pin_dir: Option<PathBuf>,
+    /// Remove the pinned kernel state (the node leaves the mesh: its pods'
+    /// traffic is no longer captured) and exit.
+    #[arg(long)]
+    uninstall: bool,
     /// Admin address (readiness, metrics), inside the node's netns.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: std::net::SocketAddr,
@@ -64,6 +73,22 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .init();
     let args = Args::parse();
+    let pin_dir = args
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/ambit").join(&args.node));
+    if args.uninstall {
+        return match mesh_node::ebpf::PinDir::remove(&pin_dir) {
+            Ok(()) => {
+                tracing::info!(pin_dir = %pin_dir.display(), "pinned kernel state removed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("removing {}: {e}", pin_dir.display())),
+        };
+    }
+    let Some(cgroup) = args.cgroup else {
+        return fail("--cgroup is needed");
+    };
     let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
     let source = match (args.config, args.xds_address) {
         (Some(path), _) => ConfigSource::File(path),
@@ -87,7 +112,8 @@ fn main() -> ExitCode {
     let opts = NodeOptions {
         source,
         node: args.node,
-        cgroup: args.cgroup,
+        cgroup,
+        pin_dir,
         admin: args.admin,
         fast_path: args.fast_path,
         drain_timeout: args.drain_timeout_secs,
@@ -112,6 +138,27 @@ fn seconds(text: &str) -> Result<Duration, String> {
         return Err("expected a finite number of seconds, 0 or more".into());
     }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("not a usable duration ({e})"))
+}
+
+/// A Kubernetes node name (an RFC 1123 subdomain): it names a directory
+/// under the pin root, so nothing else may pass.
+fn node_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 253
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && text
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(
+            "expected a node name: lower-case letters, digits, '-' and '.', as Kubernetes allows"
+                .into(),
+        )
+    }
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -343,9 +343,15 @@ fn client(env: &TestEnv, netns: &str, mark: u32) -> (Helper, u16) {
 }
 
 fn client_to(env: &TestEnv, netns: &str, host: &str, port: u16, mark: u32) -> (Helper, u16) {
+    client_in(&env.cgroup, netns, host, port, mark)
+}
+
+/// CLIENT run in `cgroup` (the node cgroup for a pod's process, the proxy
+/// cgroup for mesh-node's own connections).
+fn client_in(cgroup: &Path, netns: &str, host: &str, port: u16, mark: u32) -> (Helper, u16) {
     let h = Helper::spawn(
         netns,
-        Some(&env.cgroup),
+        Some(cgroup),
         CLIENT,
         &[host.to_string(), port.to_string(), mark.to_string()],
     );
@@ -409,7 +415,18 @@ fn pod_listeners(ns: &PodNetns) -> (TcpListener, TcpListener) {
 /// Checks one captured connection end to end: lands on 15001, not on the
 /// service; the peer port is the app's; original_dst is the service.
 fn expect_captured(env: &TestEnv, netns: &str, outbound: &TcpListener, service: &TcpListener) {
-    let (_client, port) = client(env, netns, 0);
+    expect_captured_with_mark(env, netns, 0, outbound, service)
+}
+
+/// As [`expect_captured`], for a pod process that sets SO_MARK `mark`.
+fn expect_captured_with_mark(
+    env: &TestEnv,
+    netns: &str,
+    mark: u32,
+    outbound: &TcpListener,
+    service: &TcpListener,
+) {
+    let (_client, port) = client(env, netns, mark);
     let (mut conn, peer) = accept(outbound, "15001 outbound");
     assert_eq!(peer.port(), port, "accepted the app's connection");
     read_hello(&mut conn);
@@ -430,7 +447,18 @@ fn expect_not_captured(
     outbound: &TcpListener,
     service: &TcpListener,
 ) {
-    let (_client, port) = client(env, netns, mark);
+    expect_not_captured_in(&env.cgroup, netns, mark, outbound, service)
+}
+
+/// As [`expect_not_captured`], for a process in `cgroup`.
+fn expect_not_captured_in(
+    cgroup: &Path,
+    netns: &str,
+    mark: u32,
+    outbound: &TcpListener,
+    service: &TcpListener,
+) {
+    let (_client, port) = client_in(cgroup, netns, &SERVICE_IP.to_string(), SERVICE_PORT, mark);
     let (mut conn, peer) = accept(service, "service");
     assert_eq!(peer.port(), port);
     read_hello(&mut conn);
@@ -441,8 +469,9 @@ fn expect_not_captured(
 // Tests
 // ---------------------------------------------------------------------------
 
-/// (a) capture + original_dst, (b) a MESH_MARK socket is not captured,
-/// (e) after unenrol, capture stops.
+/// (a) capture + original_dst, (b) mesh-node's cgroup is not captured, and
+/// a pod process that forges mesh-node's SO_MARK still is, (e) after
+/// unenrol, capture stops.
 #[test]
 fn connect4_captures_enrolled_pod_until_unenrolled() {
     let mut env = TestEnv::new();
@@ -452,6 +481,9 @@ fn connect4_captures_enrolled_pod_until_unenrolled() {
     let service = service_listener(&env, &pod);
     let (plain, hbone) = pod_listeners(&ns);
     let mut progs = env.load();
+    progs
+        .exempt_cgroup(&env.proxy_cgroup())
+        .unwrap_or_else(|e| panic!("exempt_cgroup: {}", error_chain(&e)));
 
     let enrolled = progs
         .enrol(PodEnrolment {
@@ -464,8 +496,10 @@ fn connect4_captures_enrolled_pod_until_unenrolled() {
 
     // (a)
     expect_captured(&env, &pod, &outbound, &service);
-    // (b)
-    expect_not_captured(&env, &pod, MESH_MARK, &outbound, &service);
+    // (b) mesh-node is known by its cgroup; a mark proves nothing (a pod
+    // with CAP_NET_ADMIN in its netns can set any).
+    expect_not_captured_in(&env.proxy_cgroup(), &pod, 0, &outbound, &service);
+    expect_captured_with_mark(&env, &pod, MESH_MARK, &outbound, &service);
     // Captures keep working after an exempt connection (and more than once).
     expect_captured(&env, &pod, &outbound, &service);
 
@@ -631,6 +665,31 @@ fn sk_lookup_steers_inbound_to_pod_listeners() {
     let (mut s, _) = accept(&app, "app");
     read_hello(&mut s);
     assert_nothing_pending(&plain, "15006 plaintext");
+
+    // Fail closed: the pod is enrolled but mesh-node's listeners are gone
+    // (it was stopped or killed): the connection is dropped, never handed
+    // to the app unauthenticated.
+    let again = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip: IpAddr::V4(pod_ip),
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrol again: {}", error_chain(&e)));
+    drop((plain, hbone));
+    for port in [9999, mesh_common::HBONE_PORT] {
+        let dst = SocketAddr::from((pod_ip, port));
+        let r = peer_ns
+            .run_in(|| TcpStream::connect_timeout(&dst, Duration::from_millis(300)))
+            .expect("setns");
+        assert!(
+            r.is_err(),
+            "with mesh-node's listeners gone, a connection to {dst} was accepted"
+        );
+    }
+    assert_nothing_pending(&app, "app");
+    progs.unenrol(again).expect("unenrol");
 }
 
 /// connect6: IPv6 sockets are captured too (to ::ffff:127.0.0.1:15001, so
@@ -1082,4 +1141,220 @@ fn blocking_reader_survives_half_close_with_the_default_data_path() {
         line.starts_with("reply b'reply'"),
         "the blocked reader got {line}"
     );
+}
+
+/// Makes `CONNS` short connections to a different captured destination
+/// each, from an ephemeral port range of 8 (argv[1] connections starting at
+/// index argv[2]); each sends the destination it asked for and waits for an
+/// ack; the close is an RST (SO_LINGER 0), so ports are reused at once.
+/// Prints "done", or "error <what>".
+const MANY_CLIENTS: &str = r#"
+import socket, struct, sys, time
+n, base = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    k = base + i
+    host = "10.96.%d.%d" % ((k // 250) % 250, k % 250 + 1)
+    port = 1000 + (k * 7919) % 60000
+    for attempt in range(50):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.settimeout(5)
+        try:
+            s.connect((host, port))
+            break
+        except OSError as e:
+            s.close()
+            if e.errno != 99:  # EADDRNOTAVAIL: the 8 ports are all busy
+                print("error connect", e.errno, flush=True)
+                sys.exit(0)
+            time.sleep(0.005)
+    else:
+        print("error no free port", flush=True)
+        sys.exit(0)
+    s.sendall(("%s:%d\n" % (host, port)).encode())
+    if s.recv(1) != b"k":
+        print("error no ack", flush=True)
+        sys.exit(0)
+    s.close()
+print("done", flush=True)
+"#;
+
+/// Binds (argv[1], argv[2]) and connects to 127.0.0.1:15001 directly (a
+/// loopback destination, so not captured); prints "connected" and holds.
+const DIRECT_TO_OUTBOUND: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(5)
+s.connect(("127.0.0.1", 15001))
+print("connected", flush=True)
+sys.stdin.read()
+"#;
+
+/// Item 3 of the node-hardening issue: a lookup only ever returns the asking
+/// connection's own original destination, and none outlives its socket.
+/// Thousands of captured connections from 8 reused ports, 4 clients at a
+/// time, each checked against what its app asked for; then a connection that
+/// was never captured, from a port captured ones used, gets no answer (it
+/// used to get the last captured connection's destination).
+#[test]
+fn original_dst_is_the_asking_connections_own_under_port_reuse() {
+    const CLIENTS: usize = 4;
+    const CONNS: usize = 750;
+    let mut env = TestEnv::new();
+    let pod = env.netns("pod");
+    let ns = env.open_netns(&pod);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pod,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_local_port_range=40000 40007",
+        ],
+    );
+    let (_holder, outbound) = proxy_outbound_listener(&env, &pod);
+    outbound.set_nonblocking(false).expect("blocking");
+    socket2::SockRef::from(&outbound)
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("accept timeout");
+    let (plain, hbone) = pod_listeners(&ns);
+    let mut progs = env.load();
+    progs
+        .exempt_cgroup(&env.proxy_cgroup())
+        .unwrap_or_else(|e| panic!("exempt_cgroup: {}", error_chain(&e)));
+    let enrolled = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip: IpAddr::V4(Ipv4Addr::new(10, 244, 0, 6)),
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrol: {}", error_chain(&e)));
+
+    let clients: Vec<Helper> = (0..CLIENTS)
+        .map(|c| {
+            Helper::spawn(
+                &pod,
+                Some(&env.cgroup),
+                MANY_CLIENTS,
+                &[CONNS.to_string(), (c * CONNS).to_string()],
+            )
+        })
+        .collect();
+    let mut ports_seen = std::collections::BTreeSet::new();
+    for n in 0..CLIENTS * CONNS {
+        let (mut conn, peer) = outbound
+            .accept()
+            .unwrap_or_else(|e| panic!("connection {n} of {} never came: {e}", CLIENTS * CONNS));
+        ports_seen.insert(peer.port());
+        conn.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let mut asked = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte[0] != b'\n' {
+            conn.read_exact(&mut byte)
+                .unwrap_or_else(|e| panic!("reading connection {n}'s destination: {e}"));
+            asked.push(byte[0]);
+        }
+        let asked: SocketAddr = std::str::from_utf8(&asked[..asked.len() - 1])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("connection {n} sent {asked:?}"));
+        let orig = original_dst(&conn)
+            .unwrap_or_else(|e| panic!("original_dst of connection {n} from {peer}: {e}"));
+        assert_eq!(
+            orig, asked,
+            "connection {n} from {peer}: the kernel answered another connection's destination"
+        );
+        conn.write_all(b"k").expect("ack");
+    }
+    for c in &clients {
+        let line = c
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a client printed nothing");
+        assert_eq!(line, "done", "a client failed");
+    }
+    assert!(
+        ports_seen.len() <= 8 && CLIENTS * CONNS > 100 * ports_seen.len(),
+        "ports were reused ({} ports for {} connections)",
+        ports_seen.len(),
+        CLIENTS * CONNS
+    );
+
+    // A port every client used; this connection was never captured.
+    let direct = Helper::spawn(
+        &pod,
+        Some(&env.cgroup),
+        DIRECT_TO_OUTBOUND,
+        &["127.0.0.1".into(), "40000".into()],
+    );
+    assert_eq!(direct.line(), "connected");
+    let (conn, peer) = outbound.accept().expect("the direct connection");
+    assert_eq!(peer.port(), 40000);
+    if let Ok(stale) = original_dst(&conn) {
+        panic!("an uncaptured connection from port 40000 was answered {stale}: a stale entry");
+    }
+    drop(clients);
+    progs
+        .unenrol(enrolled)
+        .unwrap_or_else(|e| panic!("unenrol: {}", error_chain(&e)));
+}
+
+/// Item 4: a pod whose enrolment failed is held, captured with no listener
+/// to take its connections: they are refused, never unmeshed. A later enrol
+/// adopts it; release lets it go.
+#[test]
+fn a_held_pod_is_refused_until_it_enrols() {
+    let mut env = TestEnv::new();
+    let pod = env.netns("pod");
+    let ns = env.open_netns(&pod);
+    let service = service_listener(&env, &pod);
+    let pod_ip = IpAddr::V4(Ipv4Addr::new(10, 244, 0, 7));
+    let mut progs = env.load();
+    progs
+        .hold(&ns, pod_ip)
+        .unwrap_or_else(|e| panic!("hold: {}", error_chain(&e)));
+    assert!(progs.is_held(ns.cookie()));
+    let refused = |what: &str| {
+        let h = Helper::spawn(
+            &pod,
+            Some(&env.cgroup),
+            CLIENT,
+            &[SERVICE_IP.to_string(), SERVICE_PORT.to_string(), "0".into()],
+        );
+        let line = h.line();
+        assert!(
+            line.starts_with("error"),
+            "{what}: a held pod's connection went out: {line}"
+        );
+        assert_nothing_pending(&service, "service");
+    };
+    refused("held");
+
+    // Enrolment now works: the held pod is adopted.
+    let (_holder, outbound) = proxy_outbound_listener(&env, &pod);
+    let (plain, hbone) = pod_listeners(&ns);
+    let enrolled = progs
+        .enrol(PodEnrolment {
+            netns: &ns,
+            pod_ip,
+            inbound_plaintext: &plain,
+            hbone: &hbone,
+        })
+        .unwrap_or_else(|e| panic!("enrolling a held pod: {}", error_chain(&e)));
+    assert!(!progs.is_held(ns.cookie()));
+    expect_captured(&env, &pod, &outbound, &service);
+    progs.unenrol(enrolled).expect("unenrol");
+    expect_not_captured(&env, &pod, 0, &outbound, &service);
+
+    // Held again, then released: no longer captured.
+    progs.hold(&ns, pod_ip).expect("hold again");
+    expect_captured(&env, &pod, &outbound, &service);
+    progs.release(ns.cookie()).expect("release");
+    assert!(!progs.is_held(ns.cookie()));
+    expect_not_captured(&env, &pod, 0, &outbound, &service);
 }

@@ -68,3 +68,11 @@ fn usable_values_parse_and_the_run_fails_later_without_a_panic() {
         );
     }
 }
+
+#[test]
+fn node_name_that_could_leave_the_pin_root_is_a_usage_error() {
+    // The node name names a directory under the pin root.
+    for value in ["..", "../etc", "a/b", "/abs", "Node-A", "-a", "a..b", ""] {
+        assert_refused("--node", value);
+    }
+}

@@ -6,6 +6,7 @@
 
 mod analyze;
 mod http;
+mod node_status;
 mod proxy_config;
 mod proxy_status;
 mod table;
@@ -44,10 +45,11 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Each xDS client of the controller (nodes): connected, the version it
     /// last ACKed per resource type, and its last NACK, from the
-    /// controller's /debug/syncz.
+    /// controller's /debug/syncz; with --node, each node's readiness and
+    /// the pods it failed to enrol, from its admin server.
     ///
-    /// Exit status: 0 when the controller answered, 2 when it is
-    /// unreachable or answered something else.
+    /// Exit status: 0 when the controller and every node answered, 2 when
+    /// one is unreachable or answered something else.
     ProxyStatus(proxy_status::ProxyStatusArgs),
     /// What one node holds (workloads, services, policies, certificates
     /// and their expiry), from its admin server's /config_dump.

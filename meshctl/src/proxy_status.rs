@@ -1,10 +1,13 @@
-//! `meshctl proxy-status [--controller http://127.0.0.1:15014] [-o human|json]`
+//! `meshctl proxy-status [--controller http://127.0.0.1:15014] [--node ADDR]... [-o human|json]`
 //!
 //! Every xDS client the controller knows (nodes, and waypoints as
 //! `waypoint~<ns>~<name>` with their L7Resource column), from its
 //! `/debug/syncz`: connected or not, per resource type the last version it
 //! ACKed and whether that is the last one sent (SYNCED), is still awaited
 //! (STALE) or was refused (NACK), and the last NACK's message.
+//!
+//! `--node <admin-address>` (repeatable) adds each node's own view (see
+//! `node_status`): ready or not, and the pods it failed to enrol.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -15,15 +18,26 @@ use serde::Deserialize;
 
 use crate::analyze::Output;
 use crate::http::{self, HttpError};
+use crate::node_status;
 use crate::table;
 use crate::{EXIT_OK, EXIT_USAGE};
 
+/// The controller's status server when neither --controller nor --node is given.
+pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:15014";
+
 #[derive(Args, Debug)]
 pub struct ProxyStatusArgs {
-    /// The controller's status server (mesh-controller --status-listen).
-    #[arg(long, default_value = "http://127.0.0.1:15014", value_name = "URL")]
-    pub controller: String,
-    /// Output format (json: the controller's /debug/syncz as is).
+    /// The controller's status server (mesh-controller --status-listen)
+    /// [default: http://127.0.0.1:15014 when no --node is given].
+    #[arg(long, value_name = "URL")]
+    pub controller: Option<String>,
+    /// A node's admin address (mesh-node --admin, e.g. 127.0.0.1:15000),
+    /// repeatable: whether it is ready, and each pod it failed to enrol
+    /// with the error.
+    #[arg(long = "node", value_name = "NODE_ADMIN_ADDRESS")]
+    pub nodes: Vec<String>,
+    /// Output format (json: the controller's /debug/syncz as is; with
+    /// --node, `{"controller": ..., "nodes": [...]}`).
     #[arg(short, long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
 }
@@ -249,42 +263,62 @@ pub fn render_human(clients: &[ClientStatus], now: u64) -> String {
     out
 }
 
-pub fn run(args: &ProxyStatusArgs) -> ExitCode {
-    let (authority, prefix) = match http::parse_base(&args.controller) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("meshctl proxy-status: --controller {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+/// The controller's `/debug/syncz`: the raw JSON and its clients, or the
+/// message to print.
+fn fetch_syncz(controller: &str) -> Result<(serde_json::Value, Vec<ClientStatus>), String> {
+    let (authority, prefix) =
+        http::parse_base(controller).map_err(|e| format!("--controller {e}"))?;
     let body = match http::get(&authority, &format!("{prefix}/debug/syncz")) {
         Ok(b) => b,
         Err(e @ HttpError::Unreachable(_)) => {
-            eprintln!(
-                "meshctl proxy-status: the controller's status server is unreachable: {e}\n\
+            return Err(format!(
+                "the controller's status server is unreachable: {e}\n\
                  Is mesh-controller running, and is --controller its --status-listen address?"
-            );
-            return ExitCode::from(EXIT_USAGE);
+            ))
         }
+        Err(e) => return Err(e.to_string()),
+    };
+    let clients: Vec<ClientStatus> = serde_json::from_slice(&body).map_err(|e| {
+        format!("http://{authority}{prefix}/debug/syncz did not answer the expected JSON: {e}")
+    })?;
+    // As the controller sent it (validated above).
+    let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Ok((value, clients))
+}
+
+pub fn run(args: &ProxyStatusArgs) -> ExitCode {
+    let controller = match (&args.controller, args.nodes.is_empty()) {
+        (Some(c), _) => Some(c.as_str()),
+        (None, true) => Some(DEFAULT_CONTROLLER),
+        (None, false) => None,
+    };
+    let syncz = match controller.map(fetch_syncz).transpose() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("meshctl proxy-status: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let clients: Vec<ClientStatus> = match serde_json::from_slice(&body) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "meshctl proxy-status: http://{authority}{prefix}/debug/syncz did not answer the expected JSON: {e}"
-            );
-            return ExitCode::from(EXIT_USAGE);
+    let mut nodes = Vec::new();
+    let mut unreachable = false;
+    for address in &args.nodes {
+        match node_status::fetch(address) {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                eprintln!("meshctl proxy-status: node {address}: {e}");
+                unreachable = true;
+            }
         }
-    };
+    }
     match args.output {
         Output::Json => {
-            // As the controller sent it (validated above), pretty-printed.
-            let value: serde_json::Value =
-                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let value = match (&syncz, args.nodes.is_empty()) {
+                (Some((v, _)), true) => v.clone(),
+                (syncz, _) => serde_json::json!({
+                    "controller": syncz.as_ref().map(|(v, _)| v.clone()),
+                    "nodes": nodes,
+                }),
+            };
             match serde_json::to_string_pretty(&value) {
                 Ok(s) => println!("{s}"),
                 Err(e) => {
@@ -293,12 +327,24 @@ pub fn run(args: &ProxyStatusArgs) -> ExitCode {
                 }
             }
         }
-        Output::Human if clients.is_empty() => {
-            println!(
-                "No xDS client has connected to the controller at http://{authority}{prefix}."
-            );
+        Output::Human => {
+            if let (Some((_, clients)), Some(c)) = (&syncz, controller) {
+                if clients.is_empty() {
+                    println!("No xDS client has connected to the controller at {c}.");
+                } else {
+                    print!("{}", render_human(clients, now_unix()));
+                }
+                if !nodes.is_empty() {
+                    println!();
+                }
+            }
+            if !nodes.is_empty() {
+                print!("{}", node_status::render_human(&nodes));
+            }
         }
-        Output::Human => print!("{}", render_human(&clients, now_unix())),
+    }
+    if unreachable {
+        return ExitCode::from(EXIT_USAGE);
     }
     ExitCode::from(EXIT_OK)
 }

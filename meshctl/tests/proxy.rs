@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use mesh_controller::{Controller, ControllerOptions};
 use mesh_identity::{CertStore, CertificateAuthority, Identity};
+use mesh_node::inpod::EnrolmentStatus;
 use mesh_node::proxy::Metrics;
 use mesh_proto::envoy::config::core::v3::Node;
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -314,14 +315,18 @@ async fn proxy_config_lists_what_the_node_holds() {
     let addr = listener.local_addr().unwrap().to_string();
     let (_ready_tx, ready_rx) = watch::channel(true);
     let (_err_tx, err_rx) = watch::channel(None::<String>);
+    let (_enrolment_tx, enrolment_rx) = watch::channel(EnrolmentStatus::default());
     mesh_node::admin::spawn_on(
         listener,
-        Arc::new(Metrics::default()),
-        ready_rx,
-        err_rx,
-        "node-a".into(),
-        state_rx,
-        certs,
+        mesh_node::admin::AdminSources {
+            metrics: Arc::new(Metrics::default()),
+            ready: ready_rx,
+            config_error: err_rx,
+            node: "node-a".into(),
+            state: state_rx,
+            certs,
+            enrolment: enrolment_rx,
+        },
     );
 
     let out = meshctl(&["proxy-config", &addr]).await;

@@ -432,6 +432,8 @@ impl LocalMesh {
         }
         cmd.args(["--node", node, "--cgroup"])
             .arg(&n.cgroup)
+            .arg("--pin-dir")
+            .arg(self.tb.pin_dir(node))
             .args(extra_args)
             // Extra flags for every mesh-node, e.g. AMBIT_NODE_ARGS=--fast-path.
             .args(

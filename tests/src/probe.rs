@@ -307,6 +307,52 @@ pub fn bulk(to: SocketAddr, secs: f64) -> Result<LoadReport> {
     })
 }
 
+/// How a [`stream`] ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StreamReport {
+    pub kind: String,
+    /// Round trips completed.
+    pub echoes: u64,
+    /// `"time limit"`, or what ended it (EOF, a reset, a bad echo).
+    pub ended: String,
+    pub seconds: f64,
+}
+
+/// One long-lived connection: prints `stream open` once greeted, then
+/// `echo N` after each round trip of a small message every `interval`,
+/// until the connection ends or `secs` pass.
+pub fn stream(to: SocketAddr, interval: Duration, secs: f64) -> Result<StreamReport> {
+    let (mut conn, mut reader, _) = connect(to, Duration::from_secs(10))?;
+    println!("stream open");
+    let start = Instant::now();
+    let mut echoes = 0u64;
+    let ended = loop {
+        if start.elapsed().as_secs_f64() >= secs {
+            break "time limit".to_string();
+        }
+        let msg = format!("{echoes:016}");
+        if let Err(e) = conn.write_all(msg.as_bytes()) {
+            break format!("write: {e}");
+        }
+        let mut back = [0u8; 16];
+        match reader.read_exact(&mut back) {
+            Ok(()) if back == msg.as_bytes() => {}
+            Ok(()) => break format!("echo {echoes} came back altered"),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break "EOF".to_string(),
+            Err(e) => break format!("read: {e}"),
+        }
+        echoes += 1;
+        println!("echo {echoes}");
+        std::thread::sleep(interval);
+    };
+    Ok(StreamReport {
+        kind: "stream".into(),
+        echoes,
+        ended,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
 /// New connections per second: connect, read the greeting, close.
 pub fn connections(to: SocketAddr, secs: f64) -> Result<LoadReport> {
     let start = Instant::now();

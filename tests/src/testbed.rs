@@ -492,6 +492,17 @@ fn pod_cidr(node_index: u8) -> String {
     format!("10.10.{node_index}.0/24")
 }
 
+/// Where test meshes pin mesh-node's kernel state (one directory per node
+/// and testbed, named after the testbed so stale ones can be swept).
+pub const PIN_ROOT: &str = "/sys/fs/bpf/ambit";
+
+impl Testbed {
+    /// The `--pin-dir` of `node`'s mesh-node.
+    pub fn pin_dir(&self, node: &str) -> PathBuf {
+        Path::new(PIN_ROOT).join(format!("{}-{node}", self.id))
+    }
+}
+
 impl Drop for Testbed {
     fn drop(&mut self) {
         if let Ok(mut procs) = self.procs.lock() {
@@ -499,6 +510,10 @@ impl Drop for Testbed {
             while let Some(mut p) = procs.pop() {
                 p.kill();
             }
+        }
+        // mesh-node leaves capture in place on purpose; the testbed removes it.
+        for n in &self.nodes {
+            let _ = std::fs::remove_dir_all(self.pin_dir(&n.name));
         }
         remove_cgroup_tree(&self.cgroup);
         for ns in self.netns_made.iter().rev() {
@@ -553,6 +568,14 @@ pub fn sweep_stale() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(PREFIX) && !alive(&name) {
                 let _ = ip(&["netns", "del", &name]);
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(PIN_ROOT) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PREFIX) && !alive(&name) {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }

@@ -265,6 +265,8 @@ fn setup() -> Result<Env> {
         .arg(boot.join("root-cert.pem"))
         .args(["--node", node, "--cgroup"])
         .arg(&n.cgroup)
+        .arg("--pin-dir")
+        .arg(env.mesh.tb.pin_dir(node))
         .env(
             "RUST_LOG",
             std::env::var("AMBIT_LOG").unwrap_or_else(|_| "info".into()),

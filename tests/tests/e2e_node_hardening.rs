@@ -270,3 +270,63 @@ fn hbone_connect_to_a_mesh_port_is_refused_and_mesh_node_stays_flat() {
     // mesh-node still serves.
     assert!(mesh.reaches("client", "srv", 8080));
 }
+
+/// Connects to argv[1]:argv[2] with SO_MARK argv[3], reads the greeting,
+/// sends argv[4] and prints what comes back (or "error <why>").
+const MARKED_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, int(sys.argv[3]))
+s.settimeout(5)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(sys.argv[4].encode())
+    print("echo", f.read(len(sys.argv[4])).decode(), flush=True)
+except OSError as e:
+    print("error", e, flush=True)
+"#;
+
+/// Item 8: a process in an enrolled pod that sets mesh-node's own SO_MARK
+/// (it has CAP_NET_ADMIN in its netns) is still captured: its connection to
+/// a STRICT pod goes over mTLS, and its payload never crosses the wire in
+/// plaintext. (When the mark exempted sockets, it went out in plaintext and
+/// STRICT refused it.)
+#[test]
+fn a_pod_that_forges_mesh_nodes_mark_is_still_captured() {
+    let mut mesh = mesh();
+    mesh.set_policies_yaml(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: strict\n  namespace: demo\nspec:\n  mtls:\n    mode: STRICT\n",
+    )
+    .unwrap();
+    mesh.write_config().unwrap();
+    assert!(
+        mesh_tests::wait::within(Duration::from_secs(5), || !mesh
+            .reaches("outsider", "srv", 8080))
+        .is_some(),
+        "STRICT was not applied"
+    );
+    let srv = mesh.tb.pod("srv").unwrap().ip;
+    let marker = "FORGED-MARK-PAYLOAD-5150";
+    let capture =
+        mesh_tests::wire::Capture::start(&mesh.tb, &mesh.dir().join("forged.pcap")).unwrap();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", MARKED_CLIENT, &srv.to_string(), "8080"])
+        .arg(mesh_common::MESH_MARK.to_string())
+        .arg(marker);
+    let out = mesh
+        .tb
+        .run_in_pod("client", cmd, Duration::from_secs(20))
+        .unwrap();
+    let segments = capture.finish(&mesh.tb).unwrap();
+    assert_eq!(
+        out.trim(),
+        format!("echo {marker}"),
+        "a socket with mesh-node's mark was not carried over the mesh"
+    );
+    assert!(
+        !mesh_tests::wire::contains_plaintext(&segments, marker.as_bytes()),
+        "the forged-mark connection crossed the wire in plaintext"
+    );
+}

@@ -5,20 +5,27 @@
 //! netns and listeners with the kernel programs (a map update and an
 //! sk_lookup link — no program is reloaded), and starts the accept loops.
 //! Un-enrolling stops them and removes the kernel state.
+//!
+//! A pod that cannot be enrolled (a port mesh-node needs is taken in its
+//! netns, a kernel map is full) is kept in [`EnrolmentStatus`] with its
+//! error until it enrols or leaves the config: the admin server answers
+//! not-ready naming it, the metrics count it, and the next reconcile (a
+//! config change, or the periodic retry while any pod fails) tries again.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::delivery_routes::{self, DeliveryRoutesError, InstalledRoutes};
 use super::PodNetns;
 use crate::ebpf::{EnrolledPod, MeshPrograms, PodEnrolment};
-use crate::proxy::{self, MeshPorts, Metrics, PodContext};
+use crate::proxy::{self, ConnectionManager, MeshPorts, Metrics, PodContext};
 use mesh_hbone::{HboneClient, SocketFactory};
 use mesh_identity::{CertStore, Identity};
 use mesh_model::state::ProxyState;
@@ -27,6 +34,13 @@ use mesh_model::state::ProxyState;
 pub enum EnrolmentError {
     #[error("pod {pod}: no network namespace path in its workload entry")]
     NoNetns { pod: String },
+    #[error("pod {pod}: listening on {addr} in its netns: {source}")]
+    Listen {
+        pod: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pod {pod}: {source}")]
     Io {
         pod: String,
@@ -45,6 +59,27 @@ pub enum EnrolmentError {
         #[source]
         source: crate::ebpf::EbpfError,
     },
+}
+
+/// Why one pod is not enrolled, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrolmentFailure {
+    /// The last attempt's error.
+    pub error: String,
+    /// Attempts that failed in a row.
+    pub attempts: u64,
+    pub first_failed_at: SystemTime,
+    pub last_failed_at: SystemTime,
+}
+
+/// The node's enrolment as the operator sees it (admin server, metrics).
+/// Bounded by the pods the config puts on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnrolmentStatus {
+    /// `namespace/name` of each enrolled pod.
+    pub enrolled: Vec<String>,
+    /// `namespace/name` of each pod that should be enrolled and is not.
+    pub failures: BTreeMap<String, EnrolmentFailure>,
 }
 
 /// Sockets for a pod's outgoing connections are opened in its netns.
@@ -81,7 +116,13 @@ pub struct PodEnrolments {
     certs: Arc<CertStore>,
     state: watch::Receiver<Arc<ProxyState>>,
     metrics: Arc<Metrics>,
+    connections: Arc<ConnectionManager>,
     pods: BTreeMap<PodKey, RunningPod>,
+    failures: BTreeMap<String, EnrolmentFailure>,
+    /// Pods whose enrolment failed, held in the kernel (captured with no
+    /// listener, so refused) by netns cookie until they enrol or leave.
+    held: BTreeMap<PodKey, u64>,
+    status: watch::Sender<EnrolmentStatus>,
 }
 
 impl PodEnrolments {
@@ -91,6 +132,8 @@ impl PodEnrolments {
         certs: Arc<CertStore>,
         state: watch::Receiver<Arc<ProxyState>>,
         metrics: Arc<Metrics>,
+        connections: Arc<ConnectionManager>,
+        status: watch::Sender<EnrolmentStatus>,
     ) -> Self {
         PodEnrolments {
             node: node.to_string(),
@@ -98,7 +141,11 @@ impl PodEnrolments {
             certs,
             state,
             metrics,
+            connections,
             pods: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            held: BTreeMap::new(),
+            status,
         }
     }
 
@@ -106,16 +153,68 @@ impl PodEnrolments {
         self.pods.len()
     }
 
+    /// How many pods should be enrolled and are not.
+    pub fn failing(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// Notes a failed attempt for `pod`; logged as an error when it is new
+    /// or its error changed, so a retry loop does not flood the log.
+    fn failed(&mut self, pod: String, e: &EnrolmentError) {
+        let now = SystemTime::now();
+        let error = e.to_string();
+        self.metrics.enrolment_failed();
+        match self.failures.get_mut(&pod) {
+            Some(f) if f.error == error => {
+                f.attempts += 1;
+                f.last_failed_at = now;
+                debug!(%pod, attempts = f.attempts, error = %e, "pod enrolment still fails");
+            }
+            _ => {
+                error!(%pod, error = %e, "pod enrolment failed");
+                self.failures.insert(
+                    pod,
+                    EnrolmentFailure {
+                        error,
+                        attempts: 1,
+                        first_failed_at: now,
+                        last_failed_at: now,
+                    },
+                );
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.metrics.set_enrolments_failing(self.failures.len());
+        let status = EnrolmentStatus {
+            enrolled: self
+                .pods
+                .keys()
+                .map(|k| format!("{}/{}", k.namespace, k.name))
+                .collect(),
+            failures: self.failures.clone(),
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
     /// Brings the enrolled set in line with `state`. Errors for one pod are
-    /// logged and do not stop the others.
+    /// kept (see [`EnrolmentStatus`]) and do not stop the others.
     pub fn reconcile(&mut self, state: &ProxyState) {
         let mut desired = BTreeMap::new();
+        let mut wanted = std::collections::BTreeSet::new();
+        let mut unenrollable = Vec::new();
         for w in state.local_workloads(&self.node) {
             if !state.is_ambient(w) {
                 continue;
             }
+            wanted.insert(w.key());
             let Some(netns) = w.netns.clone() else {
-                error!(error = %EnrolmentError::NoNetns { pod: format!("{}/{}", w.namespace, w.name) }, "cannot enrol");
+                unenrollable.push((w.key(), EnrolmentError::NoNetns { pod: w.key() }));
                 continue;
             };
             let identity = state.identity_of(w);
@@ -137,18 +236,84 @@ impl PodEnrolments {
         for key in gone {
             self.unenrol(&key);
         }
+        let released: Vec<PodKey> = self
+            .held
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in released {
+            self.release(&key);
+        }
+        // A pod that left the config (or this node) fails no more.
+        self.failures.retain(|pod, _| wanted.contains(pod));
+        for (pod, e) in unenrollable {
+            self.failed(pod, &e);
+        }
         for (key, identity) in desired {
             if self.pods.contains_key(&key) {
                 continue;
             }
+            let pod = format!("{}/{}", key.namespace, key.name);
             match self.enrol(&key, identity) {
                 Ok(running) => {
-                    info!(pod = %format!("{}/{}", key.namespace, key.name), ip = %key.ip, identity = %key.identity, "pod enrolled");
+                    info!(pod = %pod, ip = %key.ip, identity = %key.identity, "pod enrolled");
+                    self.failures.remove(&pod);
+                    // The kernel adopted the held pod with the enrolment.
+                    self.held.remove(&key);
                     self.pods.insert(key, running);
                 }
-                Err(e) => error!(error = %e, "pod enrolment failed"),
+                Err(e) => {
+                    self.failed(pod, &e);
+                    self.hold(&key);
+                }
             }
         }
+        self.publish();
+    }
+
+    /// Fails a pod whose enrolment failed closed: captured with no listener,
+    /// its connections are refused rather than unmeshed (issue 9, item 4).
+    /// Without a netns there is nothing to hold (nor to capture).
+    fn hold(&mut self, key: &PodKey) {
+        let netns = match PodNetns::open(&key.netns) {
+            Ok(n) => n,
+            Err(e) => {
+                error!(pod = %format!("{}/{}", key.namespace, key.name), error = %e, "cannot hold a pod whose enrolment failed");
+                return;
+            }
+        };
+        let held = match self.programs.lock() {
+            Ok(mut p) => p.hold(&netns, key.ip),
+            Err(_) => {
+                error!("eBPF state poisoned");
+                return;
+            }
+        };
+        match held {
+            Ok(()) => {
+                self.held.insert(key.clone(), netns.cookie());
+            }
+            Err(e) => {
+                error!(pod = %format!("{}/{}", key.namespace, key.name), error = %e, "cannot hold a pod whose enrolment failed")
+            }
+        }
+    }
+
+    /// Lets a held pod go: it left the config, this node or the mesh.
+    fn release(&mut self, key: &PodKey) {
+        let Some(cookie) = self.held.remove(key) else {
+            return;
+        };
+        match self.programs.lock() {
+            Ok(mut p) => {
+                if let Err(e) = p.release(cookie) {
+                    error!(pod = %key.name, error = %e, "releasing a held pod failed");
+                }
+            }
+            Err(_) => error!("eBPF state poisoned"),
+        }
+        info!(pod = %format!("{}/{}", key.namespace, key.name), "held pod released");
     }
 
     fn enrol(&self, key: &PodKey, identity: Identity) -> Result<RunningPod, EnrolmentError> {
@@ -187,19 +352,21 @@ impl PodEnrolments {
             pod: pod.to_string(),
             source,
         };
+        netns.enable_listener_migration().map_err(io)?;
         let (lo, any): (IpAddr, IpAddr) = match key.ip {
             IpAddr::V4(_) => (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::UNSPECIFIED.into()),
             IpAddr::V6(_) => (Ipv6Addr::LOCALHOST.into(), Ipv6Addr::UNSPECIFIED.into()),
         };
-        let outbound = netns
-            .listen(SocketAddr::new(lo, mesh_common::OUTBOUND_PORT))
-            .map_err(io)?;
-        let plaintext = netns
-            .listen(SocketAddr::new(any, mesh_common::INBOUND_PLAINTEXT_PORT))
-            .map_err(io)?;
-        let hbone = netns
-            .listen(SocketAddr::new(any, mesh_common::HBONE_PORT))
-            .map_err(io)?;
+        let listen = |addr: SocketAddr| {
+            netns.listen(addr).map_err(|source| EnrolmentError::Listen {
+                pod: pod.to_string(),
+                addr,
+                source,
+            })
+        };
+        let outbound = listen(SocketAddr::new(lo, mesh_common::OUTBOUND_PORT))?;
+        let plaintext = listen(SocketAddr::new(any, mesh_common::INBOUND_PLAINTEXT_PORT))?;
+        let hbone = listen(SocketAddr::new(any, mesh_common::HBONE_PORT))?;
         let kernel = self
             .programs
             .lock()
@@ -235,6 +402,7 @@ impl PodEnrolments {
             certs: self.certs.clone(),
             state: self.state.clone(),
             metrics: self.metrics.clone(),
+            connections: self.connections.clone(),
             drain: stop_rx,
         });
         let to_tokio = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l).map_err(io);

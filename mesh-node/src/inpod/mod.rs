@@ -4,5 +4,5 @@ mod delivery_routes;
 mod enrolment;
 mod netns;
 
-pub use enrolment::{EnrolmentError, PodEnrolments};
+pub use enrolment::{EnrolmentError, EnrolmentFailure, EnrolmentStatus, PodEnrolments};
 pub use netns::{netns_cookie_of, set_mesh_mark, PodNetns};

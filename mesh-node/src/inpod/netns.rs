@@ -172,16 +172,44 @@ impl PodNetns {
     }
 
     /// A listening socket inside this netns (non-blocking, ready for tokio).
+    /// SO_REUSEPORT, so that a new mesh-node can listen beside one that is
+    /// draining during a hand-over (see [`Self::enable_listener_migration`]).
     pub fn listen(&self, addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
-        let l = self
-            .run_in(|| std::net::TcpListener::bind(addr))?
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("binding {addr} in netns {}: {e}", self.path.display()),
+            )
+        };
+        let sock = self.run_in(|| {
+            socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )
+        })??;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        sock.bind(&addr.into()).map_err(named)?;
+        sock.listen(1024).map_err(named)?;
+        sock.set_nonblocking(true)?;
+        Ok(sock.into())
+    }
+
+    /// `net.ipv4.tcp_migrate_req=1` in this netns: when a listener of a
+    /// SO_REUSEPORT group closes, the connections in its queue move to
+    /// another listener of the group instead of being reset. That is how a
+    /// draining mesh-node hands its queued connections to the new one.
+    pub fn enable_listener_migration(&self) -> io::Result<()> {
+        self.run_in(|| std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", b"1"))?
             .map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("binding {addr} in netns {}: {e}", self.path.display()),
+                    format!(
+                        "setting net.ipv4.tcp_migrate_req in netns {}: {e}",
+                        self.path.display()
+                    ),
                 )
-            })?;
-        l.set_nonblocking(true)?;
-        Ok(l)
+            })
     }
 }

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use super::delivery::{connect_app, delivery};
-use super::{relay, ConnectionTracker, PodContext};
+use super::{relay, AdmittedConnection, ConnectionTracker, PodContext, Transport};
 use mesh_hbone::{serve_connection, InboundTunnel};
 use mesh_model::rbac::{authorize, ConnectionInfo};
 
@@ -109,6 +109,29 @@ async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
     let peer_id = t.peer.clone();
     let dst = t.target;
     let tracker = ConnectionTracker::new(ctx.metrics.clone());
+    // Registered for as long as it is open: a config change that denies it
+    // closes it.
+    let admitted = AdmittedConnection {
+        transport: Transport::Hbone,
+        src_identity: Some(peer_id.clone()),
+        src_addr: peer,
+        dst_addr: dst,
+        dst_workload: state
+            .workload_arc_by_ip(ctx.ip)
+            .unwrap_or_else(|| Arc::new(workload.clone())),
+    };
+    let mut registered = match ctx.connections.register(admitted, &state) {
+        Ok(g) => g,
+        Err(revoked) => {
+            ctx.metrics.deny();
+            info!(
+                src.identity = %peer_id, dst.identity = %ctx.identity, dst.addr = %dst,
+                reason = %revoked, "connection denied by policy"
+            );
+            t.reject(StatusCode::UNAUTHORIZED);
+            return;
+        }
+    };
     let mut stream = match t.accept() {
         Ok(s) => s,
         Err(e) => {
@@ -116,7 +139,16 @@ async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
             return;
         }
     };
-    match relay(&mut stream, &mut app).await {
+    let relayed = tokio::select! {
+        r = relay(&mut stream, &mut app) => r,
+        _ = registered.revoked() => {
+            // The manager logged and counted it. Dropping the stream
+            // unfinished resets it (RST_STREAM); the app gets a reset too.
+            let _ = app.set_zero_linger();
+            return;
+        }
+    };
+    match relayed {
         Ok((received, sent)) => {
             tracker.bytes(sent, received);
             info!(

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use super::delivery::{connect_app, delivery};
-use super::{relay, ConnectionTracker, PodContext};
+use super::{relay, AdmittedConnection, ConnectionTracker, PodContext, Transport};
 use mesh_model::rbac::{authorize, peer_authentication_mode, ConnectionInfo, MtlsMode};
 
 pub async fn run(ctx: Arc<PodContext>, listener: TcpListener) {
@@ -86,7 +86,37 @@ async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
         }
     };
     let tracker = ConnectionTracker::new(ctx.metrics.clone());
-    if let Ok((received, sent)) = relay(&mut sock, &mut app).await {
+    // Registered for as long as it is open: a config change that denies it
+    // (a DENY, or STRICT on its port) closes it.
+    let admitted = AdmittedConnection {
+        transport: Transport::Plaintext,
+        src_identity: None,
+        src_addr: peer,
+        dst_addr: local,
+        dst_workload: state
+            .workload_arc_by_ip(ctx.ip)
+            .unwrap_or_else(|| Arc::new(workload.clone())),
+    };
+    let mut registered = match ctx.connections.register(admitted, &state) {
+        Ok(g) => g,
+        Err(revoked) => {
+            ctx.metrics.deny();
+            info!(src.addr = %peer, dst.addr = %local, reason = %revoked, "plaintext connection denied by policy");
+            let _ = app.set_zero_linger();
+            refuse(sock);
+            return;
+        }
+    };
+    let relayed = tokio::select! {
+        r = relay(&mut sock, &mut app) => r,
+        _ = registered.revoked() => {
+            // The manager logged and counted it; both sides get a reset.
+            let _ = app.set_zero_linger();
+            refuse(sock);
+            return;
+        }
+    };
+    if let Ok((received, sent)) = relayed {
         tracker.bytes(sent, received);
         info!(
             src.addr = %peer, dst.addr = %local, mode = ?mode, sent, received,

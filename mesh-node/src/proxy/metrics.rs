@@ -1,6 +1,6 @@
-//! Connection counters under Istio's metric names (prometheus-client's
-//! registry and OpenMetrics text), and the count of connections in flight
-//! that a drain waits for.
+//! The node's metrics: connection counters under Istio's metric names
+//! (prometheus-client's registry and OpenMetrics text), the count of
+//! connections in flight that a drain waits for, and pod enrolment failures.
 
 use std::sync::Arc;
 
@@ -20,7 +20,10 @@ pub struct Metrics {
     tcp_sent_bytes: Counter,
     tcp_received_bytes: Counter,
     denied: Counter,
+    closed_by_policy: Counter,
     active: Gauge,
+    enrolment_failures: Counter,
+    enrolments_failing: Gauge,
     idle: Notify,
 }
 
@@ -32,7 +35,10 @@ impl Default for Metrics {
         let tcp_sent_bytes = Counter::default();
         let tcp_received_bytes = Counter::default();
         let denied = Counter::default();
+        let closed_by_policy = Counter::default();
         let active = Gauge::default();
+        let enrolment_failures = Counter::default();
+        let enrolments_failing = Gauge::default();
         // The node proxy reports as the destination side, as ztunnel's
         // inbound does.
         let istio = registry.sub_registry_with_label(("reporter".into(), "destination".into()));
@@ -62,9 +68,24 @@ impl Default for Metrics {
             denied.clone(),
         );
         registry.register(
+            "ambit_connections_closed_by_policy",
+            "Open connections closed because a config change denies them",
+            closed_by_policy.clone(),
+        );
+        registry.register(
             "ambit_connections_active",
             "Connections in flight",
             active.clone(),
+        );
+        registry.register(
+            "ambit_pod_enrolment_failures",
+            "Failed attempts to enrol a pod",
+            enrolment_failures.clone(),
+        );
+        registry.register(
+            "ambit_pod_enrolments_failing",
+            "Pods that should be enrolled and are not",
+            enrolments_failing.clone(),
         );
         Metrics {
             registry,
@@ -73,7 +94,10 @@ impl Default for Metrics {
             tcp_sent_bytes,
             tcp_received_bytes,
             denied,
+            closed_by_policy,
             active,
+            enrolment_failures,
+            enrolments_failing,
             idle: Notify::new(),
         }
     }
@@ -87,6 +111,22 @@ impl Metrics {
     /// Counts a connection refused by policy.
     pub fn deny(&self) {
         self.denied.inc();
+    }
+
+    /// Counts an open connection closed because a config change denies it.
+    pub fn closed_by_policy(&self) {
+        self.closed_by_policy.inc();
+    }
+
+    /// Counts a failed attempt to enrol a pod.
+    pub fn enrolment_failed(&self) {
+        self.enrolment_failures.inc();
+    }
+
+    /// Sets how many pods should be enrolled and are not.
+    pub fn set_enrolments_failing(&self, pods: usize) {
+        self.enrolments_failing
+            .set(i64::try_from(pods).unwrap_or(i64::MAX));
     }
 
     /// Waits until no connection is in flight.
@@ -146,6 +186,9 @@ mod tests {
         let tracker = ConnectionTracker::new(metrics.clone());
         tracker.bytes(10, 20);
         metrics.deny();
+        metrics.closed_by_policy();
+        metrics.enrolment_failed();
+        metrics.set_enrolments_failing(1);
         let text = metrics.render();
         for line in [
             "istio_tcp_connections_opened_total{reporter=\"destination\"} 1",
@@ -154,6 +197,9 @@ mod tests {
             "istio_tcp_received_bytes_total{reporter=\"destination\"} 20",
             "ambit_connections_denied_total 1",
             "ambit_connections_active 1",
+            "ambit_connections_closed_by_policy_total 1",
+            "ambit_pod_enrolment_failures_total 1",
+            "ambit_pod_enrolments_failing 1",
             "# TYPE istio_tcp_connections_opened counter",
             "# TYPE ambit_connections_active gauge",
         ] {

@@ -4,11 +4,14 @@
 //! - [`inbound`]: 15008, HBONE tunnels from other pods' proxies
 //! - [`inbound_passthrough`]: 15006, plaintext steered in by sk_lookup
 //! - [`delivery`]: where both inbound paths deliver in the pod (never a mesh port)
+//! - [`connection_manager`]: the open inbound connections, re-authorized on
+//!   every config change (those now denied are closed)
 //!
 //! Each pod's listeners share one [`PodContext`]: its identity, its netns
 //! (every socket the proxy opens for the pod is opened there), its HBONE
 //! client pool, and the node's current state.
 
+pub mod connection_manager;
 pub mod delivery;
 pub mod inbound;
 pub mod inbound_passthrough;
@@ -27,6 +30,7 @@ use mesh_hbone::HboneClient;
 use mesh_identity::{CertStore, Identity};
 use mesh_model::state::ProxyState;
 
+pub use connection_manager::{AdmittedConnection, ConnectionManager, Transport};
 pub use copy::relay;
 pub use delivery::MeshPorts;
 pub use metrics::{ConnectionTracker, Metrics, METRICS_CONTENT_TYPE};
@@ -44,6 +48,9 @@ pub struct PodContext {
     pub certs: Arc<CertStore>,
     pub state: watch::Receiver<Arc<ProxyState>>,
     pub metrics: Arc<Metrics>,
+    /// The node's open inbound connections, closed when a config change
+    /// denies them.
+    pub connections: Arc<ConnectionManager>,
     /// Becomes true when mesh-node starts draining (SIGTERM) or the pod leaves.
     pub drain: watch::Receiver<bool>,
 }

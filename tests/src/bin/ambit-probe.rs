@@ -1,4 +1,4 @@
-//! The sample app: `ambit-probe serve|send|rr|bulk|cps` (see `mesh_tests::probe`)
+//! The sample app: `ambit-probe serve|send|rr|bulk|stream|cps` (see `mesh_tests::probe`)
 //! and `http|http-load` (see `mesh_tests::http_app`).
 
 use std::net::SocketAddr;
@@ -116,6 +116,16 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
     },
+    /// One long-lived stream: a small echo every --interval-ms, a line
+    /// per echo, and a StreamReport (JSON) when it ends or --secs pass.
+    Stream {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 30.0)]
+        secs: f64,
+    },
     /// New connections per second.
     Cps {
         #[arg(long)]
@@ -202,6 +212,15 @@ fn main() -> anyhow::Result<()> {
             if !intact {
                 anyhow::bail!("payload did not come back intact");
             }
+            return Ok(());
+        }
+        Cmd::Stream {
+            to,
+            interval_ms,
+            secs,
+        } => {
+            let r = probe::stream(to, Duration::from_millis(interval_ms), secs)?;
+            println!("{}", serde_json::to_string(&r)?);
             return Ok(());
         }
         Cmd::Rr {
