@@ -28,6 +28,22 @@ pub const HBONE_PORT: u16 = 15008;
 /// mesh-node is recognised by its cgroup, see `map_names::OWN_CGROUP`).
 pub const MESH_MARK: u32 = 0x0A3B_1700;
 
+/// SO_MARK of the socket mesh-node delivers inbound traffic to the app on
+/// (inside the pod, from the caller's own address). It differs from
+/// [`MESH_MARK`] so that only the app's side of a delivered connection (which
+/// inherits it with `tcp_fwmark_accept`) is routed back to mesh-node by the
+/// pod's [`DELIVERY_TABLE`]; mesh-node's outbound sockets in the same pod
+/// keep leaving on the pod's routes. (Capture exempts mesh-node by its
+/// cgroup, so this mark grants a pod nothing.)
+pub const DELIVERY_MARK: u32 = MESH_MARK | 1;
+/// The routing table, in each enrolled pod's netns, that sends every packet
+/// carrying [`DELIVERY_MARK`] to the local stack (`local default dev lo`): the
+/// app's replies to a caller address that mesh-node holds transparently.
+pub const DELIVERY_TABLE: u32 = 15_006;
+/// Priority of the `fwmark DELIVERY_MARK lookup DELIVERY_TABLE` rule: after
+/// the `local` table (0), before `main` (32766), as ztunnel's in-pod rule.
+pub const DELIVERY_RULE_PRIORITY: u32 = 32_764;
+
 /// `AF_INET`, as stored in the `family` fields below.
 pub const FAMILY_V4: u16 = 2;
 /// `AF_INET6`, as stored in the `family` fields below.

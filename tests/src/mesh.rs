@@ -3,7 +3,7 @@
 //! for the certificates, and helpers to run the sample app in pods.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -471,8 +471,15 @@ impl LocalMesh {
 
     /// Starts the sample server in `pod` on `port` and waits until it listens.
     pub fn serve(&self, pod: &str, port: u16, sink: bool) -> Result<usize> {
+        self.serve_at(pod, Ipv4Addr::UNSPECIFIED.into(), port, sink)
+    }
+
+    /// Starts the sample server in `pod` on `bind:port` only (e.g. 127.0.0.1
+    /// or the pod's IP) and waits until it listens.
+    pub fn serve_at(&self, pod: &str, bind: IpAddr, port: u16, sink: bool) -> Result<usize> {
         let mut cmd = Command::new(binary("ambit-probe")?);
         cmd.args(["serve", "--name", pod, "--port", &port.to_string()]);
+        cmd.args(["--bind", &bind.to_string()]);
         if sink {
             cmd.arg("--sink");
         }

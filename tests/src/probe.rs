@@ -19,6 +19,44 @@ pub struct Hello {
     pub local: String,
     /// The peer as the server sees it.
     pub peer: String,
+    /// The accepted socket's SO_MARK: mesh-node's delivery mark
+    /// (`mesh_common::DELIVERY_MARK`) when mesh-node delivered the connection,
+    /// 0 when it came straight from the caller.
+    #[serde(default)]
+    pub mark: u32,
+}
+
+impl Hello {
+    /// The connection was delivered by the server's node proxy.
+    pub fn via_node_proxy(&self) -> bool {
+        self.mark == mesh_common::DELIVERY_MARK
+    }
+
+    /// The IP of the peer the server saw.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.peer.parse::<SocketAddr>().ok().map(|a| a.ip())
+    }
+}
+
+/// The SO_MARK of a socket.
+fn mark_of(conn: &TcpStream) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut mark: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: `mark` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mut mark as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(mark)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,10 +85,10 @@ pub enum ServeMode {
     Sink,
 }
 
-/// Serves forever on `port` (all addresses), a thread per connection.
-pub fn serve(name: &str, port: u16, mode: ServeMode) -> Result<()> {
-    let listener =
-        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
+/// Serves forever on `addr` (`0.0.0.0:<port>` for all addresses), a thread
+/// per connection.
+pub fn serve(name: &str, addr: SocketAddr, mode: ServeMode) -> Result<()> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     println!("listening on {}", listener.local_addr()?);
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -68,6 +106,7 @@ fn serve_one(name: &str, mut conn: TcpStream, mode: ServeMode) -> Result<()> {
         server: name.to_string(),
         local: conn.local_addr()?.to_string(),
         peer: conn.peer_addr()?.to_string(),
+        mark: mark_of(&conn)?,
     };
     let mut line = serde_json::to_string(&hello)?;
     line.push('\n');

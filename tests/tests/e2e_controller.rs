@@ -36,7 +36,9 @@ fn config_and_certificates_come_from_the_controller() {
     let r = mesh
         .send("client", SocketAddr::from((srv, 8080)), 100_000, "c")
         .unwrap();
-    assert!(r.intact && r.hello.peer.starts_with("127.0.0.1:"), "{r:?}");
+    let client = mesh.tb.pod("client").unwrap().ip;
+    assert!(r.intact && r.hello.via_node_proxy(), "{r:?}");
+    assert_eq!(r.hello.peer_ip(), Some(client.into()), "{r:?}");
     // The identity the server's node saw came from a CA-issued certificate.
     mesh.wait_node_log(
         "node-b",

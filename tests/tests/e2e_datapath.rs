@@ -50,6 +50,7 @@ fn start(mesh: &mut LocalMesh) {
 fn payloads_arrive_intact_cross_node_and_same_node() {
     let mut mesh = two_node_mesh();
     start(&mut mesh);
+    let client_ip = mesh.tb.pod("client").unwrap().ip;
     for (server, what) in [("srv-b", "cross-node"), ("srv-a", "same-node")] {
         let ip = mesh.tb.pod(server).unwrap().ip;
         for bytes in [1u64, 1000, 1 << 20, 64 << 20] {
@@ -59,12 +60,15 @@ fn payloads_arrive_intact_cross_node_and_same_node() {
             assert!(r.intact, "{what} {bytes} bytes damaged: {r:?}");
             assert_eq!(r.received, bytes, "{what}");
             assert_eq!(r.hello.server, server);
-            // The app sees its original port, and the connection delivered by
-            // its node proxy over the pod's loopback: it went through the mesh.
-            assert!(r.hello.local.ends_with(":8080"), "{what}: {r:?}");
-            assert!(
-                r.hello.peer.starts_with("127.0.0.1:"),
-                "{what} not via the mesh: {r:?}"
+            // The app sees its own address and original port, the caller's
+            // address, and the connection delivered by its node proxy (the
+            // delivery mark): it went through the mesh.
+            assert_eq!(r.hello.local, format!("{ip}:8080"), "{what}: {r:?}");
+            assert!(r.hello.via_node_proxy(), "{what} not via the mesh: {r:?}");
+            assert_eq!(
+                r.hello.peer_ip(),
+                Some(client_ip.into()),
+                "{what}: the app did not see its caller: {r:?}"
             );
         }
     }
@@ -152,6 +156,7 @@ fn pod_outside_opted_in_namespaces_is_never_captured() {
     // Not captured: the server sees the client's own pod address, not a proxy.
     assert_eq!(r.local.split(':').next(), Some(me.to_string().as_str()));
     assert!(r.hello.peer.starts_with(&format!("{me}:")), "{r:?}");
+    assert!(!r.hello.via_node_proxy(), "{r:?}");
     // Had connect4 captured it, it would have gone to 127.0.0.1:15001 in a
     // netns with no listener and failed; mesh-node logged nothing about it.
     let log = mesh.node_log("node-a").unwrap().join("\n");

@@ -26,6 +26,7 @@ use kube::api::{
 use kube::Client;
 use mesh_tests::kube::KubeApiServer;
 use mesh_tests::mesh::{binary, LocalMesh, CONTROLLER_IP, CONTROLLER_PORT};
+use mesh_tests::probe::Hello;
 use mesh_tests::sys::ip_in;
 use mesh_tests::testbed::PodSpec;
 use mesh_tests::wait::within;
@@ -134,10 +135,12 @@ impl Env {
     }
 
     /// The peer pod `to` saw for a connection from `from` (None: no answer).
-    fn peer_seen(&self, from: &str, to: &str) -> Option<String> {
+    /// The greeting of `to`'s server to a call from `from` (the peer it saw,
+    /// and whether its node proxy delivered the call).
+    fn peer_seen(&self, from: &str, to: &str) -> Option<Hello> {
         let ip = self.mesh.tb.pod(to).ok()?.ip;
         match self.mesh.send(from, SocketAddr::from((ip, 8080)), 64, "p") {
-            Ok(r) if r.intact => Some(r.hello.peer),
+            Ok(r) if r.intact => Some(r.hello),
             _ => None,
         }
     }
@@ -294,11 +297,11 @@ fn changes_through_the_kubernetes_api_reach_the_nodes() {
     let env = setup().expect("setup (needs root and the kube-apiserver binary)");
     let client_ip = env.mesh.tb.pod("client").unwrap().ip.to_string();
 
-    // Baseline: the client is captured (the server sees its node proxy on
-    // loopback) and the service answers from srv-1.
+    // Baseline: the client is captured (its node proxy delivers the call,
+    // from the client's address) and the service answers from srv-1.
     let peer = within(Duration::from_secs(5), || {
         env.peer_seen("client", "srv-1")
-            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+            .is_some_and(|h| h.via_node_proxy() && h.peer.starts_with(&format!("{client_ip}:")))
     });
     assert!(
         peer.is_some(),
@@ -465,8 +468,8 @@ fn changes_through_the_kubernetes_api_reach_the_nodes() {
     });
     assert_eq!(env.replica("client").as_deref(), Some("srv-1"));
 
-    // Namespace label: off (pods released: the server sees the client's
-    // own address) and on again (captured: the node proxy on loopback).
+    // Namespace label: off (pods released: the client's connection reaches
+    // the server directly) and on again (captured: the node proxy delivers it).
     let namespaces: Api<Namespace> = Api::all(env.client.clone());
     let label = |v: Value| {
         env.block(async {
@@ -484,12 +487,12 @@ fn changes_through_the_kubernetes_api_reach_the_nodes() {
     label(Value::Null);
     reaches_node("namespace demo unlabelled: pods not captured", || {
         env.peer_seen("client", "srv-1")
-            .is_some_and(|p| p.starts_with(&format!("{client_ip}:")))
+            .is_some_and(|h| !h.via_node_proxy() && h.peer.starts_with(&format!("{client_ip}:")))
     });
     label(json!("ambient"));
     reaches_node("namespace demo labelled ambient: pods captured", || {
         env.peer_seen("client", "srv-1")
-            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+            .is_some_and(|h| h.via_node_proxy() && h.peer.starts_with(&format!("{client_ip}:")))
     });
 
     // Scale up: pod srv-2 appears (with its EndpointSlice entry) and gets

@@ -13,7 +13,7 @@ fn via_mesh(mesh: &LocalMesh, from: &str, to: &str) -> bool {
         .send(from, SocketAddr::from((ip, 8080)), 100, "e")
         .unwrap();
     assert!(r.intact);
-    r.hello.peer.starts_with("127.0.0.1:")
+    r.hello.via_node_proxy()
 }
 
 #[test]

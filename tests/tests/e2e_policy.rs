@@ -82,8 +82,13 @@ fn peer_authentication_strict_permissive_disable_at_each_scope() {
         .send("outsider", SocketAddr::from((ip, 8080)), 10, "p")
         .unwrap();
     assert!(
-        r.hello.peer.starts_with("127.0.0.1:"),
+        r.hello.via_node_proxy(),
         "plaintext not through the node proxy: {r:?}"
+    );
+    assert_eq!(
+        r.hello.peer_ip(),
+        Some(mesh.tb.pod("outsider").unwrap().ip.into()),
+        "the app did not see the plaintext caller: {r:?}"
     );
 
     // DISABLE lets plaintext through untouched.

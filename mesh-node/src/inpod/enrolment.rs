@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
+use super::delivery_routes::{self, DeliveryRoutesError, InstalledRoutes};
 use super::PodNetns;
 use crate::ebpf::{EnrolledPod, MeshPrograms, PodEnrolment};
 use crate::proxy::{self, ConnectionManager, MeshPorts, Metrics, PodContext};
@@ -45,6 +46,12 @@ pub enum EnrolmentError {
         pod: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("pod {pod}: reply routing for delivery: {source}")]
+    DeliveryRoutes {
+        pod: String,
+        #[source]
+        source: DeliveryRoutesError,
     },
     #[error("pod {pod}: kernel programs: {source}")]
     Ebpf {
@@ -96,6 +103,8 @@ struct PodKey {
 
 struct RunningPod {
     kernel: EnrolledPod,
+    netns: Arc<PodNetns>,
+    routes: InstalledRoutes,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -314,6 +323,35 @@ impl PodEnrolments {
             source,
         };
         let netns = Arc::new(PodNetns::open(&key.netns).map_err(io)?);
+        let routes =
+            delivery_routes::install(&netns).map_err(|source| EnrolmentError::DeliveryRoutes {
+                pod: pod.clone(),
+                source,
+            })?;
+        match self.enrol_in(key, identity, &pod, netns.clone(), routes) {
+            Ok(running) => Ok(running),
+            Err(e) => {
+                if let Err(undo) = delivery_routes::remove(&netns, routes) {
+                    error!(pod = %pod, error = %undo, "undoing the reply routing failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The rest of [`Self::enrol`], once the pod's reply routing is in place.
+    fn enrol_in(
+        &self,
+        key: &PodKey,
+        identity: Identity,
+        pod: &str,
+        netns: Arc<PodNetns>,
+        routes: InstalledRoutes,
+    ) -> Result<RunningPod, EnrolmentError> {
+        let io = |source| EnrolmentError::Io {
+            pod: pod.to_string(),
+            source,
+        };
         netns.enable_listener_migration().map_err(io)?;
         let (lo, any): (IpAddr, IpAddr) = match key.ip {
             IpAddr::V4(_) => (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::UNSPECIFIED.into()),
@@ -321,7 +359,7 @@ impl PodEnrolments {
         };
         let listen = |addr: SocketAddr| {
             netns.listen(addr).map_err(|source| EnrolmentError::Listen {
-                pod: pod.clone(),
+                pod: pod.to_string(),
                 addr,
                 source,
             })
@@ -340,7 +378,7 @@ impl PodEnrolments {
                 hbone: &hbone,
             })
             .map_err(|source| EnrolmentError::Ebpf {
-                pod: pod.clone(),
+                pod: pod.to_string(),
                 source,
             })?;
         // Every port opened here is mesh-node's; none may be delivered to.
@@ -359,7 +397,7 @@ impl PodEnrolments {
             hbone: HboneClient::new(
                 self.certs.clone(),
                 identity,
-                Arc::new(PodSocketFactory(netns)),
+                Arc::new(PodSocketFactory(netns.clone())),
             ),
             certs: self.certs.clone(),
             state: self.state.clone(),
@@ -378,6 +416,8 @@ impl PodEnrolments {
         ];
         Ok(RunningPod {
             kernel,
+            netns,
+            routes,
             stop,
             tasks,
         })
@@ -398,6 +438,9 @@ impl PodEnrolments {
                 }
             }
             Err(_) => error!("eBPF state poisoned"),
+        }
+        if let Err(e) = delivery_routes::remove(&running.netns, running.routes) {
+            error!(pod = %key.name, error = %e, "removing the reply routing failed");
         }
         info!(pod = %format!("{}/{}", key.namespace, key.name), "pod un-enrolled");
     }

@@ -1,5 +1,6 @@
 //! In-pod mode: mesh-node's sockets live inside each pod's network namespace.
 
+mod delivery_routes;
 mod enrolment;
 mod netns;
 

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
@@ -89,6 +90,26 @@ pub fn netns_cookie_of(sock: &impl AsRawFd) -> io::Result<u64> {
     Ok(cookie)
 }
 
+/// Lets bind() to port 0 leave the port to connect(), which picks one unique
+/// for the whole 4-tuple (socket2 has no setter for it).
+fn set_bind_address_no_port(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid c_int for reads of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Marks a socket so the kernel programs never capture it.
 pub fn set_mesh_mark(sock: &impl AsFd) -> io::Result<()> {
     socket2::SockRef::from(sock).set_mark(mesh_common::MESH_MARK)
@@ -107,6 +128,46 @@ impl PodNetns {
         })??;
         set_mesh_mark(&sock)?;
         sock.set_nodelay(true)?;
+        Ok(sock)
+    }
+
+    /// The socket mesh-node delivers inbound traffic to the app on: inside
+    /// this netns, bound to the caller's address `source` (which the pod does
+    /// not own, hence IP_TRANSPARENT / IPV6_TRANSPARENT; CAP_NET_ADMIN in the
+    /// pod's netns, which mesh-node has) so the app's `accept()` sees the real
+    /// caller, as ztunnel's in-pod inbound does. It carries
+    /// [`mesh_common::DELIVERY_MARK`]: the app's side inherits it
+    /// (`tcp_fwmark_accept`), which routes the app's replies back here (see
+    /// `delivery_routes`), and is bound to the loopback device. Port 0 with IP_BIND_ADDRESS_NO_PORT: the port is
+    /// chosen at connect(), unique per 4-tuple rather than per caller address.
+    pub fn delivery_socket(
+        &self,
+        source: IpAddr,
+        target: SocketAddr,
+    ) -> io::Result<tokio::net::TcpSocket> {
+        let sock = self.run_in(|| {
+            if target.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+        })??;
+        let sref = socket2::SockRef::from(&sock);
+        sref.set_mark(mesh_common::DELIVERY_MARK)?;
+        if target.is_ipv4() {
+            sref.set_ip_transparent_v4(true)?;
+        } else {
+            sref.set_ip_transparent_v6(true)?;
+        }
+        // Bound to the loopback device: the kernel then takes the route of
+        // the delivery table (`local default dev lo`), and the SYN's ingress
+        // ifindex is lo's, which is how the sk_lookup program tells this
+        // delivery from traffic that came from outside (unbound, a SYN to the
+        // pod's own address has the ifindex of the device that address is on).
+        sref.bind_device(Some(b"lo"))?;
+        set_bind_address_no_port(&sock)?;
+        sock.set_nodelay(true)?;
+        sock.bind(SocketAddr::new(source, 0))?;
         Ok(sock)
     }
 

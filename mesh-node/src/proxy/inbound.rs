@@ -1,7 +1,7 @@
 //! 15008: HBONE tunnels from other proxies. TLS is terminated with the pod's
 //! certificate, the caller's SPIFFE identity is checked against L4
 //! AuthorizationPolicy, and each CONNECT stream is delivered to the app on
-//! the pod's loopback at the original port.
+//! the pod at its own address and original port, from the caller's address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use http::StatusCode;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
-use super::delivery::delivery_target;
+use super::delivery::{connect_app, delivery};
 use super::{relay, AdmittedConnection, ConnectionTracker, PodContext, Transport};
 use mesh_hbone::{serve_connection, InboundTunnel};
 use mesh_model::rbac::{authorize, ConnectionInfo};
@@ -62,7 +62,7 @@ async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
         return;
     }
     // Before policy: no policy can make a mesh port a valid destination.
-    let target = match delivery_target(ctx.ip, t.target.port(), &ctx.mesh_ports) {
+    let target = match delivery(ctx.ip, t.target.port(), peer.ip(), &ctx.mesh_ports) {
         Ok(target) => target,
         Err(refused) => {
             ctx.metrics.deny();
@@ -97,10 +97,7 @@ async fn tunnel(ctx: &PodContext, t: InboundTunnel, peer: SocketAddr) {
         t.reject(StatusCode::UNAUTHORIZED);
         return;
     }
-    let app = match ctx.netns.tcp_socket(target) {
-        Ok(s) => s.connect(target).await,
-        Err(e) => Err(e),
-    };
+    let app = connect_app(&ctx.netns, &target).await;
     let mut app = match app {
         Ok(a) => a,
         Err(e) => {

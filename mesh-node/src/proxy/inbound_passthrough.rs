@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
-use super::delivery::delivery_target;
+use super::delivery::{connect_app, delivery};
 use super::{relay, AdmittedConnection, ConnectionTracker, PodContext, Transport};
 use mesh_model::rbac::{authorize, peer_authentication_mode, ConnectionInfo, MtlsMode};
 
@@ -41,7 +41,7 @@ async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
     let Ok(local) = sock.local_addr() else { return };
     // Before PeerAuthentication and policy: a mesh port is never relayed,
     // whatever they say.
-    let target = match delivery_target(ctx.ip, local.port(), &ctx.mesh_ports) {
+    let target = match delivery(ctx.ip, local.port(), peer.ip(), &ctx.mesh_ports) {
         Ok(target) => target,
         Err(refused) => {
             ctx.metrics.deny();
@@ -77,10 +77,7 @@ async fn handle(ctx: &PodContext, mut sock: TcpStream, peer: SocketAddr) {
         refuse(sock);
         return;
     }
-    let app = match ctx.netns.tcp_socket(target) {
-        Ok(s) => s.connect(target).await,
-        Err(e) => Err(e),
-    };
+    let app = connect_app(&ctx.netns, &target).await;
     let mut app = match app {
         Ok(a) => a,
         Err(_) => {

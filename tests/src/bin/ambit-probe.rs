@@ -25,6 +25,9 @@ enum Cmd {
         port: u16,
         #[arg(long)]
         sink: bool,
+        /// The address to listen on (all addresses by default).
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
     },
     /// The HTTP sample app (bookinfo's roles): answers JSON with
     /// `x-served-by: <name>`, optionally failing, slow, or calling upstreams.
@@ -135,13 +138,18 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.cmd {
-        Cmd::Serve { name, port, sink } => {
+        Cmd::Serve {
+            name,
+            port,
+            sink,
+            bind,
+        } => {
             let mode = if sink {
                 ServeMode::Sink
             } else {
                 ServeMode::Echo
             };
-            return probe::serve(&name, port, mode);
+            return probe::serve(&name, SocketAddr::new(bind, port), mode);
         }
         Cmd::Http {
             name,
