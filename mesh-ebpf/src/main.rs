@@ -568,9 +568,11 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
     }
     // SAFETY: readable 4-byte context field.
     let ifindex = unsafe { read_volatile(addr_of!((*lk).ingress_ifindex)) };
-    // Made inside the pod's own netns (it arrived on the loopback device):
-    // mesh-node's delivery to the app, or a local connection of the pod's
-    // that capture let through. Only traffic from outside the pod is steered.
+    // Arrived on the loopback device: made inside the pod's netns by a
+    // socket bound to lo (mesh-node's delivery to the app binds to lo for
+    // this; a SYN to the pod's own IP from an unbound socket carries the
+    // ifindex of the device the address is on, and is steered like any
+    // other). Traffic from outside the pod is steered.
     if ifindex == LOOPBACK_IFINDEX {
         return SK_PASS;
     }
