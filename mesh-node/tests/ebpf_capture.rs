@@ -677,6 +677,15 @@ fn sk_lookup_steers_inbound_to_pod_listeners() {
             hbone: &hbone,
         })
         .unwrap_or_else(|e| panic!("enrol again: {}", error_chain(&e)));
+    // shutdown(SHUT_RD) takes a listener to TCP_CLOSE at once, as the last
+    // close does when mesh-node dies; a plain drop would not while another
+    // test thread's fork (spawning `ip`) still holds a copy of the fd until
+    // its exec, and the listener would go on answering SYNs meanwhile.
+    for l in [&plain, &hbone] {
+        socket2::SockRef::from(l)
+            .shutdown(std::net::Shutdown::Read)
+            .expect("shutting a pod listener down");
+    }
     drop((plain, hbone));
     for port in [9999, mesh_common::HBONE_PORT] {
         let dst = SocketAddr::from((pod_ip, port));
