@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -16,6 +17,7 @@ use hyper::client::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -173,6 +175,16 @@ async fn start_gateway(
     disc: StaticDiscovery,
     creds: &Path,
 ) -> HashMap<u16, SocketAddr> {
+    start_gateway_with(yaml, disc, creds, None).await
+}
+
+/// As [`start_gateway`], with a TLS handshake timeout other than the default.
+async fn start_gateway_with(
+    yaml: &str,
+    disc: StaticDiscovery,
+    creds: &Path,
+    tls_handshake_timeout: Option<Duration>,
+) -> HashMap<u16, SocketAddr> {
     let (gw, issues) = GatewayConfig::from_yaml(yaml, "test.yaml", &ingress(), creds);
     assert!(issues.is_empty(), "gateway issues: {issues:?}");
     let disc = Arc::new(disc);
@@ -182,8 +194,11 @@ async fn start_gateway(
     let mut ports = HashMap::new();
     for l in gw.listeners {
         let port = l.port;
-        let svc =
+        let mut svc =
             ListenerService::new(l, disc.clone(), Arc::new(TcpConnector)).expect("TLS config");
+        if let Some(t) = tls_handshake_timeout {
+            svc = svc.with_tls_handshake_timeout(t);
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         ports.insert(port, listener.local_addr().expect("addr"));
         tokio::spawn(svc.serve(listener, rx.clone()));
@@ -302,6 +317,48 @@ async fn example_com() -> (Credentials, HashMap<u16, SocketAddr>, Backend) {
     ]) + MYAPP_SUBSETS;
     let ports = start_gateway(&yaml, disc, creds.path()).await;
     (creds, ports, myapp)
+}
+
+/// A client that opens TCP and starts, but never finishes, a TLS handshake
+/// is cut at the handshake timeout; a well-behaved client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_cut_at_the_timeout() {
+    let creds = Credentials::new(&[("tls-secret", "example.com")]);
+    let myapp = Backend::start("myapp").await;
+    let v1 = Endpoint::new(myapp.addr, &[("version", "v1")]);
+    let disc = StaticDiscovery::new().with("myapp", vec![v1]);
+    let yaml = seeds(&[
+        "39-002-gateway-my-gateway.yaml",
+        "40-002-virtualservice-gateway-vs.yaml",
+    ]) + MYAPP_SUBSETS;
+    let timeout = Duration::from_millis(300);
+    let ports = start_gateway_with(&yaml, disc, creds.path(), Some(timeout)).await;
+
+    let mut stalled = TcpStream::connect(ports[&443]).await.expect("connect");
+    // The header of a handshake record promising 255 bytes, then nothing.
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0xff])
+        .await
+        .expect("write a partial record");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf)).await;
+    let waited = started.elapsed();
+    match read {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("the gateway answered a partial record with {n} bytes"),
+        Err(_) => panic!("a stalled TLS handshake was still open after 5 s"),
+    }
+    assert!(
+        waited >= timeout - Duration::from_millis(50) && waited < Duration::from_secs(3),
+        "cut after {waited:?}, the timeout is {timeout:?}"
+    );
+
+    let tls = tls_connect(&creds, ports[&443], "example.com", &[b"http/1.1"])
+        .await
+        .expect("a well-behaved client completes its handshake");
+    let r = https_get_h1(tls, "example.com", "/hello").await;
+    assert_eq!(r.status, StatusCode::OK, "body: {}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

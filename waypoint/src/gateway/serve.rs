@@ -47,7 +47,15 @@ pub struct ListenerService {
     waypoint: Arc<Waypoint>,
     discovery: Arc<dyn Discovery>,
     tls: Option<TlsAcceptor>,
+    /// How long a client may take to complete the TLS handshake.
+    tls_handshake_timeout: Duration,
 }
+
+/// A TLS client that opens TCP and never finishes its handshake holds a
+/// connection and a task; it is cut after this. Envoy bounds the listener
+/// filters' part of it at 15 s (`listener_filters_timeout`) and leaves the
+/// rest unbounded; the whole handshake is bounded here, with the same 15 s.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `https://host/path?query` for an HTTP request, keeping a port other
 /// than 80 (Envoy's `https_redirect` drops only the default port).
@@ -117,7 +125,21 @@ impl ListenerService {
             waypoint,
             discovery,
             tls,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
         }))
+    }
+
+    /// The TLS handshake timeout, set before the service is shared (once
+    /// it serves, the value stays as it was).
+    pub fn with_tls_handshake_timeout(mut self: Arc<Self>, timeout: Duration) -> Arc<Self> {
+        match Arc::get_mut(&mut self) {
+            Some(me) => me.tls_handshake_timeout = timeout,
+            None => warn!(
+                port = self.port,
+                "TLS handshake timeout set on a shared listener: ignored"
+            ),
+        }
+        self
     }
 
     /// The hosts of this port's servers (for logs).
@@ -196,13 +218,20 @@ impl ListenerService {
     /// Serves one accepted connection (TLS handshake first on HTTPS).
     pub async fn serve_connection<I: Io>(self: Arc<Self>, io: I, peer: SocketAddr) {
         match self.tls.clone() {
-            Some(acceptor) => match acceptor.accept(io).await {
-                Ok(tls) => {
-                    let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
-                    self.serve_http(tls, peer, sni).await
+            Some(acceptor) => {
+                match tokio::time::timeout(self.tls_handshake_timeout, acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => {
+                        let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                        self.serve_http(tls, peer, sni).await
+                    }
+                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => debug!(
+                        %peer,
+                        timeout = ?self.tls_handshake_timeout,
+                        "TLS handshake timed out: connection closed"
+                    ),
                 }
-                Err(e) => debug!(%peer, error = %e, "TLS handshake failed"),
-            },
+            }
             None => self.serve_http(io, peer, None).await,
         }
     }
