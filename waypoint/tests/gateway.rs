@@ -302,6 +302,13 @@ spec:
 /// Seeds 39+40 (my-gateway, example.com) plus 43+41 (myapp-gateway, a
 /// second certificate on 443) with `myapp` (v1) behind the gateway.
 async fn example_com() -> (Credentials, HashMap<u16, SocketAddr>, Backend) {
+    example_com_with(None).await
+}
+
+/// As [`example_com`], with a TLS handshake timeout other than the default.
+async fn example_com_with(
+    tls_handshake_timeout: Option<Duration>,
+) -> (Credentials, HashMap<u16, SocketAddr>, Backend) {
     let creds = Credentials::new(&[
         ("tls-secret", "example.com"),
         ("myapp-tls-secret", "myapp.example.com"),
@@ -315,7 +322,7 @@ async fn example_com() -> (Credentials, HashMap<u16, SocketAddr>, Backend) {
         "43-003-gateway-myapp-gateway.yaml",
         "41-003-virtualservice-myapp.yaml",
     ]) + MYAPP_SUBSETS;
-    let ports = start_gateway(&yaml, disc, creds.path()).await;
+    let ports = start_gateway_with(&yaml, disc, creds.path(), tls_handshake_timeout).await;
     (creds, ports, myapp)
 }
 
@@ -323,16 +330,8 @@ async fn example_com() -> (Credentials, HashMap<u16, SocketAddr>, Backend) {
 /// is cut at the handshake timeout; a well-behaved client is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_tls_handshake_is_cut_at_the_timeout() {
-    let creds = Credentials::new(&[("tls-secret", "example.com")]);
-    let myapp = Backend::start("myapp").await;
-    let v1 = Endpoint::new(myapp.addr, &[("version", "v1")]);
-    let disc = StaticDiscovery::new().with("myapp", vec![v1]);
-    let yaml = seeds(&[
-        "39-002-gateway-my-gateway.yaml",
-        "40-002-virtualservice-gateway-vs.yaml",
-    ]) + MYAPP_SUBSETS;
     let timeout = Duration::from_millis(300);
-    let ports = start_gateway_with(&yaml, disc, creds.path(), Some(timeout)).await;
+    let (creds, ports, _myapp) = example_com_with(Some(timeout)).await;
 
     let mut stalled = TcpStream::connect(ports[&443]).await.expect("connect");
     // The header of a handshake record promising 255 bytes, then nothing.
