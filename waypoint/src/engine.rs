@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::connector::Connector;
 use crate::destination::DestinationRef;
 use crate::discovery::Discovery;
+use crate::limits::{BodyBudget, Limits};
 use crate::outlier::OutlierDetector;
 use crate::policy::{ClusterSpec, ResolveError};
 use crate::pool::Pool;
@@ -29,6 +30,8 @@ pub struct Options {
     pub max_request_body: usize,
     /// How long a mirrored request may take before it is abandoned.
     pub mirror_timeout: Duration,
+    /// Timeouts, connection and stream caps, and the body budget.
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
         Options {
             max_request_body: 8 << 20,
             mirror_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct Waypoint {
     pub options: Options,
     /// Metrics registry and access log switch.
     pub(crate) telemetry: Telemetry,
+    /// Request body bytes buffered across all requests.
+    pub(crate) body_budget: Arc<BodyBudget>,
 }
 
 impl Waypoint {
@@ -75,14 +81,22 @@ impl Waypoint {
         connector: Arc<dyn Connector>,
         options: Options,
     ) -> Arc<Self> {
+        let telemetry = Telemetry::new();
+        let body_budget = BodyBudget::new(options.limits.buffered_body_budget, telemetry.limits());
         Arc::new(Waypoint {
             config: RwLock::new(Arc::new(config)),
             discovery,
             connector,
             clusters: Mutex::new(HashMap::new()),
             options,
-            telemetry: Telemetry::new(),
+            telemetry,
+            body_budget,
         })
+    }
+
+    /// Request body bytes buffered now, across all requests.
+    pub fn buffered_body_bytes(&self) -> usize {
+        self.body_budget.used()
     }
 
     /// The metrics registry and access log switch.

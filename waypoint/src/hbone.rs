@@ -6,7 +6,6 @@
 //! hosts, their endpoints with labels and identities.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -19,9 +18,6 @@ use http::header::HOST;
 use http::uri::{Authority, Uri};
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use mesh_hbone::{
     serve_connection, ConnectRequest, HboneClient, HboneStream, InboundTunnel, SocketFactory,
     HBONE_PORT,
@@ -36,6 +32,7 @@ use tracing::{debug, info, warn};
 use crate::connector::{BoxIo, ConnectFuture, Connector};
 use crate::discovery::{Discovery, Endpoint, Labels};
 use crate::engine::Waypoint;
+use crate::limits::{serve_http, ConnState, ConnectionTracker, Expired, ListenerStats, Tracked};
 use crate::peer::Peer;
 use crate::sniff::{sniff, Prefixed, Sniffed, SNIFF_WAIT};
 
@@ -413,12 +410,21 @@ async fn serve_with<T>(
 ) where
     T: Fn() -> Result<Arc<rustls::ServerConfig>, mesh_identity::IdentityError>,
 {
+    let limits = waypoint.options.limits.clone();
+    let tracker = ConnectionTracker::new(
+        limits.max_connections,
+        waypoint.telemetry().limits().listener("hbone"),
+    );
     let mut stop = drain.clone();
     loop {
         tokio::select! {
             _ = drained(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
+                    // Over the cap with every connection busy: closed at once.
+                    let Some(slot) = tracker.admit() else {
+                        continue;
+                    };
                     let tls = match tls_config() {
                         Ok(t) => t,
                         Err(e) => {
@@ -429,18 +435,80 @@ async fn serve_with<T>(
                     let drain = drain.clone();
                     let waypoint = waypoint.clone();
                     let discovery = discovery.clone();
+                    let stats = tracker.stats().clone();
+                    let idle = limits.idle_timeout;
                     tokio::spawn(async move {
+                        let outer = slot.state.clone();
+                        let tunnel_stats = stats.clone();
                         let on_tunnel = move |t: InboundTunnel| {
-                            tokio::spawn(tunnel(t, remote, waypoint.clone(), discovery.clone()));
+                            // The connection is not idle while a tunnel lives.
+                            let open = outer.begin();
+                            let tunnel = tunnel(
+                                t,
+                                remote,
+                                waypoint.clone(),
+                                discovery.clone(),
+                                tunnel_stats.clone(),
+                            );
+                            tokio::spawn(async move {
+                                tunnel.await;
+                                drop(open);
+                            });
                         };
-                        if let Err(e) = serve_connection(tcp, tls, drain, on_tunnel).await {
-                            debug!(%remote, error = %e, "HBONE connection ended");
-                        }
+                        serve_hbone_connection(tcp, tls, drain, on_tunnel, &slot.state, idle, &stats, remote).await;
+                        drop(slot);
                     });
                 }
                 Err(e) => {
                     warn!(error = %e, "HBONE accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// One HBONE connection until it ends: GOAWAY once `drain` turns true or
+/// it has had no tunnel for `idle`; closed at once when evicted.
+#[allow(clippy::too_many_arguments)]
+async fn serve_hbone_connection<F>(
+    tcp: tokio::net::TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    mut drain: watch::Receiver<bool>,
+    on_tunnel: F,
+    state: &ConnState,
+    idle: Duration,
+    stats: &ListenerStats,
+    remote: SocketAddr,
+) where
+    F: FnMut(InboundTunnel) + Send,
+{
+    let (close_tx, close_rx) = watch::channel(false);
+    let serve = serve_connection(tcp, tls, close_rx, on_tunnel);
+    tokio::pin!(serve);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = serve.as_mut() => {
+                if let Err(e) = r {
+                    debug!(%remote, error = %e, "HBONE connection ended");
+                }
+                return;
+            }
+            _ = drained(&mut drain), if !closing => {
+                let _ = close_tx.send(true);
+                closing = true;
+            }
+            why = state.expired(None, idle), if !closing => match why {
+                Expired::Idle => {
+                    stats.count_idle_timeout();
+                    debug!(%remote, "HBONE connection idle: GOAWAY");
+                    let _ = close_tx.send(true);
+                    closing = true;
+                }
+                Expired::Evicted | Expired::HeaderTimeout => {
+                    debug!(%remote, "idle HBONE connection closed to make room for another");
+                    return;
                 }
             },
         }
@@ -479,6 +547,7 @@ async fn tunnel(
     remote: SocketAddr,
     waypoint: Arc<Waypoint>,
     discovery: Arc<MeshDiscovery>,
+    stats: ListenerStats,
 ) {
     let addr = t
         .forwarded
@@ -515,9 +584,18 @@ async fn tunnel(
     };
     let stream = Prefixed::new(first, stream);
     if sniffed == Sniffed::Tcp {
-        relay_tcp(stream, &caller, service.as_deref(), &waypoint, &discovery).await;
+        relay_tcp(
+            stream,
+            &caller,
+            service.as_deref(),
+            &waypoint,
+            &discovery,
+            &stats,
+        )
+        .await;
         return;
     }
+    let limits = waypoint.options.limits.clone();
     let labels = discovery.source_labels(addr.ip());
     let peer = Arc::new(Peer {
         addr,
@@ -532,18 +610,16 @@ async fn tunnel(
         labels,
     });
     let target = caller.target;
-    let svc = service_fn(move |mut req: Request<Incoming>| {
+    let handle = move |mut req: Request<Incoming>| {
         let waypoint = waypoint.clone();
         let peer = peer.clone();
         if let Some(host) = &service {
             name_the_service(&mut req, host, target);
         }
-        async move { Ok::<_, Infallible>(waypoint.handle(req, &peer).await) }
-    });
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), svc)
-        .await
-    {
+        async move { waypoint.handle(req, &peer).await }
+    };
+    // Each tunnel is a connection of its own to the HTTP inside it.
+    if let Err(e) = serve_http(stream, ConnState::new(), &limits, &stats, handle).await {
         debug!(error = %e, "tunnelled HTTP connection ended");
     }
 }
@@ -551,11 +627,12 @@ async fn tunnel(
 /// Relays a non-HTTP tunnel to one endpoint of the service it was opened
 /// for, through the waypoint's connector (HBONE to the endpoint).
 async fn relay_tcp<I: crate::connector::Io>(
-    mut down: I,
+    down: I,
     caller: &Caller,
     service: Option<&str>,
     waypoint: &Waypoint,
     discovery: &MeshDiscovery,
+    stats: &ListenerStats,
 ) {
     let Some(host) = service else {
         warn!(target = %caller.target, "TCP tunnel to no known service; closed");
@@ -587,7 +664,19 @@ async fn relay_tcp<I: crate::connector::Io>(
         }
     };
     info!(caller.identity = %caller.identity, service = host, endpoint = %ep.addr, "TCP passthrough");
-    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+    // Envoy's tcp_proxy idle_timeout: no byte either way for this long.
+    let idle = waypoint.options.limits.idle_timeout;
+    let state = ConnState::new();
+    let mut down = Tracked::new(down, state.clone());
+    let relay = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut down, &mut up) => r,
+        _ = state.io_idle(idle) => {
+            stats.count_idle_timeout();
+            info!(service = host, endpoint = %ep.addr, ?idle, "TCP passthrough idle: closed");
+            return;
+        }
+    };
+    match relay {
         Ok((sent, received)) => info!(
             service = host,
             endpoint = %ep.addr,

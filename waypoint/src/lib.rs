@@ -38,6 +38,7 @@ pub mod hbone;
 pub mod headers;
 pub mod issue;
 pub mod layers;
+pub mod limits;
 pub mod mirror;
 pub mod namespace;
 pub mod outlier;

@@ -9,16 +9,12 @@
 //!
 //! [`layers`]: crate::layers
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::body::ProxyBody;
@@ -26,18 +22,34 @@ use crate::config::Config;
 use crate::connector::Io;
 use crate::engine::Waypoint;
 use crate::layers;
+use crate::limits::{serve_http, ConnState, ConnectionTracker, ListenerStats};
 use crate::peer::Peer;
 use crate::telemetry::SourceInfo;
 
 impl Waypoint {
-    /// Accepts connections until the listener fails.
+    /// Accepts connections until the listener fails, at most
+    /// [`Limits::max_connections`] open (see [`crate::limits`]).
+    ///
+    /// [`Limits::max_connections`]: crate::limits::Limits::max_connections
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let tracker = ConnectionTracker::new(
+            self.options.limits.max_connections,
+            self.telemetry.limits().listener("http"),
+        );
         loop {
             match listener.accept().await {
                 Ok((s, peer)) => {
+                    // Over the cap with every connection busy: closed at once.
+                    let Some(slot) = tracker.admit() else {
+                        continue;
+                    };
                     let _ = s.set_nodelay(true);
                     let me = self.clone();
-                    tokio::spawn(me.serve_connection(s, peer));
+                    let stats = tracker.stats().clone();
+                    tokio::spawn(async move {
+                        me.serve_tracked(s, peer, slot.state.clone(), &stats).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -48,8 +60,21 @@ impl Waypoint {
     }
 
     /// Serves one downstream connection (a TCP stream, or an HBONE tunnel
-    /// stream once terminated) from `peer`.
+    /// stream once terminated) from `peer`, on a connection of its own.
     pub async fn serve_connection<I: Io>(self: Arc<Self>, io: I, peer: SocketAddr) {
+        self.serve_tracked(io, peer, ConnState::new(), &ListenerStats::default())
+            .await
+    }
+
+    /// [`Waypoint::serve_connection`] under the timers of `state`, counted
+    /// in `stats`.
+    pub async fn serve_tracked<I: Io>(
+        self: Arc<Self>,
+        io: I,
+        peer: SocketAddr,
+        state: Arc<ConnState>,
+        stats: &ListenerStats,
+    ) {
         let labels = self.discovery.source_labels(peer.ip());
         let peer = Arc::new(Peer {
             addr: peer,
@@ -62,15 +87,13 @@ impl Waypoint {
             ),
             labels,
         });
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let limits = self.options.limits.clone();
+        let handle = move |req: Request<Incoming>| {
             let me = self.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(me.handle(req, &peer).await) }
-        });
-        if let Err(e) = auto::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(io), svc)
-            .await
-        {
+            async move { me.handle(req, &peer).await }
+        };
+        if let Err(e) = serve_http(io, state, &limits, stats, handle).await {
             tracing::debug!(error = %e, "downstream connection ended");
         }
     }

@@ -26,6 +26,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
+use crate::limits::Reservation;
 
 /// The downstream body (hyper's `Incoming` in the proxy).
 type Source = BoxBody<Bytes, BoxError>;
@@ -59,6 +60,8 @@ struct Shared {
     /// The exact length of the whole body, when the source announced it.
     exact: Option<u64>,
     limit: usize,
+    /// What `kept` holds of the process-wide body budget.
+    reservation: Option<Reservation>,
 }
 
 impl Shared {
@@ -67,9 +70,14 @@ impl Shared {
         if !self.kept_all {
             return;
         }
-        if self.kept_len + data.len() > self.limit {
+        // Over the per-request limit or the shared budget: the body
+        // streams on, not kept, and the request is not retried (nothing
+        // has to be buffered to serve it, so no 503).
+        let within_budget = self.reservation.as_mut().is_none_or(|r| r.grow(data.len()));
+        if self.kept_len + data.len() > self.limit || !within_budget {
             self.kept_all = false;
             self.kept = Vec::new();
+            self.reservation = None;
             return;
         }
         self.kept_len += data.len();
@@ -78,8 +86,9 @@ impl Shared {
 }
 
 enum Kind {
-    /// A complete body: its one data frame, until sent.
-    Full(Option<Bytes>),
+    /// A complete body: its one data frame, until sent, and what it holds
+    /// of the body budget (given back when the last attempt drops it).
+    Full(Option<Bytes>, Option<Arc<Reservation>>),
     Stream {
         shared: Arc<Mutex<Shared>>,
         /// Index of the next kept frame this attempt sends.
@@ -97,11 +106,29 @@ pub struct UpstreamBody(Kind);
 impl UpstreamBody {
     /// A complete body (empty for `Bytes::new()`).
     pub fn full(b: Bytes) -> Self {
-        UpstreamBody(Kind::Full((!b.is_empty()).then_some(b)))
+        UpstreamBody(Kind::Full((!b.is_empty()).then_some(b), None))
+    }
+
+    /// A complete body that holds `reservation` of the body budget.
+    pub fn full_within(b: Bytes, reservation: Reservation) -> Self {
+        UpstreamBody(Kind::Full(
+            (!b.is_empty()).then_some(b),
+            Some(Arc::new(reservation)),
+        ))
     }
 
     /// Streams `source`, keeping up to `limit` bytes for replays.
     pub fn streaming<B>(source: B, limit: usize) -> Self
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self::streaming_within(source, limit, None)
+    }
+
+    /// [`UpstreamBody::streaming`], the kept bytes taken from
+    /// `reservation`'s budget too (past it, the body is no longer kept).
+    pub fn streaming_within<B>(source: B, limit: usize, reservation: Option<Reservation>) -> Self
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -120,6 +147,7 @@ impl UpstreamBody {
                 received: 0,
                 exact,
                 limit,
+                reservation,
             })),
             next: 0,
             source: None,
@@ -133,7 +161,7 @@ impl UpstreamBody {
     /// [`UpstreamBody::can_replay`].
     pub fn replay(&self) -> Self {
         match &self.0 {
-            Kind::Full(b) => UpstreamBody(Kind::Full(b.clone())),
+            Kind::Full(b, held) => UpstreamBody(Kind::Full(b.clone(), held.clone())),
             Kind::Stream { shared, .. } => UpstreamBody(Kind::Stream {
                 shared: shared.clone(),
                 next: 0,
@@ -148,7 +176,7 @@ impl UpstreamBody {
     /// read so far is kept, and no earlier attempt still holds the source.
     pub fn can_replay(&self) -> bool {
         match &self.0 {
-            Kind::Full(_) => true,
+            Kind::Full(..) => true,
             Kind::Stream { shared, .. } => shared
                 .lock()
                 .map(|s| s.kept_all && (s.ended || s.source.is_some()))
@@ -160,7 +188,7 @@ impl UpstreamBody {
     /// complete, else what has been read so far.
     pub fn len_so_far(&self) -> u64 {
         match &self.0 {
-            Kind::Full(b) => b.as_ref().map_or(0, |b| b.len() as u64),
+            Kind::Full(b, _) => b.as_ref().map_or(0, |b| b.len() as u64),
             Kind::Stream { shared, .. } => shared
                 .lock()
                 .map(|s| s.exact.unwrap_or(s.received))
@@ -179,7 +207,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let (shared, next, source, trailers_sent, done) = match &mut this.0 {
-            Kind::Full(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Full(b, _) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream {
                 shared,
                 next,
@@ -264,14 +292,14 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Kind::Full(b) => b.is_none(),
+            Kind::Full(b, _) => b.is_none(),
             Kind::Stream { done, .. } => *done,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Full(b, _) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Stream { shared, next, .. } => {
                 let exact = shared.lock().ok().and_then(|s| s.exact);
                 // Only a body not started yet knows what is left exactly.

@@ -3,7 +3,6 @@
 //! engine shared by every listener, with the listener's own routes and
 //! policies.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +11,6 @@ use http::header::{self, HeaderValue};
 use http::uri::{Scheme, Uri};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -26,6 +22,7 @@ use crate::config::Config;
 use crate::connector::{Connector, Io};
 use crate::discovery::Discovery;
 use crate::engine::Waypoint;
+use crate::limits::{serve_http, ConnState, ConnectionTracker, Limits, ListenerStats};
 use crate::peer::Peer;
 use crate::routes::split_host_port;
 
@@ -49,6 +46,9 @@ pub struct ListenerService {
     tls: Option<TlsAcceptor>,
     /// How long a client may take to complete the TLS handshake.
     tls_handshake_timeout: Duration,
+    /// Header and idle timeouts, connection and stream caps (the body
+    /// budget is the engine's).
+    limits: Limits,
 }
 
 /// A TLS client that opens TCP and never finishes its handshake holds a
@@ -117,7 +117,9 @@ impl ListenerService {
         discovery: Arc<dyn Discovery>,
     ) -> Result<Arc<Self>, rustls::Error> {
         let tls = listener.tls_config()?.map(TlsAcceptor::from);
+        let limits = waypoint.options.limits.clone();
         Ok(Arc::new(ListenerService {
+            limits,
             port: listener.port,
             protocol: listener.protocol,
             servers: listener.servers,
@@ -140,6 +142,21 @@ impl ListenerService {
             ),
         }
         self
+    }
+
+    /// The connection limits, set before the service is shared (once it
+    /// serves, they stay as they were).
+    pub fn with_limits(mut self: Arc<Self>, limits: Limits) -> Arc<Self> {
+        match Arc::get_mut(&mut self) {
+            Some(me) => me.limits = limits,
+            None => warn!(port = self.port, "limits set on a shared listener: ignored"),
+        }
+        self
+    }
+
+    /// The engine this listener's requests run on.
+    pub fn engine(&self) -> &Arc<Waypoint> {
+        &self.waypoint
     }
 
     /// The hosts of this port's servers (for logs).
@@ -215,14 +232,34 @@ impl ListenerService {
             .await
     }
 
-    /// Serves one accepted connection (TLS handshake first on HTTPS).
+    /// Serves one accepted connection (TLS handshake first on HTTPS), on
+    /// a connection of its own.
     pub async fn serve_connection<I: Io>(self: Arc<Self>, io: I, peer: SocketAddr) {
+        self.serve_tracked(io, peer, ConnState::new(), &ListenerStats::default())
+            .await
+    }
+
+    /// [`ListenerService::serve_connection`] under the timers of `state`
+    /// (evicted during the handshake too), counted in `stats`.
+    async fn serve_tracked<I: Io>(
+        self: Arc<Self>,
+        io: I,
+        peer: SocketAddr,
+        state: Arc<ConnState>,
+        stats: &ListenerStats,
+    ) {
         match self.tls.clone() {
             Some(acceptor) => {
-                match tokio::time::timeout(self.tls_handshake_timeout, acceptor.accept(io)).await {
+                let handshake =
+                    tokio::time::timeout(self.tls_handshake_timeout, acceptor.accept(io));
+                let done = tokio::select! {
+                    done = handshake => done,
+                    _ = state.evicted() => return,
+                };
+                match done {
                     Ok(Ok(tls)) => {
                         let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
-                        self.serve_http(tls, peer, sni).await
+                        self.serve_http(tls, peer, sni, state, stats).await
                     }
                     Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => debug!(
@@ -232,11 +269,18 @@ impl ListenerService {
                     ),
                 }
             }
-            None => self.serve_http(io, peer, None).await,
+            None => self.serve_http(io, peer, None, state, stats).await,
         }
     }
 
-    async fn serve_http<I: Io>(self: Arc<Self>, io: I, addr: SocketAddr, sni: Option<String>) {
+    async fn serve_http<I: Io>(
+        self: Arc<Self>,
+        io: I,
+        addr: SocketAddr,
+        sni: Option<String>,
+        state: Arc<ConnState>,
+        stats: &ListenerStats,
+    ) {
         let sni: Option<Arc<str>> = sni.map(Arc::from);
         let labels = self.discovery.source_labels(addr.ip());
         let peer = Arc::new(Peer {
@@ -249,29 +293,44 @@ impl ListenerService {
             ),
             labels,
         });
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let limits = self.limits.clone();
+        let handle = move |req: Request<Incoming>| {
             let me = self.clone();
             let peer = peer.clone();
             let sni = sni.clone();
-            async move { Ok::<_, Infallible>(me.handle(req, &peer, sni.as_deref()).await) }
-        });
-        if let Err(e) = auto::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(io), svc)
-            .await
-        {
+            async move { me.handle(req, &peer, sni.as_deref()).await }
+        };
+        if let Err(e) = serve_http(io, state, &limits, stats, handle).await {
             debug!(error = %e, "gateway connection ended");
         }
     }
 
-    /// Accepts connections until `drain` turns true.
+    /// Accepts connections until `drain` turns true, at most
+    /// [`Limits::max_connections`] open (see [`crate::limits`]).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut drain: watch::Receiver<bool>) {
+        let tracker = ConnectionTracker::new(
+            self.limits.max_connections,
+            self.waypoint
+                .telemetry()
+                .limits()
+                .listener(&format!("gateway:{}", self.port)),
+        );
         loop {
             tokio::select! {
                 _ = drained(&mut drain) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((s, peer)) => {
+                        // Over the cap with every connection busy: closed at once.
+                        let Some(slot) = tracker.admit() else {
+                            continue;
+                        };
                         let _ = s.set_nodelay(true);
-                        tokio::spawn(self.clone().serve_connection(s, peer));
+                        let me = self.clone();
+                        let stats = tracker.stats().clone();
+                        tokio::spawn(async move {
+                            me.serve_tracked(s, peer, slot.state.clone(), &stats).await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => {
                         warn!(port = self.port, error = %e, "gateway accept failed");

@@ -119,6 +119,7 @@ async fn chain(
         body,
         !routed.route.mirrors.is_empty(),
         wp.options.max_request_body,
+        &wp.body_budget,
     )
     .await?;
     let forwarding = Forwarding {

@@ -10,10 +10,12 @@
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use rand::Rng;
 
@@ -22,8 +24,9 @@ use super::reply::Reply;
 use super::route::Routed;
 use crate::body::local_reply;
 use crate::headers::HeaderRules;
+use crate::limits::BodyBudget;
 use crate::replay::UpstreamBody;
-use crate::telemetry::RequestMeta;
+use crate::telemetry::{flagged, RequestMeta, ResponseFlag};
 
 /// A request ready to be sent upstream; each try builds its own from it.
 #[derive(Clone)]
@@ -51,32 +54,53 @@ pub struct Forwarding<'a> {
 }
 
 impl Upstream {
-    /// The request body for the tries (and mirrors).
-    pub async fn body(body: Incoming, mirrored: bool, limit: usize) -> Result<UpstreamBody, Reply> {
+    /// The request body for the tries (and mirrors); what is buffered is
+    /// taken from `budget`, shared by every request. A mirrored body the
+    /// budget cannot hold is refused with `503` and `x-envoy-overloaded:
+    /// true`, as Envoy's overload manager refuses work it cannot take.
+    pub async fn body(
+        body: Incoming,
+        mirrored: bool,
+        limit: usize,
+        budget: &Arc<BodyBudget>,
+    ) -> Result<UpstreamBody, Reply> {
         if body.is_end_stream() {
             return Ok(UpstreamBody::full(Bytes::new()));
         }
         if !mirrored {
-            return Ok(UpstreamBody::streaming(body, limit));
+            return Ok(UpstreamBody::streaming_within(
+                body,
+                limit,
+                Some(budget.reservation()),
+            ));
         }
         // Mirrors run beside the primary: each needs the whole body.
-        match Limited::new(body, limit).collect().await {
-            Ok(b) => Ok(UpstreamBody::full(b.to_bytes())),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return Err(local_reply(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body too large",
-                    ));
-                }
-                Err(local_reply(
+        let mut reservation = budget.reservation();
+        let mut buf = BytesMut::new();
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(local_reply(
                     StatusCode::BAD_REQUEST,
                     "request body could not be read",
-                ))
+                ));
+            };
+            let Ok(data) = frame.into_data() else {
+                // Trailers: a buffered body is sent without them.
+                continue;
+            };
+            if buf.len() + data.len() > limit {
+                return Err(local_reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ));
             }
+            if !reservation.grow(data.len()) {
+                return Err(overloaded());
+            }
+            buf.extend_from_slice(&data);
         }
+        Ok(UpstreamBody::full_within(buf.freeze(), reservation))
     }
 
     /// The upstream request from the downstream `head` (its headers are
@@ -173,6 +197,20 @@ impl Upstream {
     pub fn query(&self) -> Option<&str> {
         self.path_and_query.split_once('?').map(|(_, q)| q)
     }
+}
+
+/// `503`, `x-envoy-overloaded: true`, flag `OM`: the body budget is spent.
+fn overloaded() -> Reply {
+    let mut r = flagged(
+        local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request body buffers are full",
+        ),
+        ResponseFlag::OVERLOAD_MANAGER,
+    );
+    r.headers_mut()
+        .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    r
 }
 
 /// Headers that belong to one connection, never forwarded.

@@ -25,6 +25,8 @@ impl ResponseFlag {
     pub const FAULT_DELAY: Self = ResponseFlag("DI");
     pub const NO_ROUTE: Self = ResponseFlag("NR");
     pub const RATE_LIMITED: Self = ResponseFlag("RL");
+    /// Refused for want of a shared resource (the body budget).
+    pub const OVERLOAD_MANAGER: Self = ResponseFlag("OM");
 }
 
 /// Marks a (local) response with a flag.

@@ -23,6 +23,7 @@ use super::meta::RequestMeta;
 use super::series::{Series, SeriesKeyRef};
 use crate::body::ProxyBody;
 use crate::discovery::Discovery;
+use crate::limits::LimitMetrics;
 use crate::ratelimit::Stats;
 
 /// Istio's `istio_request_duration_milliseconds` buckets.
@@ -53,6 +54,8 @@ pub struct Telemetry {
     rl_rate_limited: Family<StatPrefix, Counter>,
     rl_enforced: Family<StatPrefix, Counter>,
     access_log: AtomicBool,
+    /// Of the timeouts and limits.
+    limits: LimitMetrics,
     /// Tells this registry's cached series from another's.
     id: usize,
 }
@@ -127,7 +130,9 @@ impl Telemetry {
             "envoy_http_local_rate_limit_enforced",
             "Requests denied by the local rate limit",
         );
+        let limits = LimitMetrics::register(&mut registry);
         Telemetry {
+            limits,
             registry,
             requests,
             duration,
@@ -140,6 +145,11 @@ impl Telemetry {
             access_log: AtomicBool::new(true),
             id: NEXT_TELEMETRY_ID.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// The metrics of the timeouts and limits.
+    pub fn limits(&self) -> &LimitMetrics {
+        &self.limits
     }
 
     /// Turns the access log off or on (the `--no-access-log` flag); the
