@@ -22,7 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use waypoint::discovery::Labels;
+use waypoint::engine::Options;
 use waypoint::gateway::{GatewayConfig, GatewayWorkload, ListenerProtocol, ListenerService};
+use waypoint::limits::Limits;
 use waypoint::{Config, Endpoint, StaticDiscovery, TcpConnector, Waypoint};
 
 /// The seed config `name` from the repository's fixtures
@@ -1026,4 +1028,481 @@ async fn listeners_share_one_engine_and_one_admin_server() {
     let ok = metric_sum(&m.body, "istio_requests_total", &["response_code=\"200\""]);
     assert_eq!(ok, 2.0, "{}", m.body);
     let _ = _tx;
+}
+
+// ------------------------------------------------- timeouts and limits --
+
+/// Compiles `yaml` for the ingress gateway and serves every listener on
+/// one engine with `options` (its limits on every listener): Gateway port
+/// -> bound address, and the engine (its metrics and body budget).
+async fn start_gateway_limited(
+    yaml: &str,
+    disc: StaticDiscovery,
+    options: Options,
+) -> (HashMap<u16, SocketAddr>, Arc<Waypoint>) {
+    let creds = tempfile::tempdir().expect("credentials dir");
+    let (gw, issues) = GatewayConfig::from_yaml(yaml, "test.yaml", &ingress(), creds.path());
+    assert!(issues.is_empty(), "gateway issues: {issues:?}");
+    let gw = gw
+        .into_gateway_with(Arc::new(disc), Arc::new(TcpConnector), options)
+        .expect("TLS config");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    // The sender lives as long as the test's runtime.
+    std::mem::forget(tx);
+    let mut ports = HashMap::new();
+    for l in gw.listeners {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        ports.insert(l.port, listener.local_addr().expect("addr"));
+        tokio::spawn(l.serve(listener, rx.clone()));
+    }
+    (ports, gw.waypoint)
+}
+
+fn limited(limits: Limits) -> Options {
+    Options {
+        limits,
+        ..Options::default()
+    }
+}
+
+/// Bookinfo's gateway (port 80, `/productpage` to productpage) in front
+/// of `productpage`.
+async fn bookinfo_limited(
+    productpage: SocketAddr,
+    limits: Limits,
+) -> (HashMap<u16, SocketAddr>, Arc<Waypoint>) {
+    let disc = StaticDiscovery::new().with("productpage", vec![Endpoint::new(productpage, &[])]);
+    let yaml = seeds(&[
+        "04-000-gateway-bookinfo-gateway.yaml",
+        "05-000-virtualservice-bookinfo.yaml",
+    ]);
+    start_gateway_limited(&yaml, disc, limited(limits)).await
+}
+
+const PRODUCTPAGE_GET: &[u8] = b"GET /productpage HTTP/1.1\r\nhost: bookinfo.example\r\n\r\n";
+
+/// Reads one response to `GET /productpage` (the backend answers
+/// `productpage`, a short body) from a raw connection: its status line.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\nproductpage")
+        && !String::from_utf8_lossy(&got).contains("\r\n\r\nslow")
+    {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before the response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// How long until the peer closes `s` (reads nothing more), at most `max`.
+async fn closed_after(s: &mut TcpStream, max: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout_at((started + max).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// A slowloris client (one byte of head per second) is cut at the header
+/// timeout, counted; a well-behaved client is served meanwhile, and a
+/// keep-alive connection idle between requests for longer than the header
+/// timeout is not cut (the timer starts at a head's first byte).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_at_the_header_timeout_while_a_good_client_is_served() {
+    let productpage = Backend::start("productpage").await;
+    let timeout = Duration::from_secs(2);
+    let limits = Limits {
+        header_read_timeout: timeout,
+        ..Limits::default()
+    };
+    let (ports, engine) = bookinfo_limited(productpage.addr, limits).await;
+
+    // A keep-alive connection: one request now, the next after 2.5 s.
+    let mut keepalive = TcpStream::connect(ports[&80]).await.expect("connect");
+    keepalive.write_all(PRODUCTPAGE_GET).await.expect("write");
+    assert!(read_response(&mut keepalive).await.contains("200"));
+
+    let mut slow = TcpStream::connect(ports[&80]).await.expect("connect");
+    let (mut rd, mut wr) = slow.split();
+    let head = PRODUCTPAGE_GET;
+    let started = Instant::now();
+    let writer = async {
+        for b in head {
+            if wr.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        panic!("the whole head went through at one byte per second");
+    };
+    let reader = async {
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(8), rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => started.elapsed(),
+            Ok(Ok(n)) => panic!("the gateway answered a partial head with {n} bytes"),
+            Err(_) => panic!("a slowloris head was still being read after 8 s"),
+        }
+    };
+    let good = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let r = http_get(ports[&80], "bookinfo.example", "/productpage").await;
+        assert_eq!(r.status, StatusCode::OK, "body: {}", r.body);
+        assert_eq!(r.body, "productpage");
+    };
+    let cut = tokio::select! {
+        cut = async { tokio::join!(reader, good).0 } => cut,
+        _ = writer => unreachable!("the writer panics or returns first"),
+    };
+    assert!(
+        cut >= timeout - Duration::from_millis(100) && cut < timeout + Duration::from_millis(1500),
+        "cut after {cut:?}, the header timeout is {timeout:?}"
+    );
+
+    // Idle for longer than the header timeout, then a second request.
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed())).await;
+    keepalive.write_all(PRODUCTPAGE_GET).await.expect("write");
+    assert!(
+        read_response(&mut keepalive).await.contains("200"),
+        "an idle keep-alive connection was cut by the header timeout"
+    );
+
+    let m = engine.metrics_text();
+    let cut_count = metric_sum(
+        &m,
+        "envoy_http_downstream_rq_header_timeout_total",
+        &["listener=\"gateway:80\""],
+    );
+    assert_eq!(cut_count, 1.0, "{m}");
+}
+
+/// A backend that answers `slow` after `delay`.
+async fn slow_backend(delay: Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"slow",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A connection with no request in flight is closed after the idle
+/// timeout, counted; a request that takes longer than the idle timeout is
+/// not cut (idle means no request, as Envoy's `idle_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let backend = slow_backend(Duration::from_millis(1500)).await;
+    let limits = Limits {
+        idle_timeout: idle,
+        ..Limits::default()
+    };
+    let (ports, engine) = bookinfo_limited(backend, limits).await;
+
+    let mut s = TcpStream::connect(ports[&80]).await.expect("connect");
+    s.write_all(PRODUCTPAGE_GET).await.expect("write");
+    let status = read_response(&mut s).await;
+    assert!(
+        status.contains("200"),
+        "a 1.5 s request under a 1 s idle timeout: {status}"
+    );
+    let closed = closed_after(&mut s, Duration::from_secs(5))
+        .await
+        .expect("an idle connection still open 5 s after its last response");
+    assert!(
+        closed >= idle - Duration::from_millis(100) && closed < idle + Duration::from_millis(1500),
+        "closed {closed:?} after the last response, the idle timeout is {idle:?}"
+    );
+
+    // A connection that never sends a byte is idle too.
+    let mut silent = TcpStream::connect(ports[&80]).await.expect("connect");
+    let closed = closed_after(&mut silent, Duration::from_secs(5))
+        .await
+        .expect("a silent connection still open after 5 s");
+    assert!(closed < idle + Duration::from_millis(1500), "{closed:?}");
+
+    let m = engine.metrics_text();
+    let n = metric_sum(
+        &m,
+        "envoy_http_downstream_cx_idle_timeout_total",
+        &["listener=\"gateway:80\""],
+    );
+    assert_eq!(n, 2.0, "{m}");
+}
+
+/// Raises this process's open file limit to its hard limit.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid pointer to a live rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    lim.rlim_cur as u64
+}
+
+/// 10,000 idle connections (half silent, half stopped inside a request
+/// head) do not stop a well-behaved client: the listener keeps at most its
+/// cap (500 here) open, closing the idlest to make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_do_not_stop_a_good_client() {
+    const IDLE: usize = 10_000;
+    const CAP: usize = 500;
+    let nofile = raise_nofile();
+    assert!(
+        nofile >= (IDLE + CAP + 200) as u64,
+        "this test needs {} open files, the limit is {nofile}",
+        IDLE + CAP + 200
+    );
+    let productpage = Backend::start("productpage").await;
+    let limits = Limits {
+        max_connections: CAP,
+        ..Limits::default()
+    };
+    let (ports, engine) = bookinfo_limited(productpage.addr, limits).await;
+
+    let mut idle = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        let mut s = TcpStream::connect(ports[&80]).await.expect("connect");
+        if i % 2 == 1 {
+            s.write_all(b"GET /productpage HTTP/1.1\r\nhost: bookinfo")
+                .await
+                .expect("write a partial head");
+        }
+        idle.push(s);
+    }
+    let active = |m: &str| {
+        metric_sum(
+            m,
+            "envoy_listener_downstream_cx_active",
+            &["listener=\"gateway:80\""],
+        )
+    };
+    // The accepts catch up with the connects.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = engine.metrics_text();
+        let evicted = metric_sum(
+            &m,
+            "ambit_listener_downstream_cx_evicted_total",
+            &["listener=\"gateway:80\""],
+        );
+        if evicted >= (IDLE - CAP) as f64 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        http_get(ports[&80], "bookinfo.example", "/productpage"),
+    )
+    .await
+    .expect("a good client is served within 5 s of 10,000 idle connections");
+    assert_eq!(r.status, StatusCode::OK, "body: {}", r.body);
+    assert_eq!(r.body, "productpage");
+    let took = started.elapsed();
+
+    let m = engine.metrics_text();
+    assert!(
+        active(&m) <= CAP as f64,
+        "open connections over the cap: {m}"
+    );
+    let evicted = metric_sum(
+        &m,
+        "ambit_listener_downstream_cx_evicted_total",
+        &["listener=\"gateway:80\""],
+    );
+    assert!(
+        evicted >= (IDLE - CAP + 1) as f64,
+        "{evicted} idle connections closed to make room, expected at least {}",
+        IDLE - CAP + 1
+    );
+    let refused = metric_sum(
+        &m,
+        "envoy_listener_downstream_cx_overflow_total",
+        &["listener=\"gateway:80\""],
+    );
+    assert_eq!(refused, 0.0, "no connection had a request in flight");
+    eprintln!("good client served in {took:?}; {evicted} idle connections evicted");
+    drop(idle);
+}
+
+/// An HTTP/2 connection is offered 100 concurrent streams (Envoy's
+/// default as Istio sets it; hyper's is 200): the server's SETTINGS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connections_are_offered_100_concurrent_streams() {
+    let productpage = Backend::start("productpage").await;
+    let (ports, _engine) = bookinfo_limited(productpage.addr, Limits::default()).await;
+    let tcp = TcpStream::connect(ports[&80]).await.expect("connect");
+    let (mut client, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let req = Request::get("http://bookinfo.example/productpage")
+        .body(())
+        .expect("request");
+    let (resp, _) = client.send_request(req, true).expect("send");
+    let resp = tokio::select! {
+        r = resp => r.expect("response"),
+        r = &mut conn => panic!("connection ended first: {r:?}"),
+    };
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(conn.max_concurrent_send_streams(), 100);
+}
+
+/// A request body streamed from a channel (ends when the sender drops).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+const UPLOAD_MIRRORED: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: upload-gateway, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["upload.example"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: upload, namespace: bookinfo}
+spec:
+  hosts: ["upload.example"]
+  gateways: [upload-gateway]
+  http:
+  - route:
+    - destination: {host: myapp}
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 100}
+"#;
+
+/// Waits until the engine buffers `cond` bytes (at most 5 s).
+async fn buffered_until(engine: &Waypoint, cond: impl Fn(usize) -> bool) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = engine.buffered_body_bytes();
+        if cond(n) || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Mirrored bodies are buffered whole; the buffers of all requests share
+/// one budget. A request over it while another holds most of it gets
+/// `503` with `x-envoy-overloaded: true`; once the first is done its
+/// bytes are given back and a later request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_bodies_over_the_budget_are_refused_and_the_budget_is_given_back() {
+    const BODY: usize = 600 << 10;
+    let myapp = Backend::start("myapp").await;
+    let shadow = Backend::start("shadow").await;
+    let disc = StaticDiscovery::new()
+        .with("myapp", vec![myapp.endpoint()])
+        .with("shadow", vec![shadow.endpoint()]);
+    let limits = Limits {
+        buffered_body_budget: 1 << 20,
+        ..Limits::default()
+    };
+    let (ports, engine) = start_gateway_limited(UPLOAD_MIRRORED, disc, limited(limits)).await;
+
+    let tcp = TcpStream::connect(ports[&80]).await.expect("connect");
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let post = |sender: &http2::SendRequest<ChannelBody>| {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let req = Request::post("http://upload.example/up")
+            .body(ChannelBody(rx))
+            .expect("request");
+        let mut sender = sender.clone();
+        let resp = tokio::spawn(async move { sender.send_request(req).await });
+        (tx, resp)
+    };
+    let chunk = Bytes::from(vec![b'x'; BODY]);
+
+    // A: 600 KiB, the body not ended yet.
+    let (a_tx, a_resp) = post(&sender);
+    a_tx.send(chunk.clone()).await.expect("send A");
+    let held = buffered_until(&engine, |n| n >= BODY).await;
+    assert_eq!(held, BODY, "A's body is buffered");
+
+    // B: 600 KiB more is over the 1 MiB budget.
+    let (b_tx, b_resp) = post(&sender);
+    b_tx.send(chunk.clone()).await.expect("send B");
+    drop(b_tx);
+    let b = b_resp.await.expect("task").expect("B's response");
+    assert_eq!(b.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(b.headers()["x-envoy-overloaded"], "true");
+
+    drop(a_tx);
+    let a = a_resp.await.expect("task").expect("A's response");
+    assert_eq!(a.status(), StatusCode::OK);
+    let body = a.into_body().collect().await.expect("A's body").to_bytes();
+    assert_eq!(body, "myapp");
+    let left = buffered_until(&engine, |n| n == 0).await;
+    assert_eq!(
+        left, 0,
+        "A's bytes are given back once it and its mirror are done"
+    );
+
+    // C: the budget is free again.
+    let (c_tx, c_resp) = post(&sender);
+    c_tx.send(chunk).await.expect("send C");
+    drop(c_tx);
+    let c = c_resp.await.expect("task").expect("C's response");
+    assert_eq!(c.status(), StatusCode::OK);
+
+    let m = engine.metrics_text();
+    // No labels: `name value`.
+    let refused = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ambit_buffered_request_body_overflow_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(refused, Some(1.0), "{m}");
 }

@@ -17,7 +17,7 @@ use super::servers::{
 use crate::config::Config;
 use crate::connector::Connector;
 use crate::discovery::{Discovery, Labels};
-use crate::engine::Waypoint;
+use crate::engine::{Options, Waypoint};
 use crate::issue::{res_name, Issue};
 use crate::namespace::ROOT_NAMESPACE;
 use crate::policy::Policies;
@@ -402,13 +402,25 @@ impl GatewayConfig {
         discovery: Arc<dyn Discovery>,
         connector: Arc<dyn Connector>,
     ) -> Result<Gateway, rustls::Error> {
-        let waypoint = Waypoint::new(
+        self.into_gateway_with(discovery, connector, Options::default())
+    }
+
+    /// [`GatewayConfig::into_gateway`] on an engine with `options` (its
+    /// limits apply to every listener).
+    pub fn into_gateway_with(
+        self,
+        discovery: Arc<dyn Discovery>,
+        connector: Arc<dyn Connector>,
+        options: Options,
+    ) -> Result<Gateway, rustls::Error> {
+        let waypoint = Waypoint::with_options(
             Config {
                 policies: self.policies,
                 ..Config::default()
             },
             discovery.clone(),
             connector,
+            options,
         );
         let listeners = self
             .listeners
