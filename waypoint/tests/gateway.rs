@@ -1257,7 +1257,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 }
 
 /// Raises this process's open file limit to its hard limit.
-fn raise_nofile() -> u64 {
+fn raise_nofile() -> libc::rlim_t {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -1269,7 +1269,7 @@ fn raise_nofile() -> u64 {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// 10,000 idle connections (half silent, half stopped inside a request
@@ -1281,7 +1281,7 @@ async fn ten_thousand_idle_connections_do_not_stop_a_good_client() {
     const CAP: usize = 500;
     let nofile = raise_nofile();
     assert!(
-        nofile >= (IDLE + CAP + 200) as u64,
+        nofile >= (IDLE + CAP + 200) as libc::rlim_t,
         "this test needs {} open files, the limit is {nofile}",
         IDLE + CAP + 200
     );
