@@ -95,6 +95,38 @@ impl Default for Limits {
     }
 }
 
+/// The `waypoint` binary's flags for [`Limits`].
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Seconds from a request head's first byte to its end.
+    #[arg(long, default_value_t = HEADER_READ_TIMEOUT.as_secs())]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may have no request in flight.
+    #[arg(long, default_value_t = IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// Connections each listener keeps open.
+    #[arg(long, default_value_t = MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// HTTP/2 streams per downstream connection.
+    #[arg(long, default_value_t = MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
+    /// Bytes of request bodies buffered across all requests.
+    #[arg(long, default_value_t = BUFFERED_BODY_BUDGET)]
+    pub buffered_body_budget: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
+            buffered_body_budget: self.buffered_body_budget,
+        }
+    }
+}
+
 // ------------------------------------------------------------- metrics --
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

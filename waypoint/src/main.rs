@@ -60,6 +60,9 @@ struct Cli {
     /// Admin HTTP server: `/metrics` (Prometheus) and `/healthz/ready`.
     #[arg(long, default_value = waypoint::admin::DEFAULT_ADMIN_ADDR)]
     admin: SocketAddr,
+    // Timeouts and limits (waypoint::limits).
+    #[command(flatten)]
+    limits: waypoint::limits::LimitArgs,
     /// Turn the per-request access log (target `access`) off.
     #[arg(long)]
     no_access_log: bool,
@@ -85,6 +88,14 @@ struct Cli {
 enum Role {
     Waypoint,
     Gateway,
+}
+
+/// The engine's tunables from the flags.
+fn options(cli: &Cli) -> waypoint::engine::Options {
+    waypoint::engine::Options {
+        limits: cli.limits.limits(),
+        ..Default::default()
+    }
 }
 
 /// Splits the file: (mesh-node local config, L7 resources) as YAML texts.
@@ -123,13 +134,14 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     // xDS mode (waypoint::xds): everything else is the --config mode.
     let Some(config_path) = cli.config.clone() else {
-        return Ok(waypoint::xds::run(
+        return Ok(waypoint::xds::run_with(
             &cli.xds,
             &cli.name,
             cli.namespace.as_deref(),
             cli.listen,
             Some(cli.admin),
             !cli.no_access_log,
+            options(&cli),
         )
         .await?);
     };
@@ -177,7 +189,7 @@ async fn main() -> Result<()> {
         let workload = GatewayWorkload::new(&me.namespace, me.labels.clone());
         return run_gateway(&cli, &l7, &source, &workload, discovery, connector).await;
     }
-    let wp = Waypoint::new(config, discovery.clone(), connector);
+    let wp = Waypoint::with_options(config, discovery.clone(), connector, options(&cli));
     // Admin server on its own thread and runtime.
     wp.telemetry().set_access_log(!cli.no_access_log);
     let (_admin_addr, _admin_thread) = waypoint::admin::spawn(cli.admin, wp.clone())
@@ -243,7 +255,7 @@ async fn run_gateway(
         bound.push((addr, listener));
     }
     let gateway = gateway
-        .into_gateway(discovery, connector)
+        .into_gateway_with(discovery, connector, options(cli))
         .context("the TLS configuration of an HTTPS port")?;
     // One admin server for every listener.
     gateway

@@ -225,6 +225,20 @@ pub async fn run(
     admin: Option<SocketAddr>,
     access_log: bool,
 ) -> Result<(), XdsError> {
+    let options = crate::engine::Options::default();
+    run_with(args, name, namespace, listen, admin, access_log, options).await
+}
+
+/// [`run`] with the engine's `options` (the binary's limit flags).
+pub async fn run_with(
+    args: &XdsArgs,
+    name: &str,
+    namespace: Option<&str>,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    access_log: bool,
+    options: crate::engine::Options,
+) -> Result<(), XdsError> {
     let namespace = namespace.ok_or(XdsError::NoNamespace)?;
     let address = args.xds_address.clone().unwrap_or_default();
     let token = match &args.bootstrap_token {
@@ -287,7 +301,7 @@ pub async fn run(
         Arc::new(MarkedSocketFactory::default()),
         SocketAddr::new(me.ip, 0),
     ));
-    let wp = Waypoint::new(Config::default(), discovery.clone(), connector);
+    let wp = Waypoint::with_options(Config::default(), discovery.clone(), connector, options);
     wp.telemetry().set_access_log(access_log);
     let _admin = match admin {
         Some(addr) => Some(
