@@ -448,6 +448,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_over_the_shared_budget_streams_but_is_not_replayed() {
+        let metrics = crate::limits::LimitMetrics::register(
+            &mut prometheus_client::registry::Registry::default(),
+        );
+        let budget = crate::limits::BodyBudget::new(6, &metrics);
+        // Another request holds 2 of the 6 bytes.
+        let mut other = budget.reservation();
+        assert!(other.grow(2));
+        let b = UpstreamBody::streaming_within(
+            source(&["abc", "def"], false),
+            1024,
+            Some(budget.reservation()),
+        );
+        let mut first = b.replay();
+        assert_eq!(read(&mut first, None).await.0, "abcdef");
+        drop(first);
+        assert!(!b.can_replay(), "4 bytes of budget cannot keep 6");
+        assert_eq!(budget.used(), 2, "what was kept is given back at once");
+        drop(other);
+        let b = UpstreamBody::streaming_within(
+            source(&["abc"], false),
+            1024,
+            Some(budget.reservation()),
+        );
+        let mut first = b.replay();
+        assert_eq!(read(&mut first, None).await.0, "abc");
+        drop(first);
+        assert!(b.can_replay());
+        assert_eq!(budget.used(), 3);
+        drop(b);
+        assert_eq!(
+            budget.used(),
+            0,
+            "the last attempt gives the kept bytes back"
+        );
+    }
+
+    #[tokio::test]
     async fn a_body_over_the_limit_streams_but_is_not_replayed() {
         let b = UpstreamBody::streaming(source(&["abcd", "efgh", "ij"], false), 6);
         let mut first = b.replay();
